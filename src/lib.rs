@@ -1,0 +1,1 @@
+//! hush: a privacy-respecting web analytics collector.
