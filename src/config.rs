@@ -1,0 +1,592 @@
+//! Configuration: TOML files with `HUSH_`-prefixed environment overrides.
+//!
+//! Every key has a default (see `config/default.toml`, which documents them), so an
+//! empty file plus one `[[sites]]` entry is a working configuration. Validation runs
+//! once at start and names the key, the value and the reason, so a bad deployment
+//! fails loudly instead of silently dropping hits.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// A configuration that could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: `{key}` = {value}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, value: impl std::fmt::Debug, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: format!("{value:?}"),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub privacy: PrivacyConfig,
+    pub session: SessionConfig,
+    pub user_agent: UserAgentConfig,
+    pub geo: GeoConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub writer: WriterConfig,
+    pub spool: SpoolConfig,
+    pub retention: RetentionConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub sites: Vec<SiteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Public ingestion listener.
+    pub listen: SocketAddr,
+    /// Connections beyond this wait in the kernel backlog instead of costing memory.
+    pub max_connections: usize,
+    /// Requests being handled at once across all connections (HTTP/2 multiplexes many).
+    pub max_in_flight_requests: usize,
+    /// A client must send its complete request head within this time (slowloris guard).
+    pub header_read_timeout_ms: u64,
+    /// A client must send its complete body within this time.
+    pub body_read_timeout_ms: u64,
+    /// Idle keep-alive connections are closed after this time.
+    pub keep_alive_timeout_ms: u64,
+    /// Maximum concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Peers allowed to set X-Forwarded-For / Forwarded (CIDRs). Empty: trust no header.
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long a graceful shutdown may take to flush before giving up.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            max_connections: 10_000,
+            max_in_flight_requests: 4_096,
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 60_000,
+            h2_max_concurrent_streams: 100,
+            trusted_proxies: Vec::new(),
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_batch_body_bytes: usize,
+    pub max_batch_events: usize,
+    pub max_url_chars: usize,
+    pub max_referrer_chars: usize,
+    pub max_event_name_chars: usize,
+    pub max_props: usize,
+    pub max_prop_key_bytes: usize,
+    pub max_prop_value_bytes: usize,
+    pub max_json_depth: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024,
+            max_batch_body_bytes: 256 * 1024,
+            max_batch_events: 100,
+            max_url_chars: 2_000,
+            max_referrer_chars: 2_000,
+            max_event_name_chars: 120,
+            max_props: 30,
+            max_prop_key_bytes: 300,
+            max_prop_value_bytes: 2_000,
+            max_json_depth: 8,
+        }
+    }
+}
+
+/// What to do with a hit that carries `DNT: 1` or `Sec-GPC: 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptOutPolicy {
+    /// Count the hit with no visitor id and no session: totals stay right, nothing links it to a person.
+    Anonymous,
+    /// Do not store the hit at all (answered 202 with a reason header).
+    Drop,
+    /// Treat it like any other hit.
+    Ignore,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// IPv4 addresses are cut to this many leading bits before anything else sees them.
+    pub ipv4_prefix: u8,
+    /// IPv6 addresses are cut to this many leading bits before anything else sees them.
+    pub ipv6_prefix: u8,
+    pub dnt: OptOutPolicy,
+    pub gpc: OptOutPolicy,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            dnt: OptOutPolicy::Anonymous,
+            gpc: OptOutPolicy::Anonymous,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A visit ends after this long without a hit from the same visitor.
+    pub timeout_secs: u64,
+    /// Upper bound on tracked visitors; the least recently seen are forgotten first.
+    pub max_tracked: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 30 * 60,
+            max_tracked: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserAgentConfig {
+    /// Distinct User-Agent strings whose parse result is cached.
+    pub cache_entries: usize,
+    /// Extra case-insensitive substrings that mark a User-Agent as a bot.
+    pub extra_bot_patterns: Vec<String>,
+}
+
+impl Default for UserAgentConfig {
+    fn default() -> Self {
+        Self {
+            cache_entries: 20_000,
+            extra_bot_patterns: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeoConfig {
+    /// Path to a GeoLite2-City / GeoIP2-City mmdb file. Unset: no geo columns.
+    pub database: Option<PathBuf>,
+    /// Reload the database when the file changes (SIGHUP always reloads).
+    pub watch: bool,
+    /// How often the file is checked for changes when `watch` is on.
+    pub watch_interval_ms: u64,
+}
+
+impl Default for GeoConfig {
+    fn default() -> Self {
+        Self {
+            database: None,
+            watch: true,
+            watch_interval_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Lz4,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub compression: Compression,
+    /// Timeout of each request to ClickHouse.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            user: "default".into(),
+            password: String::new(),
+            database: "hush".into(),
+            compression: Compression::Lz4,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriterConfig {
+    /// A batch is inserted when it reaches this many rows ...
+    pub batch_rows: usize,
+    /// ... or when its oldest row has waited this long, whichever comes first.
+    pub flush_interval_ms: u64,
+    /// Hits waiting for the writer; when full, new hits get 503 + Retry-After.
+    pub queue_capacity: usize,
+    /// First retry delay after a failed insert; doubles up to `retry_max_ms`, with jitter.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            batch_rows: 10_000,
+            flush_interval_ms: 1_000,
+            queue_capacity: 200_000,
+            retry_base_ms: 200,
+            retry_max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    Always,
+    Interval,
+    Never,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory of the write-ahead spool. Unset: hits are buffered in memory only.
+    pub dir: Option<PathBuf>,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval_ms: u64,
+    pub segment_bytes: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            fsync: FsyncPolicy::Interval,
+            fsync_interval_ms: 50,
+            segment_bytes: 16 * 1024 * 1024,
+            max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Sites without their own `retention_days` keep data this long. 395 days covers a
+    /// full year plus a month, so year-over-year comparisons of the last month still work.
+    pub default_days: u32,
+    /// No site may keep data longer; the table TTL is set here as a backstop.
+    pub max_days: u32,
+    /// Run the built-in purge scheduler in `serve`.
+    pub schedule: bool,
+    /// UTC time of day ("HH:MM") of the daily purge.
+    pub at_utc: String,
+    /// Random delay added to the purge start so instances do not start together.
+    pub jitter_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            default_days: 395,
+            max_days: 1_100,
+            schedule: true,
+            at_utc: "03:30".into(),
+            jitter_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin API listener; keep it off the public interface.
+    pub listen: Option<SocketAddr>,
+    pub tokens: Vec<AdminToken>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    /// Hex SHA-256 of the token (`hush token new` prints both).
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// The domain hits name in `domain`/`d`; also the site's key in every table.
+    pub domain: String,
+    /// Other host names that count as this site (e.g. `www.` variants, staging).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Days of data kept; defaults to `retention.default_days`.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// IANA time zone for day boundaries of this site's retention and reports.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+impl SiteConfig {
+    pub fn retention_days(&self, retention: &RetentionConfig) -> u32 {
+        self.retention_days.unwrap_or(retention.default_days)
+    }
+}
+
+impl ServerConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if any), then `HUSH_*` environment variables
+    /// (`HUSH_CLICKHOUSE__URL` sets `clickhouse.url`), and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, Env::prefixed("HUSH_").split("__"))
+    }
+
+    fn load_with_env(path: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(invalid("--config", path.display().to_string(), "file does not exist"));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML string (no environment), for tests and `check-config`.
+    pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.privacy;
+        if !(8..=32).contains(&p.ipv4_prefix) {
+            return Err(invalid("privacy.ipv4_prefix", p.ipv4_prefix, "must be between 8 and 32; 24 keeps a /24"));
+        }
+        if !(16..=128).contains(&p.ipv6_prefix) {
+            return Err(invalid("privacy.ipv6_prefix", p.ipv6_prefix, "must be between 16 and 128; 48 keeps a /48"));
+        }
+        if self.writer.batch_rows == 0 {
+            return Err(invalid("writer.batch_rows", self.writer.batch_rows, "must be at least 1"));
+        }
+        if self.writer.queue_capacity < self.writer.batch_rows {
+            return Err(invalid(
+                "writer.queue_capacity",
+                self.writer.queue_capacity,
+                "must be at least writer.batch_rows",
+            ));
+        }
+        if self.writer.flush_interval_ms == 0 {
+            return Err(invalid("writer.flush_interval_ms", 0, "must be positive"));
+        }
+        if self.limits.max_batch_events == 0 || self.limits.max_batch_events > 10_000 {
+            return Err(invalid("limits.max_batch_events", self.limits.max_batch_events, "must be 1..=10000"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", 0, "must be positive"));
+        }
+        if self.server.max_in_flight_requests == 0 {
+            return Err(invalid("server.max_in_flight_requests", 0, "must be positive"));
+        }
+        let url = &self.clickhouse.url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url::Url::parse(url).is_err() {
+            return Err(invalid("clickhouse.url", url, "must be an http:// or https:// URL"));
+        }
+        let db = &self.clickhouse.database;
+        if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid("clickhouse.database", db, "must be a plain identifier [A-Za-z0-9_]"));
+        }
+        let r = &self.retention;
+        if r.default_days == 0 || r.default_days > r.max_days {
+            return Err(invalid("retention.default_days", r.default_days, "must be 1..=retention.max_days"));
+        }
+        if parse_hh_mm(&r.at_utc).is_none() {
+            return Err(invalid("retention.at_utc", &r.at_utc, "must be HH:MM (UTC)"));
+        }
+        if self.spool.dir.is_some() && self.spool.max_bytes < self.spool.segment_bytes {
+            return Err(invalid("spool.max_bytes", self.spool.max_bytes, "must be at least spool.segment_bytes"));
+        }
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!("admin.tokens[{i}].sha256"), "<hidden>", "must be 64 hex digits"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            let key = format!("sites[{i}]");
+            if !is_host_name(&site.domain) {
+                return Err(invalid(format!("{key}.domain"), &site.domain, "must be a lower-case host name"));
+            }
+            for alias in &site.aliases {
+                if !is_host_name(alias) {
+                    return Err(invalid(format!("{key}.aliases"), alias, "must be a lower-case host name"));
+                }
+            }
+            for name in std::iter::once(&site.domain).chain(&site.aliases) {
+                if !seen.insert(name.clone()) {
+                    return Err(invalid(format!("{key}.domain"), name, "is configured twice"));
+                }
+            }
+            let days = site.retention_days(r);
+            if days == 0 || days > r.max_days {
+                return Err(invalid(format!("{key}.retention_days"), days, "must be 1..=retention.max_days"));
+            }
+            if jiff::tz::TimeZone::get(&site.timezone).is_err() {
+                return Err(invalid(format!("{key}.timezone"), &site.timezone, "unknown IANA time zone"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses "HH:MM" into (hour, minute).
+pub fn parse_hh_mm(s: &str) -> Option<(u8, u8)> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::from_toml_str("[privacy]\nipv4_prefix = 40\n").unwrap_err().to_string();
+        assert!(err.contains("privacy.ipv4_prefix") && err.contains("40"), "{err}");
+        let err = Config::from_toml_str("[[sites]]\ndomain = \"a.com\"\ntimezone = \"Mars/Base\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sites[0].timezone"), "{err}");
+        let err = Config::from_toml_str("[[sites]]\ndomain = \"A.com\"\n").unwrap_err().to_string();
+        assert!(err.contains("sites[0].domain"), "{err}");
+        let err = Config::from_toml_str("[writer]\nbatch_rowz = 3\n").unwrap_err().to_string();
+        assert!(err.contains("batch_rowz"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_site_names_are_rejected() {
+        let toml = "[[sites]]\ndomain = \"a.com\"\n[[sites]]\ndomain = \"b.com\"\naliases = [\"a.com\"]\n";
+        let err = Config::from_toml_str(toml).unwrap_err().to_string();
+        assert!(err.contains("configured twice"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("hush.toml", "[clickhouse]\nurl = \"http://file:8123\"\n")?;
+            jail.set_env("HUSH_CLICKHOUSE__URL", "http://env:8123");
+            jail.set_env("HUSH_WRITER__BATCH_ROWS", "77");
+            let config = Config::load(Some(Path::new("hush.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.clickhouse.url, "http://env:8123");
+            assert_eq!(config.writer.batch_rows, 77);
+            Ok(())
+        });
+    }
+}
