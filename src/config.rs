@@ -27,7 +27,11 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: impl Into<String>, value: impl std::fmt::Debug, reason: impl Into<String>) -> ConfigError {
+fn invalid(
+    key: impl Into<String>,
+    value: impl std::fmt::Debug,
+    reason: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         value: format!("{value:?}"),
@@ -430,7 +434,11 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
-                return Err(invalid("--config", path.display().to_string(), "file does not exist"));
+                return Err(invalid(
+                    "--config",
+                    path.display().to_string(),
+                    "file does not exist",
+                ));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -452,13 +460,25 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.privacy;
         if !(8..=32).contains(&p.ipv4_prefix) {
-            return Err(invalid("privacy.ipv4_prefix", p.ipv4_prefix, "must be between 8 and 32; 24 keeps a /24"));
+            return Err(invalid(
+                "privacy.ipv4_prefix",
+                p.ipv4_prefix,
+                "must be between 8 and 32; 24 keeps a /24",
+            ));
         }
         if !(16..=128).contains(&p.ipv6_prefix) {
-            return Err(invalid("privacy.ipv6_prefix", p.ipv6_prefix, "must be between 16 and 128; 48 keeps a /48"));
+            return Err(invalid(
+                "privacy.ipv6_prefix",
+                p.ipv6_prefix,
+                "must be between 16 and 128; 48 keeps a /48",
+            ));
         }
         if self.writer.batch_rows == 0 {
-            return Err(invalid("writer.batch_rows", self.writer.batch_rows, "must be at least 1"));
+            return Err(invalid(
+                "writer.batch_rows",
+                self.writer.batch_rows,
+                "must be at least 1",
+            ));
         }
         if self.writer.queue_capacity < self.writer.batch_rows {
             return Err(invalid(
@@ -471,59 +491,113 @@ impl Config {
             return Err(invalid("writer.flush_interval_ms", 0, "must be positive"));
         }
         if self.limits.max_batch_events == 0 || self.limits.max_batch_events > 10_000 {
-            return Err(invalid("limits.max_batch_events", self.limits.max_batch_events, "must be 1..=10000"));
+            return Err(invalid(
+                "limits.max_batch_events",
+                self.limits.max_batch_events,
+                "must be 1..=10000",
+            ));
         }
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", 0, "must be positive"));
         }
         if self.server.max_in_flight_requests == 0 {
-            return Err(invalid("server.max_in_flight_requests", 0, "must be positive"));
+            return Err(invalid(
+                "server.max_in_flight_requests",
+                0,
+                "must be positive",
+            ));
         }
         let url = &self.clickhouse.url;
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url::Url::parse(url).is_err() {
-            return Err(invalid("clickhouse.url", url, "must be an http:// or https:// URL"));
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url::Url::parse(url).is_err()
+        {
+            return Err(invalid(
+                "clickhouse.url",
+                url,
+                "must be an http:// or https:// URL",
+            ));
         }
         let db = &self.clickhouse.database;
         if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(invalid("clickhouse.database", db, "must be a plain identifier [A-Za-z0-9_]"));
+            return Err(invalid(
+                "clickhouse.database",
+                db,
+                "must be a plain identifier [A-Za-z0-9_]",
+            ));
         }
         let r = &self.retention;
         if r.default_days == 0 || r.default_days > r.max_days {
-            return Err(invalid("retention.default_days", r.default_days, "must be 1..=retention.max_days"));
+            return Err(invalid(
+                "retention.default_days",
+                r.default_days,
+                "must be 1..=retention.max_days",
+            ));
         }
         if parse_hh_mm(&r.at_utc).is_none() {
-            return Err(invalid("retention.at_utc", &r.at_utc, "must be HH:MM (UTC)"));
+            return Err(invalid(
+                "retention.at_utc",
+                &r.at_utc,
+                "must be HH:MM (UTC)",
+            ));
         }
         if self.spool.dir.is_some() && self.spool.max_bytes < self.spool.segment_bytes {
-            return Err(invalid("spool.max_bytes", self.spool.max_bytes, "must be at least spool.segment_bytes"));
+            return Err(invalid(
+                "spool.max_bytes",
+                self.spool.max_bytes,
+                "must be at least spool.segment_bytes",
+            ));
         }
         for (i, token) in self.admin.tokens.iter().enumerate() {
             if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(format!("admin.tokens[{i}].sha256"), "<hidden>", "must be 64 hex digits"));
+                return Err(invalid(
+                    format!("admin.tokens[{i}].sha256"),
+                    "<hidden>",
+                    "must be 64 hex digits",
+                ));
             }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, site) in self.sites.iter().enumerate() {
             let key = format!("sites[{i}]");
             if !is_host_name(&site.domain) {
-                return Err(invalid(format!("{key}.domain"), &site.domain, "must be a lower-case host name"));
+                return Err(invalid(
+                    format!("{key}.domain"),
+                    &site.domain,
+                    "must be a lower-case host name",
+                ));
             }
             for alias in &site.aliases {
                 if !is_host_name(alias) {
-                    return Err(invalid(format!("{key}.aliases"), alias, "must be a lower-case host name"));
+                    return Err(invalid(
+                        format!("{key}.aliases"),
+                        alias,
+                        "must be a lower-case host name",
+                    ));
                 }
             }
             for name in std::iter::once(&site.domain).chain(&site.aliases) {
                 if !seen.insert(name.clone()) {
-                    return Err(invalid(format!("{key}.domain"), name, "is configured twice"));
+                    return Err(invalid(
+                        format!("{key}.domain"),
+                        name,
+                        "is configured twice",
+                    ));
                 }
             }
             let days = site.retention_days(r);
             if days == 0 || days > r.max_days {
-                return Err(invalid(format!("{key}.retention_days"), days, "must be 1..=retention.max_days"));
+                return Err(invalid(
+                    format!("{key}.retention_days"),
+                    days,
+                    "must be 1..=retention.max_days",
+                ));
             }
             if jiff::tz::TimeZone::get(&site.timezone).is_err() {
-                return Err(invalid(format!("{key}.timezone"), &site.timezone, "unknown IANA time zone"));
+                return Err(invalid(
+                    format!("{key}.timezone"),
+                    &site.timezone,
+                    "unknown IANA time zone",
+                ));
             }
         }
         Ok(())
@@ -543,7 +617,9 @@ fn is_host_name(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
 }
 
@@ -558,21 +634,32 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
-        let err = Config::from_toml_str("[privacy]\nipv4_prefix = 40\n").unwrap_err().to_string();
-        assert!(err.contains("privacy.ipv4_prefix") && err.contains("40"), "{err}");
-        let err = Config::from_toml_str("[[sites]]\ndomain = \"a.com\"\ntimezone = \"Mars/Base\"\n")
+        let err = Config::from_toml_str("[privacy]\nipv4_prefix = 40\n")
             .unwrap_err()
             .to_string();
+        assert!(
+            err.contains("privacy.ipv4_prefix") && err.contains("40"),
+            "{err}"
+        );
+        let err =
+            Config::from_toml_str("[[sites]]\ndomain = \"a.com\"\ntimezone = \"Mars/Base\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("sites[0].timezone"), "{err}");
-        let err = Config::from_toml_str("[[sites]]\ndomain = \"A.com\"\n").unwrap_err().to_string();
+        let err = Config::from_toml_str("[[sites]]\ndomain = \"A.com\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sites[0].domain"), "{err}");
-        let err = Config::from_toml_str("[writer]\nbatch_rowz = 3\n").unwrap_err().to_string();
+        let err = Config::from_toml_str("[writer]\nbatch_rowz = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("batch_rowz"), "{err}");
     }
 
     #[test]
     fn duplicate_site_names_are_rejected() {
-        let toml = "[[sites]]\ndomain = \"a.com\"\n[[sites]]\ndomain = \"b.com\"\naliases = [\"a.com\"]\n";
+        let toml =
+            "[[sites]]\ndomain = \"a.com\"\n[[sites]]\ndomain = \"b.com\"\naliases = [\"a.com\"]\n";
         let err = Config::from_toml_str(toml).unwrap_err().to_string();
         assert!(err.contains("configured twice"), "{err}");
     }
