@@ -1,4 +1,5 @@
 //! hush: a privacy-respecting web analytics collector.
 
+pub mod client_ip;
 pub mod config;
 pub mod event;
