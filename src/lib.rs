@@ -3,3 +3,6 @@
 pub mod client_ip;
 pub mod config;
 pub mod event;
+pub mod logging;
+pub mod metrics;
+pub mod server;

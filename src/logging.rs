@@ -1,0 +1,68 @@
+//! Process-wide logging: `tracing` events to stderr, as text or JSON lines.
+//!
+//! `RUST_LOG` wins over `log.level` so an operator can raise verbosity for one run
+//! without editing the deployed configuration. Nothing in hush passes a client address
+//! to a log macro; the privacy end-to-end test scans debug output to keep it that way.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("invalid log filter `{directive}`: {source}")]
+    Filter {
+        directive: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("a global logger is already installed")]
+    AlreadyInstalled,
+}
+
+/// Builds the filter: `RUST_LOG` when set and non-empty, else `log.level`.
+pub fn filter(config: &LogConfig) -> Result<EnvFilter, LoggingError> {
+    let directive = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => config.level.clone(),
+    };
+    EnvFilter::try_new(&directive).map_err(|source| LoggingError::Filter { directive, source })
+}
+
+/// Installs the global subscriber. Call once, before anything logs.
+pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
+    let filter = filter(config)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let result = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+    result.map_err(|_| LoggingError::AlreadyInstalled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_level_is_reported_with_the_directive() {
+        // Only meaningful when RUST_LOG does not override the configured level.
+        if std::env::var("RUST_LOG").is_ok_and(|v| !v.trim().is_empty()) {
+            return;
+        }
+        let config = LogConfig {
+            level: "hush=loud".into(),
+            ..LogConfig::default()
+        };
+        let err = filter(&config).unwrap_err().to_string();
+        assert!(err.contains("hush=loud"), "{err}");
+        assert!(filter(&LogConfig::default()).is_ok());
+    }
+}

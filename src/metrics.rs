@@ -1,0 +1,202 @@
+//! Prometheus metrics: one shared `Registry` that components register into when they
+//! are built, rendered in the text exposition format at `GET /metrics`.
+//!
+//! Every label value is a fixed enum or a status code: never user input (that would let
+//! a client blow up the series count) and never an address.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The shared registry after start-up, when no component registers anymore.
+pub type SharedRegistry = Arc<Registry>;
+
+/// Renders the registry in the Prometheus text format (with `# EOF`).
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    // Writing into a String cannot fail; an error would mean a broken encoder, and a
+    // partial page is still more useful than none.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+/// Which endpoint served a request.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Route {
+    event,
+    events,
+    preflight,
+    health,
+    ready,
+    metrics,
+    not_found,
+}
+
+/// Why a hit was deliberately not stored (answered 202 with `X-Hush-Dropped`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum DropReason {
+    bot,
+    dnt,
+    gpc,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::bot => "bot",
+            DropReason::dnt => "dnt",
+            DropReason::gpc => "gpc",
+        }
+    }
+}
+
+/// Why a request carrying hits was refused.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RejectReason {
+    malformed,
+    unknown_site,
+    too_large,
+    unsupported_media_type,
+    body_timeout,
+    queue_full,
+    overloaded,
+    internal,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Route,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Route,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: DropReason,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    reason: RejectReason,
+}
+
+fn duration_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s: ingestion is sub-millisecond; the tail shows queueing.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Counters of the HTTP front end.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    accepted: Counter,
+    dropped: Family<DropLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            accepted: Counter::default(),
+            dropped: Family::default(),
+            rejected: Family::default(),
+        };
+        registry.register(
+            "hush_http_requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        registry.register_with_unit(
+            "hush_http_request_duration",
+            "Time from request head to response",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        registry.register(
+            "hush_hits_accepted",
+            "Hits handed to the writer for storage",
+            m.accepted.clone(),
+        );
+        registry.register(
+            "hush_hits_dropped",
+            "Hits deliberately not stored (answered 202)",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "hush_hits_rejected",
+            "Hits refused with an error status",
+            m.rejected.clone(),
+        );
+        m
+    }
+
+    pub fn request(&self, route: Route, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.duration
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn accepted(&self, n: u64) {
+        self.accepted.inc_by(n);
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    pub fn rejected(&self, reason: RejectReason, n: u64) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc_by(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_fixed_labels() {
+        let mut registry = Registry::default();
+        let m = HttpMetrics::new(&mut registry);
+        m.request(Route::event, 202, Duration::from_micros(120));
+        m.accepted(3);
+        m.dropped(DropReason::gpc);
+        m.rejected(RejectReason::unknown_site, 2);
+        let text = render(&registry);
+        assert!(
+            text.contains("hush_http_requests_total{route=\"event\",status=\"202\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("hush_hits_accepted_total 3"), "{text}");
+        assert!(
+            text.contains("hush_hits_dropped_total{reason=\"gpc\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hush_hits_rejected_total{reason=\"unknown_site\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hush_http_request_duration_seconds_count{route=\"event\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

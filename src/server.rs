@@ -1,0 +1,425 @@
+//! The HTTP accept loop: HTTP/1.1 with keep-alive and HTTP/2 over cleartext (prior
+//! knowledge) on one port, with the limits that keep a public collector standing.
+//!
+//! - `server.max_connections`: a semaphore permit is taken *before* `accept`, so at the
+//!   limit new connections wait in the kernel backlog instead of costing memory here.
+//! - `server.max_in_flight_requests`: requests beyond it get 503 at once (the handler
+//!   decides the body), so HTTP/2 multiplexing cannot queue unbounded work.
+//! - `server.header_read_timeout_ms`: hyper's HTTP/1 head timer. In hyper 1.x it also
+//!   runs while an idle keep-alive connection waits for its next request, so idle HTTP/1
+//!   connections close after min(header timeout, keep-alive timeout).
+//! - `server.keep_alive_timeout_ms`: a per-connection watchdog closes connections with
+//!   no request in flight for that long (HTTP/2 has no head timer, so this is what
+//!   reaps idle h2 connections); a connection that never sent a request gets only the
+//!   header timeout, which also covers clients that connect and say nothing.
+//! - Shutdown: stop accepting, ask every connection to finish its in-flight requests
+//!   (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY), wait until all
+//!   are gone or the deadline passes.
+//!
+//! A panic in a handler is caught per request and answered by `Handler::on_panic`, so
+//! neither the connection nor the server goes down with it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::ServerConfig;
+
+/// The response body type of every handler.
+pub type Body = Full<Bytes>;
+
+/// Largest request head (request line plus headers) accepted, in bytes. Beacons carry a
+/// handful of short headers; cookies of a first-party proxy setup fit comfortably.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most header fields in one HTTP/1 request head.
+pub const MAX_HEADERS: usize = 100;
+
+/// What the server calls for every request.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. `peer` is the TCP peer; it is used only for client address
+    /// resolution and must not be stored or logged.
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send;
+
+    /// Answer when `max_in_flight_requests` are already being handled.
+    fn on_overload(&self) -> Response<Body> {
+        simple(StatusCode::SERVICE_UNAVAILABLE, "overloaded\n")
+    }
+
+    /// Answer when `handle` panicked.
+    fn on_panic(&self) -> Response<Body> {
+        simple(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+    }
+}
+
+/// A plain-text response.
+pub fn simple(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the listener (separately from `run` so the caller can learn the port).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// How a server run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// All connections finished before the deadline.
+    pub complete: bool,
+}
+
+/// Per-connection activity, for the idle watchdog.
+struct ConnActivity {
+    active: AtomicUsize,
+    served: AtomicU64,
+    /// Milliseconds since `epoch` of the last request start or end.
+    last_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl ConnActivity {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Decrements the active count even if the handler future is dropped mid-way.
+struct ActiveGuard<'a>(&'a ConnActivity);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout())
+        .keep_alive(true)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        // Pings find dead peers whose FIN never arrived.
+        .keep_alive_interval(Some(Duration::from_millis(
+            config.keep_alive_timeout_ms.max(1_000),
+        )))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains connections for at most
+/// `config.shutdown_timeout_ms`.
+pub async fn run<H: Handler>(
+    listener: TcpListener,
+    config: &ServerConfig,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) -> Drained {
+    let builder = Arc::new(builder(config));
+    let max_conns = config.max_connections;
+    let conn_limit = Arc::new(Semaphore::new(max_conns));
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight_requests));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let header_timeout = config.header_read_timeout();
+    let idle_timeout = Duration::from_millis(config.keep_alive_timeout_ms);
+
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = conn_limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // semaphore closed: cannot happen, we never close it
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let handler = handler.clone();
+        let in_flight = in_flight.clone();
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let activity = Arc::new(ConnActivity {
+                active: AtomicUsize::new(0),
+                served: AtomicU64::new(0),
+                last_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            });
+            let svc_activity = activity.clone();
+            let service = service_fn(move |req: Request<Incoming>| {
+                let handler = handler.clone();
+                let in_flight = in_flight.clone();
+                let activity = svc_activity.clone();
+                async move {
+                    activity.active.fetch_add(1, Ordering::AcqRel);
+                    activity.served.fetch_add(1, Ordering::Relaxed);
+                    let _guard = ActiveGuard(&activity);
+                    let Ok(_slot) = in_flight.try_acquire() else {
+                        return Ok::<_, Infallible>(handler.on_overload());
+                    };
+                    let resp = AssertUnwindSafe(handler.handle(req, peer))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!("request handler panicked");
+                            handler.on_panic()
+                        });
+                    Ok(resp)
+                }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let tick_every = (header_timeout.min(idle_timeout) / 4).max(Duration::from_millis(50));
+            let mut tick = tokio::time::interval(tick_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut closing = *stop_rx.borrow();
+            if closing {
+                conn.as_mut().graceful_shutdown();
+            }
+            loop {
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(err) = res {
+                            // Client resets and timeouts are routine on the public internet.
+                            tracing::debug!(error = %err, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    changed = stop_rx.changed(), if !closing => {
+                        if changed.is_err() || *stop_rx.borrow() {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                    _ = tick.tick(), if !closing => {
+                        if activity.active.load(Ordering::Acquire) == 0 {
+                            let limit = if activity.served.load(Ordering::Relaxed) == 0 {
+                                header_timeout
+                            } else {
+                                idle_timeout
+                            };
+                            let idle_ms = activity
+                                .now_ms()
+                                .saturating_sub(activity.last_ms.load(Ordering::Relaxed));
+                            if Duration::from_millis(idle_ms) >= limit {
+                                closing = true;
+                                conn.as_mut().graceful_shutdown();
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    // Stop accepting: the listener closes here, new connections are refused.
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let deadline = config.shutdown_timeout();
+    let all = u32::try_from(max_conns).unwrap_or(u32::MAX);
+    // Every live connection holds one permit; getting all of them back means all closed.
+    let complete = tokio::time::timeout(deadline, conn_limit.acquire_many(all))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !complete {
+        tracing::warn!(
+            open = max_conns - conn_limit.available_permits(),
+            "shutdown deadline reached with connections still open"
+        );
+    }
+    Drained { complete }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Default)]
+    struct Echo {
+        started: tokio::sync::Notify,
+    }
+
+    impl Handler for Echo {
+        async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+            match req.uri().path() {
+                "/panic" => panic!("handler bug"),
+                "/slow" => {
+                    self.started.notify_one();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    simple(StatusCode::OK, "slow\n")
+                }
+                _ => simple(StatusCode::OK, "ok\n"),
+            }
+        }
+    }
+
+    async fn start(
+        config: ServerConfig,
+        handler: Arc<Echo>,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Drained>,
+    ) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            run(listener, &config, handler, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        (addr, tx, task)
+    }
+
+    async fn raw(addr: SocketAddr, request: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn panics_are_contained_and_keep_alive_works() {
+        let (addr, stop, task) = start(ServerConfig::default(), Arc::default()).await;
+        let resp = raw(addr, "GET /panic HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        assert!(resp.starts_with("HTTP/1.1 500"), "{resp}");
+        // Two requests on one connection: keep-alive.
+        let resp = raw(
+            addr,
+            "GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
+        stop.send(()).unwrap();
+        assert!(task.await.unwrap().complete);
+    }
+
+    #[tokio::test]
+    async fn silent_clients_are_disconnected() {
+        let config = ServerConfig {
+            header_read_timeout_ms: 200,
+            ..ServerConfig::default()
+        };
+        let (addr, stop, task) = start(config, Arc::default()).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        // The server closes (EOF) instead of waiting forever; the outer timeout only
+        // bounds a broken implementation.
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("server kept a silent connection open");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        // Half a request head, then silence: the head timer answers or closes.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("server kept a slow-header connection open")
+            .ok();
+        assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+        stop.send(()).unwrap();
+        assert!(task.await.unwrap().complete);
+    }
+
+    #[tokio::test]
+    async fn shutdown_finishes_in_flight_requests() {
+        let handler = Arc::new(Echo::default());
+        let (addr, stop, task) = start(ServerConfig::default(), handler.clone()).await;
+        let started = handler.started.notified();
+        let client = tokio::spawn(raw(addr, "GET /slow HTTP/1.1\r\nhost: x\r\n\r\n"));
+        // Shut down only once the request is inside the handler.
+        started.await;
+        stop.send(()).unwrap();
+        let resp = client.await.unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(task.await.unwrap().complete);
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn h2c_prior_knowledge_is_served() {
+        let (addr, stop, task) = start(ServerConfig::default(), Arc::default()).await;
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let resp = client
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        drop(client);
+        stop.send(()).unwrap();
+        assert!(task.await.unwrap().complete);
+    }
+}
