@@ -5,4 +5,6 @@ pub mod config;
 pub mod event;
 pub mod logging;
 pub mod metrics;
+pub mod purge;
 pub mod server;
+pub mod token;
