@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod purge;
 pub mod server;
 pub mod token;
+pub mod ua;

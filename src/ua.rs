@@ -1,0 +1,1101 @@
+//! User-Agent → browser, OS, device class and bot flag.
+//!
+//! woothee does the parsing; this module fixes what it gets wrong or names badly for
+//! current browsers (Chromium Edge, Samsung Internet, in-app webviews, frozen macOS
+//! versions, ...), adds a maintained bot list matched with one Aho-Corasick pass, and
+//! caches results per distinct User-Agent: real traffic repeats a few thousand strings,
+//! so after warm-up a hit costs one hash lookup in a sharded cache and an `Arc` clone.
+
+use std::sync::Arc;
+
+use aho_corasick::AhoCorasick;
+use quick_cache::sync::Cache;
+
+use crate::config::UserAgentConfig;
+
+pub const DESKTOP: &str = "desktop";
+pub const MOBILE: &str = "mobile";
+pub const TABLET: &str = "tablet";
+pub const OTHER: &str = "other";
+
+/// User-Agents longer than this are parsed every time instead of cached, so a client
+/// sending huge random headers cannot make the cache hold megabytes of keys.
+const MAX_CACHED_UA_BYTES: usize = 1024;
+
+/// The built-in bot list, one case-insensitive substring per line.
+const BOT_PATTERNS: &str = include_str!("data/bot_patterns.txt");
+
+/// What a User-Agent says about the visitor's software. Unknown parts are empty strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UaInfo {
+    pub browser: Arc<str>,
+    /// `major.minor` (or just `major` when the UA gives no minor).
+    pub browser_version: Arc<str>,
+    pub os: Arc<str>,
+    pub os_version: Arc<str>,
+    /// One of [`DESKTOP`], [`MOBILE`], [`TABLET`], [`OTHER`].
+    pub device: &'static str,
+    /// Crawlers, monitors, headless browsers, HTTP libraries and empty UAs: the caller
+    /// drops these hits.
+    pub is_bot: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UaError {
+    #[error("cannot build the bot pattern matcher: {0}")]
+    BotPatterns(#[from] aho_corasick::BuildError),
+}
+
+/// Thread-safe parser with a bounded cache; share it behind an `Arc`.
+pub struct UaParser {
+    woothee: woothee::parser::Parser,
+    bots: AhoCorasick,
+    /// `None` when the configured capacity is 0 (caching disabled).
+    cache: Option<Cache<Box<str>, Arc<UaInfo>>>,
+    empty: Arc<UaInfo>,
+}
+
+impl std::fmt::Debug for UaParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UaParser")
+            .field("bot_patterns", &self.bots.patterns_len())
+            .field("cached", &self.cache.as_ref().map_or(0, |c| c.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl UaParser {
+    pub fn new(cfg: &UserAgentConfig) -> Result<Self, UaError> {
+        let patterns: Vec<&str> = BOT_PATTERNS
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .chain(cfg.extra_bot_patterns.iter().map(|p| p.trim()))
+            // An empty pattern would match every User-Agent and drop all traffic.
+            .filter(|p| !p.is_empty())
+            .collect();
+        let bots = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&patterns)?;
+        let cache = (cfg.cache_entries > 0).then(|| Cache::new(cfg.cache_entries));
+        let empty = Arc::new(UaInfo {
+            browser: Arc::from(""),
+            browser_version: Arc::from(""),
+            os: Arc::from(""),
+            os_version: Arc::from(""),
+            device: OTHER,
+            is_bot: true,
+        });
+        Ok(Self {
+            woothee: woothee::parser::Parser::new(),
+            bots,
+            cache,
+            empty,
+        })
+    }
+
+    /// Parses a User-Agent, from the cache when it was seen recently.
+    pub fn parse(&self, ua: &str) -> Arc<UaInfo> {
+        let ua = ua.trim();
+        if ua.is_empty() || ua == "-" {
+            return Arc::clone(&self.empty);
+        }
+        let Some(cache) = self
+            .cache
+            .as_ref()
+            .filter(|_| ua.len() <= MAX_CACHED_UA_BYTES)
+        else {
+            return Arc::new(self.parse_uncached(ua));
+        };
+        if let Some(info) = cache.get(ua) {
+            return info;
+        }
+        let info = Arc::new(self.parse_uncached(ua));
+        cache.insert(Box::from(ua), Arc::clone(&info));
+        info
+    }
+
+    /// Number of User-Agents currently cached.
+    pub fn cached_entries(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    fn parse_uncached(&self, ua: &str) -> UaInfo {
+        let listed_bot = self.bots.is_match(ua);
+        let Some(w) = self.woothee.parse(ua) else {
+            return UaInfo {
+                browser: Arc::from(""),
+                browser_version: Arc::from(""),
+                os: Arc::from(""),
+                os_version: Arc::from(""),
+                device: OTHER,
+                is_bot: listed_bot,
+            };
+        };
+        // woothee's "misc" category is HTTP libraries, feed readers and similar tools.
+        let is_bot = listed_bot || w.category == "crawler" || w.category == "misc";
+        let (browser, browser_version) = browser_of(ua, w.name, w.version);
+        let (os, os_version) = os_of(ua, w.os, &w.os_version);
+        let device = if is_bot {
+            OTHER
+        } else {
+            device_of(ua, w.category, os)
+        };
+        UaInfo {
+            browser: Arc::from(browser),
+            browser_version: Arc::from(browser_version),
+            os: Arc::from(os),
+            os_version: Arc::from(os_version.as_str()),
+            device,
+            is_bot,
+        }
+    }
+}
+
+/// Markers woothee misses or misnames, checked in order; the first present wins.
+/// (marker, browser name, token whose following digits are the version; "" = none)
+const BROWSER_OVERRIDES: &[(&str, &str, &str)] = &[
+    // In-app browsers first: their UAs also contain Safari/Chrome tokens.
+    ("FBAN/", "Facebook", "FBAV/"),
+    ("FBAV/", "Facebook", "FBAV/"),
+    ("FB_IAB/", "Facebook", "FBAV/"),
+    ("Instagram ", "Instagram", "Instagram "),
+    ("LinkedInApp", "LinkedIn", "LinkedInApp/"),
+    ("Snapchat/", "Snapchat", "Snapchat/"),
+    ("musical_ly", "TikTok", ""),
+    ("BytedanceWebview", "TikTok", ""),
+    ("Pinterest/", "Pinterest", "Pinterest/"),
+    ("MicroMessenger/", "WeChat", "MicroMessenger/"),
+    (" Line/", "LINE", " Line/"),
+    ("Twitter for iPhone", "X", ""),
+    ("TwitterAndroid", "X", ""),
+    // Browsers built on Chromium or WebKit that woothee reports as Chrome/Safari.
+    ("DuckDuckGo/", "DuckDuckGo", "DuckDuckGo/"),
+    ("SamsungBrowser/", "Samsung Internet", "SamsungBrowser/"),
+    ("Silk/", "Amazon Silk", "Silk/"),
+    ("OPR/", "Opera", "OPR/"),
+    ("OPT/", "Opera", "OPT/"),
+    ("OPiOS/", "Opera", "OPiOS/"),
+    ("Opera Mini/", "Opera Mini", "Opera Mini/"),
+    ("EdgA/", "Microsoft Edge", "EdgA/"),
+    ("EdgiOS/", "Microsoft Edge", "EdgiOS/"),
+    ("Edg/", "Microsoft Edge", "Edg/"),
+    ("Edge/", "Microsoft Edge", "Edge/"),
+    ("YaBrowser/", "Yandex Browser", "YaBrowser/"),
+    ("Vivaldi/", "Vivaldi", "Vivaldi/"),
+    ("Brave/", "Brave", "Brave/"),
+    ("Whale/", "Whale", "Whale/"),
+    ("MiuiBrowser/", "MIUI Browser", "MiuiBrowser/"),
+    ("HuaweiBrowser/", "Huawei Browser", "HuaweiBrowser/"),
+    ("UCBrowser/", "UC Browser", "UCBrowser/"),
+    ("QQBrowser/", "QQ Browser", "QQBrowser/"),
+    ("HeyTapBrowser/", "HeyTap Browser", "HeyTapBrowser/"),
+    ("VivoBrowser/", "vivo Browser", "VivoBrowser/"),
+    ("GSA/", "Google App", "GSA/"),
+    ("FxiOS/", "Firefox", "FxiOS/"),
+    ("CriOS/", "Chrome", "CriOS/"),
+];
+
+fn browser_of<'a>(ua: &'a str, name: &'a str, version: &'a str) -> (&'a str, &'a str) {
+    for &(marker, browser, version_token) in BROWSER_OVERRIDES {
+        if ua.contains(marker) {
+            let version = if version_token.is_empty() {
+                ""
+            } else {
+                version_after(ua, version_token)
+            };
+            return (browser, version);
+        }
+    }
+    match name {
+        woothee::woothee::VALUE_UNKNOWN => ("", ""),
+        "Webview" => {
+            // Android webviews carry the Chromium version; iOS ones carry nothing useful.
+            let version = if ua.contains("Android") {
+                version_after(ua, "Chrome/")
+            } else {
+                ""
+            };
+            ("WebView", version)
+        }
+        "SamsungBrowser" => ("Samsung Internet", major_minor(version)),
+        "Edge" => ("Microsoft Edge", major_minor(version)),
+        "Google Search App" => ("Google App", major_minor(version)),
+        _ => (name, major_minor(version)),
+    }
+}
+
+/// The `major.minor` of the version that follows `token` in `ua`, or "".
+fn version_after<'a>(ua: &'a str, token: &str) -> &'a str {
+    match ua.find(token) {
+        Some(at) => major_minor(&ua[at + token.len()..]),
+        None => "",
+    }
+}
+
+/// The leading `digits[.digits]` of `v`; "" when `v` does not start with a digit.
+fn major_minor(v: &str) -> &str {
+    let bytes = v.as_bytes();
+    let mut end = 0;
+    let mut dots = 0;
+    while end < bytes.len() {
+        match bytes[end] {
+            b'0'..=b'9' => end += 1,
+            b'.' if dots == 0 && bytes.get(end + 1).is_some_and(u8::is_ascii_digit) => {
+                dots += 1;
+                end += 1;
+            }
+            _ => break,
+        }
+    }
+    &v[..end]
+}
+
+/// Up to three dotted numeric components, from a `10_15_7`-style or dotted version.
+fn dotted_version(v: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in v
+        .split(['.', '_'])
+        .take(3)
+        .take_while(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .enumerate()
+    {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// `v` unless it is woothee's "UNKNOWN" placeholder.
+fn known(v: &str) -> &str {
+    if v == woothee::woothee::VALUE_UNKNOWN {
+        ""
+    } else {
+        v
+    }
+}
+
+fn leading_version(v: &str) -> &str {
+    let end = v
+        .bytes()
+        .position(|b| !(b.is_ascii_digit() || b == b'.' || b == b'_'))
+        .unwrap_or(v.len());
+    &v[..end]
+}
+
+fn os_of(ua: &str, os: &str, version: &str) -> (&'static str, String) {
+    match os {
+        "Mac OSX" => {
+            // Browsers freeze the reported version at 10.15.7; report what the UA says.
+            let v = match ua.find("Mac OS X ") {
+                Some(at) => dotted_version(leading_version(&ua[at + "Mac OS X ".len()..])),
+                None => String::new(),
+            };
+            ("macOS", v)
+        }
+        "iPhone" | "iPod" | "iOS" => ("iOS", major_minor(known(version)).to_owned()),
+        "iPad" => ("iPadOS", major_minor(known(version)).to_owned()),
+        "Android" => ("Android", major_minor(known(version)).to_owned()),
+        "ChromeOS" => {
+            // woothee gives "x86_64 14541.0.0": keep the platform version only.
+            let v = known(version).rsplit(' ').next().unwrap_or("");
+            ("ChromeOS", v.to_owned())
+        }
+        "Linux" => ("Linux", String::new()),
+        "BSD" => {
+            let name = if ua.contains("OpenBSD") {
+                "OpenBSD"
+            } else if ua.contains("NetBSD") {
+                "NetBSD"
+            } else {
+                "FreeBSD"
+            };
+            (name, String::new())
+        }
+        "Windows Phone OS" => ("Windows Phone", major_minor(known(version)).to_owned()),
+        "Windows CE" => ("Windows CE", String::new()),
+        "Windows UNKNOWN Ver" => ("Windows", String::new()),
+        _ if os.starts_with("Windows ") => ("Windows", os["Windows ".len()..].to_owned()),
+        "Xbox One" | "Xbox 360" => ("Xbox", String::new()),
+        "PlayStation 3" | "PlayStation 4" | "PlayStation Vita" | "PlayStation Portable" => {
+            ("PlayStation", String::new())
+        }
+        "Firefox OS" => ("Firefox OS", String::new()),
+        "BlackBerry" | "BlackBerry 10" => ("BlackBerry", major_minor(known(version)).to_owned()),
+        _ => {
+            // Platforms woothee does not know (or reports under a vendor name).
+            let name = if ua.contains("OpenBSD") {
+                "OpenBSD"
+            } else if ua.contains("Tizen") {
+                "Tizen"
+            } else if ua.contains("Web0S") || ua.contains("webOS") {
+                "webOS"
+            } else if ua.contains("PlayStation") {
+                "PlayStation"
+            } else if ua.contains("Windows NT") {
+                "Windows"
+            } else if ua.contains("X11; Linux") {
+                "Linux"
+            } else {
+                ""
+            };
+            (name, String::new())
+        }
+    }
+}
+
+/// Televisions, set-top boxes, consoles: woothee calls many of them "pc" or "smartphone".
+const TV_MARKERS: &[&str] = &[
+    "SMART-TV",
+    "SmartTV",
+    "Smart-TV",
+    "GoogleTV",
+    "Android TV",
+    "AndroidTV",
+    "CrKey/",
+    "AppleTV",
+    "Apple TV",
+    "tvOS",
+    "Web0S",
+    "webOS.TV",
+    "HbbTV",
+    "BRAVIA",
+    "; AFT",
+    "Roku",
+    "PlayStation",
+    "Xbox",
+    "Nintendo",
+];
+
+const TABLET_MARKERS: &[&str] = &["iPad", "Tablet", "Kindle", "Silk/", "PlayBook"];
+
+fn device_of(ua: &str, category: &str, os: &str) -> &'static str {
+    if TV_MARKERS.iter().any(|m| ua.contains(m)) {
+        return OTHER;
+    }
+    let handheld = || {
+        // Android phones say "Mobile"; Android tablets leave it out.
+        let android_tablet = ua.contains("Android") && !ua.contains("Mobile");
+        if android_tablet || TABLET_MARKERS.iter().any(|m| ua.contains(m)) {
+            TABLET
+        } else {
+            MOBILE
+        }
+    };
+    match category {
+        "pc" => DESKTOP,
+        "smartphone" | "mobilephone" => handheld(),
+        "appliance" | "crawler" | "misc" => OTHER,
+        _ => match os {
+            "Windows" | "macOS" | "Linux" | "ChromeOS" | "FreeBSD" | "OpenBSD" | "NetBSD" => {
+                DESKTOP
+            }
+            "Android" | "iOS" | "iPadOS" => handheld(),
+            _ => OTHER,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parser() -> UaParser {
+        UaParser::new(&UserAgentConfig::default()).unwrap()
+    }
+
+    /// (UA, browser, browser_version, os, os_version, device, is_bot)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        bool,
+    );
+
+    const CASES: &[Case] = &[
+        // Desktop Chrome / Firefox / Safari / Edge / Opera.
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            "Chrome",
+            "131.0",
+            "Windows",
+            "10",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            "Chrome",
+            "131.0",
+            "macOS",
+            "10.15.7",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
+            "Chrome",
+            "130.0",
+            "Linux",
+            "",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            "Firefox",
+            "133.0",
+            "Windows",
+            "10",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0",
+            "Firefox",
+            "133.0",
+            "macOS",
+            "10.15",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
+            "Firefox",
+            "132.0",
+            "Linux",
+            "",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+            "Safari",
+            "18.1",
+            "macOS",
+            "10.15.7",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+            "Safari",
+            "18.1",
+            "macOS",
+            "14.7.1",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+            "Microsoft Edge",
+            "131.0",
+            "Windows",
+            "10",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.2903.70",
+            "Microsoft Edge",
+            "131.0",
+            "macOS",
+            "10.15.7",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.3538.102 Safari/537.36 Edge/18.19045",
+            "Microsoft Edge",
+            "18.19045",
+            "Windows",
+            "10",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 OPR/115.0.0.0",
+            "Opera",
+            "115.0",
+            "Windows",
+            "10",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 YaBrowser/24.12.0.0 Safari/537.36",
+            "Yandex Browser",
+            "24.12",
+            "Windows",
+            "10",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Vivaldi/6.5.3206.55",
+            "Vivaldi",
+            "6.5",
+            "Windows",
+            "10",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 6.1; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/109.0.0.0 Safari/537.36",
+            "Chrome",
+            "109.0",
+            "Windows",
+            "7",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 6.3; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/109.0.0.0 Safari/537.36",
+            "Chrome",
+            "109.0",
+            "Windows",
+            "8.1",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; WOW64; Trident/7.0; rv:11.0) like Gecko",
+            "Internet Explorer",
+            "11.0",
+            "Windows",
+            "10",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            "Chrome",
+            "131.0",
+            "ChromeOS",
+            "14541.0.0",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (X11; OpenBSD amd64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            "Firefox",
+            "128.0",
+            "OpenBSD",
+            "",
+            DESKTOP,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (X11; FreeBSD amd64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            "Firefox",
+            "133.0",
+            "FreeBSD",
+            "",
+            DESKTOP,
+            false,
+        ),
+        // Android phones and tablets.
+        (
+            "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+            "Chrome",
+            "131.0",
+            "Android",
+            "10",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.81 Mobile Safari/537.36",
+            "Chrome",
+            "131.0",
+            "Android",
+            "14",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            "Chrome",
+            "131.0",
+            "Android",
+            "13",
+            TABLET,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; Pixel Tablet) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            "Chrome",
+            "131.0",
+            "Android",
+            "13",
+            TABLET,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S921B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/27.0 Chrome/125.0.0.0 Mobile Safari/537.36",
+            "Samsung Internet",
+            "27.0",
+            "Android",
+            "14",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0",
+            "Firefox",
+            "133.0",
+            "Android",
+            "14",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Android 14; Tablet; rv:133.0) Gecko/133.0 Firefox/133.0",
+            "Firefox",
+            "133.0",
+            "Android",
+            "14",
+            TABLET,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36 EdgA/131.0.0.0",
+            "Microsoft Edge",
+            "131.0",
+            "Android",
+            "14",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Mobile Safari/537.36 OPR/86.0.0.0",
+            "Opera",
+            "86.0",
+            "Android",
+            "10",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 9; KFTRWI) AppleWebKit/537.36 (KHTML, like Gecko) Silk/131.3.1 like Chrome/131.0.6778.39 Safari/537.36",
+            "Amazon Silk",
+            "131.3",
+            "Android",
+            "9",
+            TABLET,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; U; Android 13; zh-cn; 2201122C Build/TKQ1.220807.001) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/100.0.4896.127 Mobile Safari/537.36 XiaoMi/MiuiBrowser/17.8.30",
+            "MIUI Browser",
+            "17.8",
+            "Android",
+            "13",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36 YaBrowser/24.10.5.95.00 SA/3",
+            "Yandex Browser",
+            "24.10",
+            "Android",
+            "14",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; Cubot KingKong 9) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+            "Chrome",
+            "131.0",
+            "Android",
+            "13",
+            MOBILE,
+            false,
+        ),
+        // iOS and iPadOS.
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1.1 Mobile/15E148 Safari/604.1",
+            "Safari",
+            "18.1",
+            "iOS",
+            "18.1",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
+            "Safari",
+            "17.6",
+            "iPadOS",
+            "17.6",
+            TABLET,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPad; CPU OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/131.0.6778.73 Mobile/15E148 Safari/604.1",
+            "Chrome",
+            "131.0",
+            "iPadOS",
+            "18.1",
+            TABLET,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/131.0.6778.73 Mobile/15E148 Safari/604.1",
+            "Chrome",
+            "131.0",
+            "iOS",
+            "18.1",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) FxiOS/133.0 Mobile/15E148 Safari/605.1.15",
+            "Firefox",
+            "133.0",
+            "iOS",
+            "18.1",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 EdgiOS/131.2903.68 Mobile/15E148 Safari/605.1.15",
+            "Microsoft Edge",
+            "131.2903",
+            "iOS",
+            "18.1",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) OPiOS/16.0.14.122053 Mobile/15E148 Safari/9537.53",
+            "Opera",
+            "16.0",
+            "iOS",
+            "18.1",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) GSA/343.0.695551749 Mobile/15E148 Safari/604.1",
+            "Google App",
+            "343.0",
+            "iOS",
+            "18.1",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 DuckDuckGo/7 Safari/605.1.15",
+            "DuckDuckGo",
+            "7",
+            "iOS",
+            "18.1",
+            MOBILE,
+            false,
+        ),
+        // In-app browsers and webviews.
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/485.0.0.36.105;FBBV/652347873;FBDV/iPhone14,5;FBMD/iPhone;FBSN/iOS;FBSV/17.5;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5;FBRV/654140395]",
+            "Facebook",
+            "485.0",
+            "iOS",
+            "17.5",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Instagram 356.0.0.27.84 (iPhone15,3; iOS 18_0; en_US; en; scale=3.00; 1290x2796; 658513318)",
+            "Instagram",
+            "356.0",
+            "iOS",
+            "18.0",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-A546B Build/UP1A.231005.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/489.0.0.66.81;]",
+            "Facebook",
+            "489.0",
+            "Android",
+            "14",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; Pixel 7 Build/AP2A; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36",
+            "WebView",
+            "131.0",
+            "Android",
+            "14",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+            "WebView",
+            "",
+            "iOS",
+            "18.1",
+            MOBILE,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 LinkedInApp/9.30.1437",
+            "LinkedIn",
+            "9.30",
+            "iOS",
+            "18.1",
+            MOBILE,
+            false,
+        ),
+        // Televisions and consoles.
+        (
+            "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
+            "Samsung Internet",
+            "4.0",
+            "Linux",
+            "",
+            OTHER,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 9; AFTKA) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+            "Chrome",
+            "126.0",
+            "Android",
+            "9",
+            OTHER,
+            false,
+        ),
+        (
+            "Mozilla/5.0 (PlayStation; PlayStation 5/2.26) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.0 Safari/605.1.15",
+            "Safari",
+            "13.0",
+            "PlayStation",
+            "",
+            OTHER,
+            false,
+        ),
+        // Bots: woothee crawlers, listed patterns, libraries, empty.
+        (
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Googlebot",
+            "",
+            "",
+            "",
+            OTHER,
+            true,
+        ),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+            "misc crawler",
+            "",
+            "",
+            "",
+            OTHER,
+            true,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36",
+            "Chrome",
+            "131.0",
+            "Windows",
+            "10",
+            OTHER,
+            true,
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36 Chrome-Lighthouse",
+            "Chrome",
+            "131.0",
+            "Android",
+            "11",
+            OTHER,
+            true,
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) PhantomJS/2.1.1 Safari/538.1",
+            "Safari",
+            "",
+            "Linux",
+            "",
+            OTHER,
+            true,
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0 Datadog/Synthetics",
+            "Microsoft Edge",
+            "131.0",
+            "Windows",
+            "10",
+            OTHER,
+            true,
+        ),
+        (
+            "Mozilla/5.0 (compatible; Bytespider; spider-feedback@bytedance.com) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/70.0.0.0 Safari/537.36",
+            "Chrome",
+            "70.0",
+            "",
+            "",
+            OTHER,
+            true,
+        ),
+        ("curl/8.5.0", "HTTP Library", "", "", "", OTHER, true),
+        ("python-requests/2.32.3", "", "", "", "", OTHER, true),
+        ("Go-http-client/2.0", "", "", "", "", OTHER, true),
+        ("okhttp/4.12.0", "", "", "", "", OTHER, true),
+        ("axios/1.7.7", "", "", "", "", OTHER, true),
+        (
+            "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+            "facebook",
+            "",
+            "",
+            "",
+            OTHER,
+            true,
+        ),
+        (
+            "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+            "misc crawler",
+            "",
+            "",
+            "",
+            OTHER,
+            true,
+        ),
+        ("", "", "", "", "", OTHER, true),
+        ("-", "", "", "", "", OTHER, true),
+        // Garbage is unknown but not a bot: dropping it would hide real traffic.
+        ("zzz", "", "", "", "", OTHER, false),
+    ];
+
+    #[test]
+    fn table_of_real_user_agents() {
+        let p = parser();
+        assert!(CASES.len() >= 40);
+        let mut failures = Vec::new();
+        for &(ua, browser, bv, os, osv, device, bot) in CASES {
+            let got = p.parse(ua);
+            let actual = (
+                &*got.browser,
+                &*got.browser_version,
+                &*got.os,
+                &*got.os_version,
+                got.device,
+                got.is_bot,
+            );
+            if actual != (browser, bv, os, osv, device, bot) {
+                failures.push(format!(
+                    "{ua}\n   want {:?}\n   got  {actual:?}",
+                    (browser, bv, os, osv, device, bot)
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn cache_returns_the_same_result_and_is_bounded() {
+        let p = UaParser::new(&UserAgentConfig {
+            cache_entries: 50,
+            ..Default::default()
+        })
+        .unwrap();
+        let ua = CASES[0].0;
+        let a = p.parse(ua);
+        let b = p.parse(ua);
+        assert!(Arc::ptr_eq(&a, &b), "second parse must come from the cache");
+        for i in 0..1_000 {
+            p.parse(&format!("Mozilla/5.0 (X11; Linux x86_64) Firefox/{i}.0"));
+        }
+        assert!(
+            p.cached_entries() <= 60,
+            "cache grew to {}",
+            p.cached_entries()
+        );
+        // Evicted or not, the answer stays right.
+        assert_eq!(&*p.parse(ua).browser, "Chrome");
+    }
+
+    #[test]
+    fn cache_disabled_still_parses() {
+        let p = UaParser::new(&UserAgentConfig {
+            cache_entries: 0,
+            ..Default::default()
+        })
+        .unwrap();
+        let a = p.parse(CASES[0].0);
+        assert_eq!(&*a.browser, "Chrome");
+        assert_eq!(p.cached_entries(), 0);
+    }
+
+    #[test]
+    fn huge_user_agents_are_parsed_but_not_cached() {
+        let p = parser();
+        let ua = format!("{} {}", CASES[0].0, "x".repeat(10_000));
+        let info = p.parse(&ua);
+        assert_eq!(&*info.browser, "Chrome");
+        assert_eq!(p.cached_entries(), 0);
+        let bot = format!("{} curl/8.0", "y".repeat(20_000));
+        assert!(p.parse(&bot).is_bot);
+    }
+
+    #[test]
+    fn extra_bot_patterns_are_case_insensitive_and_empty_ones_ignored() {
+        let cfg = UserAgentConfig {
+            extra_bot_patterns: vec!["MyCompanyProbe".into(), "".into(), "   ".into()],
+            ..Default::default()
+        };
+        let p = UaParser::new(&cfg).unwrap();
+        let probe = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 mycompanyprobe/1";
+        assert!(p.parse(probe).is_bot);
+        // The empty patterns must not have turned every UA into a bot.
+        assert!(!p.parse(CASES[0].0).is_bot);
+        assert!(!parser().parse(probe).is_bot);
+    }
+
+    #[test]
+    fn every_listed_pattern_is_detected() {
+        let p = parser();
+        for pattern in BOT_PATTERNS
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let ua = format!(
+                "Mozilla/5.0 (compatible; {}) Safari",
+                pattern.to_uppercase()
+            );
+            assert!(p.parse(&ua).is_bot, "{pattern} not detected");
+        }
+    }
+
+    #[test]
+    fn real_browsers_do_not_match_the_bot_list() {
+        let p = parser();
+        for &(ua, .., bot) in CASES {
+            if !bot {
+                assert!(!p.bots.is_match(ua), "bot list matches a browser UA: {ua}");
+            }
+        }
+    }
+
+    #[test]
+    fn version_helpers() {
+        assert_eq!(major_minor("131.0.6778.81"), "131.0");
+        assert_eq!(major_minor("27"), "27");
+        assert_eq!(major_minor("5.x"), "5");
+        assert_eq!(major_minor("curl"), "");
+        assert_eq!(major_minor(""), "");
+        assert_eq!(major_minor("1."), "1");
+        assert_eq!(dotted_version("10_15_7"), "10.15.7");
+        assert_eq!(dotted_version("14_7_1_9"), "14.7.1");
+        assert_eq!(dotted_version("x"), "");
+    }
+}
