@@ -2,6 +2,7 @@
 
 pub mod client_ip;
 pub mod config;
+pub mod dsr;
 pub mod event;
 pub mod logging;
 pub mod metrics;

@@ -817,9 +817,11 @@ impl Purger {
         tracing::warn!(stale, "salts older than yesterday found; deleting them");
         let started = now_millis(Timestamp::now());
         self.client
-            .query("DELETE FROM salts WHERE day < toDate(?)")
+            // A mutation, not a lightweight delete: a salt must be gone from disk, not
+            // just hidden until a merge.
+            .query("ALTER TABLE salts DELETE WHERE day < toDate(?)")
             .bind(yesterday.as_str())
-            .with_setting("lightweight_deletes_sync", "2")
+            .with_setting("mutations_sync", "2")
             .execute()
             .await?;
         let after = count_stale().await?;
