@@ -1,5 +1,6 @@
 //! hush: a privacy-respecting web analytics collector.
 
+pub mod admin;
 pub mod client_ip;
 pub mod config;
 pub mod dsr;

@@ -61,8 +61,10 @@ def ensure_venv() -> Path:
     if _is_ready(venv, wanted):
         return venv_python(venv)
 
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = venv.parent / (venv.name + ".lock")
+    # The lock lives inside the (git-ignored) venv directory; `python -m venv`
+    # is happy to populate an existing directory.
+    venv.mkdir(parents=True, exist_ok=True)
+    lock_path = venv / ".install.lock"
     with open(lock_path, "a+") as lock:
         started = time.monotonic()
         fcntl.flock(lock, fcntl.LOCK_EX)

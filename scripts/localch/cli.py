@@ -13,6 +13,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--receive-timeout", type=float, default=30, help="seconds a client may stall mid-request")
     server.add_argument("--keep-alive-timeout", type=float, default=30, help="seconds an idle connection stays open")
     server.add_argument("--verbose", action="store_true", help="log every request")
+    server.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="delete --data-dir on exit (for test instances on temporary directories)",
+    )
 
     p = argparse.ArgumentParser(
         prog="local-clickhouse",
@@ -207,6 +213,8 @@ def _server_args(args: argparse.Namespace) -> list[str]:
     out += ["--receive-timeout", str(args.receive_timeout), "--keep-alive-timeout", str(args.keep_alive_timeout)]
     if args.verbose:
         out.append("--verbose")
+    if args.ephemeral:
+        out.append("--ephemeral")
     if args.exit_with_parent:
         out += ["--exit-with-parent", str(args.exit_with_parent)]
     return out
@@ -316,6 +324,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in (PID_FILE, URL_FILE):
             Path(data_dir, name).unlink(missing_ok=True)
         log.info("stopped")
+        if args.ephemeral:
+            shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

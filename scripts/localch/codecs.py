@@ -46,15 +46,15 @@ _MASK64 = (1 << 64) - 1
 def checksum(data: bytes | memoryview) -> bytes:
     """The 16 checksum bytes as they appear on the wire.
 
-    ClickHouse stores the CityHash128 value as two little-endian u64 words,
-    the low word (``first``) first.
+    ClickHouse writes the 128-bit value as two little-endian u64 words, the
+    high word first (the clickhouse crate: ``hash.rotate_right(64)`` as u128le).
     """
     value = CityHash128(bytes(data))
-    return _U64_PAIR.pack(value & _MASK64, value >> 64)
+    return _U64_PAIR.pack(value >> 64, value & _MASK64)
 
 
 def _hex_checksum(raw: bytes) -> str:
-    low, high = _U64_PAIR.unpack(raw)
+    high, low = _U64_PAIR.unpack(raw)
     return f"{high:016x}{low:016x}"
 
 
@@ -253,13 +253,15 @@ class ZstdEncoder(Encoder):
 
 class Lz4FrameEncoder(Encoder):
     """LZ4 frame with *independent* blocks: the clickhouse crate's decoder
-    rejects linked blocks, and ClickHouse itself writes independent ones."""
+    rejects linked blocks, and ClickHouse itself writes independent ones.
+    ``auto_flush`` makes every write emit complete blocks, so nothing is held
+    back and a later write (an exception trailer) starts a block of its own."""
 
     name = "lz4"
 
     def __init__(self) -> None:
         self._c = lz4.frame.LZ4FrameCompressor(
-            block_size=lz4.frame.BLOCKSIZE_MAX64KB, block_linked=False, auto_flush=False
+            block_size=lz4.frame.BLOCKSIZE_MAX64KB, block_linked=False, auto_flush=True
         )
         self._started = False
 
@@ -273,10 +275,11 @@ class Lz4FrameEncoder(Encoder):
         return self._begin() + self._c.compress(data)
 
     def flush(self) -> bytes:
-        return self._begin() + self._c.flush()
+        return self._begin()
 
     def finish(self) -> bytes:
-        return self._begin() + self._c.flush() + self._c.end()
+        # python-lz4's flush() writes the end mark of the frame.
+        return self._begin() + self._c.flush()
 
 
 class NativeBlockEncoder(Encoder):

@@ -71,7 +71,9 @@ HTTP_PARAMS = {
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.I)
-_STREAMING_QUERIES = {"SELECT", "WITH", "SHOW", "DESC", "DESCRIBE", "EXPLAIN", "EXISTS", ""}
+# Statements whose results are streamed block by block; the engine's streaming
+# API rejects the others (DESCRIBE, SHOW, ...), whose results are small anyway.
+_STREAMING_QUERIES = {"SELECT", "WITH", ""}
 
 
 def content_type_for(fmt: str) -> str:
