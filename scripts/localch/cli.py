@@ -75,11 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", parents=[common], help="stop the server of --data-dir (SIGTERM, wait for a clean exit)")
     sub.add_parser("status", parents=[common], help="exit 0 if the server of --data-dir is up, 3 if not")
     sub.add_parser("run", parents=[common, server], help="run in the foreground; prints the URL on stdout")
+    sub.add_parser("install", help="only install the engine's virtualenv (idempotent; CI does this up front)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "install":
+        print(bootstrap.ensure_venv())
+        return 0
     args.data_dir = str(Path(args.data_dir).resolve())
     if args.command in ("start", "run"):
         _check_bind(args.host, args.password)
