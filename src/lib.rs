@@ -5,6 +5,7 @@ pub mod client_ip;
 pub mod config;
 pub mod dsr;
 pub mod event;
+pub mod geo;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
