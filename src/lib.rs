@@ -14,6 +14,8 @@ pub mod purge;
 pub mod referrer;
 pub mod salt;
 pub mod server;
+pub mod session;
+pub mod sites;
 pub mod store;
 pub mod token;
 pub mod ua;

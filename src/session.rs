@@ -1,0 +1,466 @@
+//! Visits: a visit ends after `session.timeout_secs` without a hit from the visitor.
+//!
+//! State lives in memory only, in a bounded concurrent cache keyed by (site, visitor
+//! id): `quick_cache` shards the map behind many small locks, so concurrent hits for
+//! different visitors rarely contend, and its eviction forgets the least recently
+//! seen visitors first when `session.max_tracked` is reached. A forgotten or expired
+//! visitor simply starts a new visit. Visitor ids are salted daily hashes, so this
+//! cache holds nothing that identifies a person either.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
+
+use crate::config::SessionConfig;
+
+/// The two ids one visitor has today: under today's salt and, when the previous
+/// day's salt is still known, under yesterday's, so a visit that spans UTC midnight
+/// continues instead of splitting in two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VisitorIds {
+    pub current: u64,
+    pub previous: Option<u64>,
+}
+
+/// The visit a hit belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The id the visit continues under: the previous-salt id if that visitor has an
+    /// active visit, else the current one. Store this as the row's `visitor_id`.
+    pub visitor_id: u64,
+    /// Random, never 0 (0 marks anonymous rows).
+    pub session_id: u64,
+    /// Pathname of the visit's first page view.
+    pub entry_page: Arc<str>,
+    /// This hit starts a visit (no active visit was found). For an engagement hit the
+    /// visit is not remembered: engagement reports on a page view whose visit has
+    /// expired or was forgotten, and Plausible drops such hits; callers may too.
+    pub new_visit: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SessionKey {
+    /// Hash of the site domain: the visitor id already depends on the site, so a
+    /// 64-bit site hash keeps keys distinct without storing (or allocating) the name.
+    site: u64,
+    visitor: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Visit {
+    session_id: u64,
+    last_seen: u32,
+    entry_page: Arc<str>,
+}
+
+/// Tracks active visits. Cheap to share: wrap it in an `Arc`.
+pub struct SessionTracker {
+    visits: Cache<SessionKey, Visit>,
+    timeout_secs: u32,
+}
+
+impl std::fmt::Debug for SessionTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTracker")
+            .field("tracked", &self.visits.len())
+            .field("capacity", &self.visits.capacity())
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl SessionTracker {
+    pub fn new(config: &SessionConfig) -> Self {
+        Self {
+            visits: Cache::new(config.max_tracked.max(1)),
+            timeout_secs: u32::try_from(config.timeout_secs).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Records a hit at `now_secs` (Unix seconds) on `pathname` and returns its visit.
+    ///
+    /// Within `timeout_secs` of the visitor's previous hit the visit continues (same
+    /// session id and entry page) and its timer restarts; otherwise a page view starts
+    /// a new visit with `pathname` as entry page. Engagement hits extend an active
+    /// visit like page views but never start one (see [`SessionInfo::new_visit`]).
+    /// Anonymous (DNT/GPC) hits must not call this.
+    pub fn touch(
+        &self,
+        site: &str,
+        ids: VisitorIds,
+        now_secs: u32,
+        pathname: &str,
+        is_engagement: bool,
+    ) -> SessionInfo {
+        let site = site_hash(site);
+        if let Some(previous) = ids.previous.filter(|p| *p != ids.current) {
+            let key = SessionKey {
+                site,
+                visitor: previous,
+            };
+            // Read-locked probe first: nearly every hit carries a previous id and
+            // nearly none has a visit under it, so skip the write lock then.
+            if self.visits.contains_key(&key)
+                && let Some(info) = self.extend(&key, now_secs)
+            {
+                return info;
+            }
+        }
+        let key = SessionKey {
+            site,
+            visitor: ids.current,
+        };
+        let timeout = self.timeout_secs;
+        let result = self.visits.entry(&key, None, |_, visit| {
+            if !is_active(visit, now_secs, timeout) {
+                if is_engagement {
+                    // Leave the stale visit for the sweep; this hit starts nothing.
+                    return EntryAction::Retain(None);
+                }
+                *visit = Visit {
+                    session_id: new_session_id(),
+                    last_seen: now_secs,
+                    entry_page: Arc::from(pathname),
+                };
+                return EntryAction::Retain(Some(info(ids.current, visit, true)));
+            }
+            visit.last_seen = visit.last_seen.max(now_secs);
+            EntryAction::Retain(Some(info(ids.current, visit, false)))
+        });
+        match result {
+            EntryResult::Retained(Some(info)) => info,
+            EntryResult::Vacant(guard) if !is_engagement => {
+                let visit = Visit {
+                    session_id: new_session_id(),
+                    last_seen: now_secs,
+                    entry_page: Arc::from(pathname),
+                };
+                let info = info(ids.current, &visit, true);
+                // Err only if the placeholder was already filled, which cannot happen
+                // while we hold the guard; either way the visit is as good as new.
+                let _ = guard.insert(visit);
+                info
+            }
+            // Engagement without an active visit, or (impossible with no timeout) a
+            // placeholder wait timeout: a one-off visit that is not remembered.
+            _ => SessionInfo {
+                visitor_id: ids.current,
+                session_id: new_session_id(),
+                entry_page: Arc::from(pathname),
+                new_visit: true,
+            },
+        }
+    }
+
+    /// Continues the visit under `key` if it is active; never creates one.
+    fn extend(&self, key: &SessionKey, now_secs: u32) -> Option<SessionInfo> {
+        let timeout = self.timeout_secs;
+        match self.visits.entry(key, None, |_, visit| {
+            if !is_active(visit, now_secs, timeout) {
+                return EntryAction::Retain(None);
+            }
+            visit.last_seen = visit.last_seen.max(now_secs);
+            EntryAction::Retain(Some(info(key.visitor, visit, false)))
+        }) {
+            EntryResult::Retained(info) => info,
+            // Vacant: dropping the guard releases the placeholder without inserting.
+            _ => None,
+        }
+    }
+
+    /// Drops visits that ended before `now_secs`. Eviction bounds memory anyway; this
+    /// frees it sooner and keeps `len` meaningful. Call it about once a minute.
+    pub fn sweep(&self, now_secs: u32) {
+        let timeout = self.timeout_secs;
+        self.visits
+            .retain(|_, visit| is_active(visit, now_secs, timeout));
+    }
+
+    /// Visits currently remembered (active or not yet swept).
+    pub fn len(&self) -> usize {
+        self.visits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.visits.is_empty()
+    }
+}
+
+/// A visit is active until `timeout` full seconds have passed since its last hit. A
+/// hit stamped earlier than the last one (clocks of concurrent requests) counts as
+/// no time passed.
+fn is_active(visit: &Visit, now_secs: u32, timeout: u32) -> bool {
+    now_secs.saturating_sub(visit.last_seen) < timeout
+}
+
+fn info(visitor_id: u64, visit: &Visit, new_visit: bool) -> SessionInfo {
+    SessionInfo {
+        visitor_id,
+        session_id: visit.session_id,
+        entry_page: Arc::clone(&visit.entry_page),
+        new_visit,
+    }
+}
+
+fn site_hash(site: &str) -> u64 {
+    // Fixed keys: the hash only has to separate the handful of configured sites.
+    let mut h = DefaultHasher::new();
+    site.hash(&mut h);
+    h.finish()
+}
+
+fn new_session_id() -> u64 {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    const T0: u32 = 1_700_000_000;
+
+    fn tracker(timeout_secs: u64, max_tracked: usize) -> SessionTracker {
+        SessionTracker::new(&SessionConfig {
+            timeout_secs,
+            max_tracked,
+        })
+    }
+
+    fn ids(current: u64) -> VisitorIds {
+        VisitorIds {
+            current,
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn same_visitor_within_timeout_continues_the_visit() {
+        let t = tracker(1800, 1000);
+        let first = t.touch("a.com", ids(7), T0, "/landing", false);
+        assert!(first.new_visit);
+        assert_ne!(first.session_id, 0);
+        assert_eq!(&*first.entry_page, "/landing");
+        assert_eq!(first.visitor_id, 7);
+        let second = t.touch("a.com", ids(7), T0 + 1799, "/pricing", false);
+        assert!(!second.new_visit);
+        assert_eq!(second.session_id, first.session_id);
+        assert_eq!(&*second.entry_page, "/landing");
+        // The timer restarted at the second hit.
+        let third = t.touch("a.com", ids(7), T0 + 1799 + 1799, "/buy", false);
+        assert_eq!(third.session_id, first.session_id);
+    }
+
+    #[test]
+    fn after_the_timeout_a_new_visit_starts() {
+        let t = tracker(1800, 1000);
+        let first = t.touch("a.com", ids(7), T0, "/landing", false);
+        let later = t.touch("a.com", ids(7), T0 + 1800, "/again", false);
+        assert!(later.new_visit);
+        assert_ne!(later.session_id, first.session_id);
+        assert_eq!(&*later.entry_page, "/again");
+    }
+
+    #[test]
+    fn visitors_and_sites_are_separate() {
+        let t = tracker(1800, 1000);
+        let a = t.touch("a.com", ids(7), T0, "/a", false);
+        let b = t.touch("b.com", ids(7), T0, "/b", false);
+        let c = t.touch("a.com", ids(8), T0, "/c", false);
+        assert_ne!(a.session_id, b.session_id);
+        assert_ne!(a.session_id, c.session_id);
+        assert_eq!(&*b.entry_page, "/b");
+        assert_eq!(
+            t.touch("a.com", ids(7), T0 + 5, "/x", false).session_id,
+            a.session_id
+        );
+    }
+
+    #[test]
+    fn engagement_extends_but_keeps_the_entry_page() {
+        let t = tracker(1800, 1000);
+        let first = t.touch("a.com", ids(7), T0, "/landing", false);
+        let e = t.touch("a.com", ids(7), T0 + 1000, "/other", true);
+        assert_eq!(e.session_id, first.session_id);
+        assert_eq!(&*e.entry_page, "/landing");
+        assert!(!e.new_visit);
+        // 1000 + 1500 > 1800 after the first hit, but the engagement restarted the timer.
+        let next = t.touch("a.com", ids(7), T0 + 2500, "/next", false);
+        assert_eq!(next.session_id, first.session_id);
+    }
+
+    #[test]
+    fn engagement_never_starts_a_visit() {
+        let t = tracker(1800, 1000);
+        let orphan = t.touch("a.com", ids(9), T0, "/read", true);
+        assert!(orphan.new_visit);
+        assert_ne!(orphan.session_id, 0);
+        assert!(t.is_empty());
+        let pv = t.touch("a.com", ids(9), T0 + 1, "/first", false);
+        assert!(pv.new_visit);
+        assert_ne!(pv.session_id, orphan.session_id);
+        assert_eq!(&*pv.entry_page, "/first");
+        // An engagement after expiry does not revive or replace the old visit.
+        let late = t.touch("a.com", ids(9), T0 + 5000, "/first", true);
+        assert!(late.new_visit);
+        assert_ne!(late.session_id, pv.session_id);
+        let fresh = t.touch("a.com", ids(9), T0 + 5001, "/second", false);
+        assert!(fresh.new_visit);
+        assert_ne!(fresh.session_id, pv.session_id);
+        assert_eq!(&*fresh.entry_page, "/second");
+    }
+
+    #[test]
+    fn visits_spanning_midnight_continue_under_the_previous_id() {
+        let t = tracker(1800, 1000);
+        let before = t.touch("a.com", ids(100), T0, "/late-night", false);
+        let after = t.touch(
+            "a.com",
+            VisitorIds {
+                current: 200,
+                previous: Some(100),
+            },
+            T0 + 600,
+            "/after-midnight",
+            false,
+        );
+        assert_eq!(after.visitor_id, 100);
+        assert_eq!(after.session_id, before.session_id);
+        assert_eq!(&*after.entry_page, "/late-night");
+        assert!(!after.new_visit);
+        // The previous-id visit was extended, so it still wins later.
+        let later = t.touch(
+            "a.com",
+            VisitorIds {
+                current: 200,
+                previous: Some(100),
+            },
+            T0 + 600 + 1700,
+            "/x",
+            false,
+        );
+        assert_eq!(later.visitor_id, 100);
+        assert_eq!(later.session_id, before.session_id);
+    }
+
+    #[test]
+    fn expired_previous_visit_is_not_continued() {
+        let t = tracker(1800, 1000);
+        let before = t.touch("a.com", ids(100), T0, "/old", false);
+        let ids = VisitorIds {
+            current: 200,
+            previous: Some(100),
+        };
+        let after = t.touch("a.com", ids, T0 + 1800, "/new", false);
+        assert_eq!(after.visitor_id, 200);
+        assert_ne!(after.session_id, before.session_id);
+        assert_eq!(&*after.entry_page, "/new");
+        assert!(after.new_visit);
+        // Without any previous visit the current id is used and remembered.
+        let again = t.touch("a.com", ids, T0 + 1900, "/more", false);
+        assert_eq!(again.visitor_id, 200);
+        assert_eq!(again.session_id, after.session_id);
+    }
+
+    #[test]
+    fn clock_going_backwards_does_not_shorten_a_visit() {
+        let t = tracker(100, 1000);
+        let a = t.touch("a.com", ids(1), T0 + 50, "/", false);
+        let b = t.touch("a.com", ids(1), T0, "/", false);
+        assert_eq!(a.session_id, b.session_id);
+        // last_seen stayed at T0 + 50.
+        let c = t.touch("a.com", ids(1), T0 + 149, "/", false);
+        assert_eq!(a.session_id, c.session_id);
+    }
+
+    #[test]
+    fn sweep_drops_expired_visits() {
+        let t = tracker(100, 1000);
+        for v in 0..10 {
+            t.touch("a.com", ids(v), T0, "/", false);
+        }
+        for v in 10..15 {
+            t.touch("a.com", ids(v), T0 + 50, "/", false);
+        }
+        assert_eq!(t.len(), 15);
+        t.sweep(T0 + 99);
+        assert_eq!(t.len(), 15);
+        t.sweep(T0 + 100);
+        assert_eq!(t.len(), 5);
+        t.sweep(T0 + 150);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn size_is_bounded() {
+        let t = tracker(1800, 100);
+        for v in 0..10_000u64 {
+            t.touch("a.com", ids(v), T0, "/", false);
+            assert!(t.len() <= 100, "{} tracked after {v}", t.len());
+        }
+        // A visitor that is seen again and again survives the churn.
+        let t = tracker(1800, 100);
+        let hot = t.touch("a.com", ids(u64::MAX), T0, "/", false);
+        for v in 0..10_000u64 {
+            t.touch("a.com", ids(v), T0, "/", false);
+            if v % 10 == 0 {
+                t.touch("a.com", ids(u64::MAX), T0, "/", false);
+            }
+        }
+        assert_eq!(
+            t.touch("a.com", ids(u64::MAX), T0, "/", false).session_id,
+            hot.session_id
+        );
+    }
+
+    #[test]
+    fn session_ids_are_random_and_non_zero() {
+        let t = tracker(1800, 10_000);
+        let ids: HashSet<u64> = (0..1000)
+            .map(|v| t.touch("a.com", ids(v), T0, "/", false).session_id)
+            .collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(!ids.contains(&0));
+    }
+
+    #[test]
+    fn concurrent_touches_agree_on_one_visit() {
+        let t = Arc::new(tracker(1800, 100_000));
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let t = Arc::clone(&t);
+                std::thread::spawn(move || {
+                    let mut shared = HashSet::new();
+                    let mut own = Vec::new();
+                    for i in 0..500u64 {
+                        shared.insert(t.touch("a.com", ids(42), T0, "/", false).session_id);
+                        own.push(t.touch("a.com", ids(1000 * (n + 1) + i), T0, "/", false));
+                    }
+                    (shared, own)
+                })
+            })
+            .collect();
+        let mut shared = HashSet::new();
+        let mut own_ids = HashSet::new();
+        for handle in threads {
+            let (s, own) = handle.join().unwrap();
+            shared.extend(s);
+            for info in own {
+                assert!(info.new_visit);
+                own_ids.insert(info.session_id);
+            }
+        }
+        assert_eq!(
+            shared.len(),
+            1,
+            "one visitor got several sessions: {shared:?}"
+        );
+        assert_eq!(own_ids.len(), 8 * 500);
+    }
+}
