@@ -21,3 +21,7 @@ pub mod token;
 pub mod ua;
 pub mod visitor;
 pub mod writer;
+pub mod app;
+pub mod cli;
+pub mod enrich;
+pub mod ingest;

@@ -163,7 +163,9 @@ impl HttpMetrics {
     }
 
     pub fn rejected(&self, reason: RejectReason, n: u64) {
-        self.rejected.get_or_create(&RejectLabels { reason }).inc_by(n);
+        self.rejected
+            .get_or_create(&RejectLabels { reason })
+            .inc_by(n);
     }
 }
 

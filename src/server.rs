@@ -348,7 +348,11 @@ mod tests {
     #[tokio::test]
     async fn panics_are_contained_and_keep_alive_works() {
         let (addr, stop, task) = start(ServerConfig::default(), Arc::default()).await;
-        let resp = raw(addr, "GET /panic HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        let resp = raw(
+            addr,
+            "GET /panic HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
         assert!(resp.starts_with("HTTP/1.1 500"), "{resp}");
         // Two requests on one connection: keep-alive.
         let resp = raw(
@@ -411,11 +415,7 @@ mod tests {
             .http2_prior_knowledge()
             .build()
             .unwrap();
-        let resp = client
-            .get(format!("http://{addr}/"))
-            .send()
-            .await
-            .unwrap();
+        let resp = client.get(format!("http://{addr}/")).send().await.unwrap();
         assert_eq!(resp.version(), reqwest::Version::HTTP_2);
         assert_eq!(resp.status(), 200);
         drop(client);

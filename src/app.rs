@@ -1,0 +1,197 @@
+//! `hush serve`: builds every component in dependency order, serves, and shuts down
+//! in reverse order so no accepted hit is lost.
+//!
+//! Start: migrations, salts (shared through ClickHouse so instances agree), salt
+//! rotation, session sweeper, writer, then the listener. Stop (SIGTERM/SIGINT): stop
+//! accepting, finish in-flight requests, flush the writer, stop background tasks, all
+//! within `server.shutdown_timeout_ms`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::enrich::Enricher;
+use crate::geo::GeoDb;
+use crate::ingest::Ingest;
+use crate::metrics::HttpMetrics;
+use crate::salt::Salts;
+use crate::session::SessionTracker;
+use crate::sites::SiteRegistry;
+use crate::ua::UaParser;
+use crate::writer::Writer;
+use crate::{migrate, server, store};
+
+/// How often expired visits are removed from the session tracker.
+const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Share of the shutdown budget the connection drain may use; the rest is kept for
+/// flushing the writer, which is what actually protects accepted hits.
+const DRAIN_SHARE: f64 = 0.75;
+
+/// Resolves on SIGTERM or SIGINT and records when.
+async fn shutdown_signal(at: Arc<OnceLock<Instant>>) {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+    let _ = at.set(Instant::now());
+}
+
+fn now_secs() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+async fn write_port_file(path: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    // Write then rename, so a reader never sees a half-written file.
+    let tmp = path.with_extension("tmp");
+    tokio::fs::write(&tmp, format!("{addr}\n"))
+        .await
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs the collector until SIGTERM/SIGINT.
+pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    if config.sites.is_empty() {
+        tracing::warn!("no [[sites]] configured: every hit will be refused with 403");
+    }
+
+    let applied = migrate::run(&config.clickhouse)
+        .await
+        .context("cannot apply schema migrations")?;
+    for name in &applied {
+        tracing::info!(migration = %name, "schema migrated");
+    }
+    let client = store::client(&config.clickhouse);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let salts = Salts::init(&client)
+        .await
+        .context("cannot load the daily salts")?;
+    let rotation = salts.spawn_rotation(client.clone(), stopped());
+
+    let sessions = Arc::new(SessionTracker::new(&config.session));
+    let sweeper = {
+        let sessions = Arc::clone(&sessions);
+        let stop = stopped();
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            let mut every = tokio::time::interval(SESSION_SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = &mut stop => break,
+                    _ = every.tick() => sessions.sweep(now_secs()),
+                }
+            }
+        })
+    };
+
+    let geo = Arc::new(GeoDb::open(&config.geo).context("cannot open the geo database")?);
+    if config.geo.database.is_some() {
+        geo.spawn_watch();
+    }
+
+    let mut registry = Registry::default();
+    let metrics = HttpMetrics::new(&mut registry);
+    let (sink, writer) = Writer::spawn(
+        client.clone(),
+        &config.writer,
+        store::request_timeout(&config.clickhouse),
+        "events",
+        &mut registry,
+    );
+    let enricher = Enricher {
+        ua: UaParser::new(&config.user_agent).context("cannot build the User-Agent parser")?,
+        geo,
+        salts,
+        sessions,
+        privacy: config.privacy.clone(),
+    };
+
+    let listener = server::bind(config.server.listen).await?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    tracing::info!("listening on {addr}");
+    if let Some(path) = &port_file {
+        write_port_file(path, addr).await?;
+    }
+
+    let ingest = Arc::new(Ingest {
+        config: Arc::clone(&config),
+        sites: Arc::new(SiteRegistry::from_config(&config)),
+        enricher: Arc::new(enricher),
+        sink,
+        metrics,
+        registry: Arc::new(registry),
+        clickhouse: client.clone(),
+    });
+
+    let budget = config.server.shutdown_timeout();
+    let mut server_config = config.server.clone();
+    server_config.shutdown_timeout_ms = budget.mul_f64(DRAIN_SHARE).as_millis() as u64;
+    let signaled = Arc::new(OnceLock::new());
+    let drained = server::run(
+        listener,
+        &server_config,
+        Arc::clone(&ingest),
+        shutdown_signal(Arc::clone(&signaled)),
+    )
+    .await;
+    let since_signal = signaled.get().map_or(Duration::ZERO, Instant::elapsed);
+    // The handler (and its sink) must go before the writer can see its queue end.
+    drop(ingest);
+
+    let flush_budget = budget.saturating_sub(since_signal);
+    let flushed = writer.shutdown(flush_budget).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), rotation).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sweeper).await;
+    match flushed {
+        Ok(report) => {
+            tracing::info!(
+                rows = report.rows_inserted,
+                connections_drained = drained.complete,
+                "shutdown complete"
+            );
+            Ok(())
+        }
+        Err(err) => Err(anyhow::Error::new(err).context("accepted hits were not all stored")),
+    }
+}

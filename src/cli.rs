@@ -1,0 +1,201 @@
+//! The `hush` command line. Each subcommand is a variant of [`Command`] and one match
+//! arm in [`run`] calling into its module, so adding one is a two-place edit.
+//!
+//! Exit codes: 0 success, 1 runtime or configuration error (the message names the
+//! key, value and reason), 2 usage error (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hush",
+    version,
+    about = "A privacy-respecting web analytics collector"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector: migrate, then accept hits until SIGTERM/SIGINT.
+    Serve(ServeArgs),
+    /// Create the database and apply pending schema migrations, then exit.
+    Migrate(ConfigArgs),
+    /// Validate a configuration and print the effective values (secrets redacted).
+    CheckConfig(ConfigArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML). `HUSH_*` environment variables override it.
+    #[arg(long, short = 'c', env = "HUSH_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Listen address, overriding `server.listen` (port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Write the bound `ip:port` to this file once listening (for supervisors and tests).
+    #[arg(long)]
+    pub port_file: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let config = Config::load(self.config.as_deref())?;
+        Ok(config)
+    }
+}
+
+/// Parses the process arguments and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line.
+            eprintln!("hush: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let mut config = args.config.load()?;
+            if let Some(listen) = args.listen {
+                config.server.listen = listen;
+            }
+            crate::logging::init(&config.log)?;
+            runtime()?.block_on(crate::app::serve(config, args.port_file))
+        }
+        Command::Migrate(args) => {
+            let config = args.load()?;
+            crate::logging::init(&config.log)?;
+            runtime()?.block_on(async {
+                let applied = crate::migrate::run(&config.clickhouse)
+                    .await
+                    .context("migration failed")?;
+                if applied.is_empty() {
+                    println!("schema is up to date");
+                } else {
+                    for name in applied {
+                        println!("applied {name}");
+                    }
+                }
+                Ok(())
+            })
+        }
+        Command::CheckConfig(args) => {
+            let config = args.load()?;
+            print!("{}", effective_config(&config)?);
+            Ok(())
+        }
+        Command::Version => {
+            println!("hush {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hush")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// The configuration as TOML, with secrets replaced.
+pub fn effective_config(config: &Config) -> anyhow::Result<String> {
+    let mut shown = config.clone();
+    if !shown.clickhouse.password.is_empty() {
+        shown.clickhouse.password = REDACTED.into();
+    }
+    for token in &mut shown.admin.tokens {
+        token.sha256 = REDACTED.into();
+    }
+    toml::to_string_pretty(&shown).context("cannot render the configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `config/default.toml` documents the defaults; it must not drift from the code.
+    #[test]
+    fn default_toml_equals_built_in_defaults() {
+        let text = include_str!("../config/default.toml");
+        let parsed = Config::from_toml_str(text).expect("config/default.toml parses");
+        assert!(parsed.sites.is_empty());
+        let as_json = |c: &Config| serde_json::to_value(c).expect("config serializes");
+        assert_eq!(as_json(&parsed), as_json(&Config::default()));
+        // Every section of the struct is present in the file (documented), not just
+        // defaulted by omission.
+        let table: toml::Table = text.parse().expect("valid TOML");
+        let serde_json::Value::Object(sections) = as_json(&Config::default()) else {
+            panic!("config is not an object");
+        };
+        for (section, fields) in sections {
+            if section == "sites" {
+                continue;
+            }
+            let Some(toml::Value::Table(in_file)) = table.get(&section) else {
+                panic!("section [{section}] missing from config/default.toml");
+            };
+            if let serde_json::Value::Object(fields) = fields {
+                for (key, value) in fields {
+                    assert!(
+                        in_file.contains_key(&key)
+                            || (value.is_null() && text.contains(&format!("# {key} = "))),
+                        "{section}.{key} is not documented in config/default.toml"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for text in [
+            include_str!("../config/hush.toml"),
+            include_str!("../config/production.example.toml"),
+        ] {
+            let config = Config::from_toml_str(text).expect("shipped config parses");
+            assert!(!config.sites.is_empty());
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut config = Config::default();
+        config.clickhouse.password = "hunter2-secret".into();
+        config.admin.tokens.push(crate::config::AdminToken {
+            name: "ops".into(),
+            sha256: "ab".repeat(32),
+        });
+        let out = effective_config(&config).unwrap();
+        assert!(!out.contains("hunter2-secret"), "{out}");
+        assert!(!out.contains(&"ab".repeat(32)), "{out}");
+        assert!(out.contains("password = \"<redacted>\""), "{out}");
+        assert!(out.contains("name = \"ops\""), "{out}");
+    }
+}

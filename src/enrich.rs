@@ -1,0 +1,202 @@
+//! The per-hit pipeline: a parsed hit plus request context becomes one `EventRow`, or a
+//! deliberate drop.
+//!
+//! Order matters for cost and privacy: bots and opted-out hits leave before any
+//! hashing or session state is touched, and the only address seen here is the
+//! `TruncatedIp`. Shared strings (browser, OS, site) are `Arc` clones, so a cached
+//! User-Agent costs no allocation.
+
+use std::sync::Arc;
+
+use crate::client_ip::TruncatedIp;
+use crate::config::{OptOutPolicy, PrivacyConfig};
+use crate::event::{EventRow, SCROLL_DEPTH_UNKNOWN};
+use crate::geo::GeoDb;
+use crate::hit::IncomingEvent;
+use crate::page_url::{self, UrlError};
+use crate::referrer;
+use crate::salt::Salts;
+use crate::session::{SessionTracker, VisitorIds};
+use crate::sites::Site;
+use crate::ua::UaParser;
+use crate::visitor::visitor_id;
+
+pub use crate::metrics::DropReason;
+
+/// The event name of engagement pings (time on page, scroll depth).
+pub const ENGAGEMENT: &str = "engagement";
+
+/// Most same-site hosts passed to the referrer classifier (site names + page host).
+const MAX_SAME_SITE_HOSTS: usize = 16;
+
+/// What the request adds to the hit body. The address is already truncated.
+#[derive(Debug, Clone, Copy)]
+pub struct HitContext<'a> {
+    pub ip: TruncatedIp,
+    pub user_agent: &'a str,
+    /// `DNT: 1`
+    pub dnt: bool,
+    /// `Sec-GPC: 1`
+    pub gpc: bool,
+    /// Receive time, seconds since the Unix epoch (UTC).
+    pub now_secs: u32,
+}
+
+/// The result of enriching one hit for one site.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // moved straight into the writer's Vec; boxing would allocate per hit
+pub enum Outcome {
+    Store(EventRow),
+    Dropped(DropReason),
+}
+
+/// A hit that passed body validation but cannot be stored (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrichError {
+    #[error("{0}")]
+    Url(#[from] UrlError),
+}
+
+/// Everything enrichment needs; shared by all requests behind an `Arc`.
+pub struct Enricher {
+    pub ua: UaParser,
+    pub geo: Arc<GeoDb>,
+    pub salts: Arc<Salts>,
+    pub sessions: Arc<SessionTracker>,
+    pub privacy: PrivacyConfig,
+}
+
+impl std::fmt::Debug for Enricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enricher")
+            .field("ua", &self.ua)
+            .field("privacy", &self.privacy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Enricher {
+    /// Whether the opt-out signals make this hit anonymous, or drop it.
+    fn opt_out(&self, ctx: &HitContext<'_>) -> Result<bool, DropReason> {
+        let mut anonymous = false;
+        for (signal, policy, reason) in [
+            (ctx.gpc, self.privacy.gpc, DropReason::gpc),
+            (ctx.dnt, self.privacy.dnt, DropReason::dnt),
+        ] {
+            if signal {
+                match policy {
+                    OptOutPolicy::Drop => return Err(reason),
+                    OptOutPolicy::Anonymous => anonymous = true,
+                    OptOutPolicy::Ignore => {}
+                }
+            }
+        }
+        Ok(anonymous)
+    }
+
+    pub fn enrich(
+        &self,
+        ev: &IncomingEvent,
+        site: &Arc<Site>,
+        ctx: &HitContext<'_>,
+    ) -> Result<Outcome, EnrichError> {
+        let ua = self.ua.parse(ctx.user_agent);
+        if ua.is_bot {
+            return Ok(Outcome::Dropped(DropReason::bot));
+        }
+        let anonymous = match self.opt_out(ctx) {
+            Ok(anonymous) => anonymous,
+            Err(reason) => return Ok(Outcome::Dropped(reason)),
+        };
+        let page = page_url::parse(&ev.url, ev.hash_mode)?;
+
+        // Navigation within the site (any of its names, or the page's own host) is not
+        // a traffic source.
+        let mut hosts: [&str; MAX_SAME_SITE_HOSTS] = [""; MAX_SAME_SITE_HOSTS];
+        let mut n = 0;
+        for host in std::iter::once(page.hostname.as_str())
+            .chain(site.same_site_hosts.iter().map(String::as_str))
+            .take(MAX_SAME_SITE_HOSTS)
+        {
+            hosts[n] = host;
+            n += 1;
+        }
+        let refr = referrer::classify(ev.referrer.as_deref(), &hosts[..n], &page.utm);
+
+        // Only the truncated network is looked up: city precision needs no more.
+        let geo = self.geo.lookup(ctx.ip.addr());
+        let is_engagement = ev.name == ENGAGEMENT;
+        let (visitor, session, entry_page) = if anonymous {
+            (0, 0, page.pathname.clone())
+        } else {
+            let salts = self.salts.current();
+            let ids = VisitorIds {
+                current: visitor_id(&salts.current, &site.domain, &ctx.ip, ctx.user_agent),
+                previous: salts
+                    .previous
+                    .as_ref()
+                    .map(|p| visitor_id(p, &site.domain, &ctx.ip, ctx.user_agent)),
+            };
+            let info = self.sessions.touch(
+                &site.domain,
+                ids,
+                ctx.now_secs,
+                &page.pathname,
+                is_engagement,
+            );
+            (
+                info.visitor_id,
+                info.session_id,
+                info.entry_page.to_string(),
+            )
+        };
+
+        let (engagement_ms, scroll_depth) = if is_engagement {
+            (
+                ev.engagement_ms.unwrap_or(0),
+                ev.scroll_depth.unwrap_or(SCROLL_DEPTH_UNKNOWN),
+            )
+        } else {
+            (0, SCROLL_DEPTH_UNKNOWN)
+        };
+        let utm = page.utm;
+        Ok(Outcome::Store(EventRow {
+            site: Arc::clone(&site.domain),
+            timestamp: ctx.now_secs,
+            name: ev.name.clone(),
+            visitor_id: visitor,
+            session_id: session,
+            entry_page,
+            hostname: page.hostname,
+            pathname: page.pathname,
+            referrer_host: refr.host,
+            referrer_path: refr.path,
+            source: refr.source,
+            channel: refr.channel,
+            utm_source: utm.source,
+            utm_medium: utm.medium,
+            utm_campaign: utm.campaign,
+            utm_term: utm.term,
+            utm_content: utm.content,
+            browser: Arc::clone(&ua.browser),
+            browser_version: Arc::clone(&ua.browser_version),
+            os: Arc::clone(&ua.os),
+            os_version: Arc::clone(&ua.os_version),
+            device: ua.device,
+            country: geo.country,
+            region: geo.region,
+            city_geoname_id: geo.city_geoname_id,
+            city: geo.city,
+            props: ev.props.clone(),
+            revenue_micros: ev.revenue.as_ref().map(|r| r.amount_micros),
+            revenue_currency: ev
+                .revenue
+                .as_ref()
+                .map(|r| r.currency_str().to_owned())
+                .unwrap_or_default(),
+            interactive: u8::from(ev.interactive),
+            engagement_ms,
+            scroll_depth,
+        }))
+    }
+}

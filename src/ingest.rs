@@ -1,0 +1,482 @@
+//! Request handling: the Plausible-compatible Events API (`POST /api/event`,
+//! `POST /api/events`), CORS, and the operational endpoints (`/health`, `/ready`,
+//! `/metrics`).
+//!
+//! Status codes are a contract with the tracker and with monitoring: 202 only once the
+//! writer took the rows (or for a deliberate drop, marked with `X-Hush-Dropped`), 400
+//! with a short JSON reason for malformed hits, 403 for unknown sites, 413/415 for
+//! oversized or mistyped bodies, 503 + `Retry-After` when the writer queue is full.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use crate::client_ip;
+use crate::config::Config;
+use crate::enrich::{EnrichError, Enricher, HitContext, Outcome};
+use crate::event::EventRow;
+use crate::hit::{self, IncomingEvent};
+use crate::metrics::{DropReason, HttpMetrics, RejectReason, Route};
+use crate::server::{Body, Handler, simple};
+use crate::sites::{Site, SiteRegistry};
+use crate::writer::{EventSink, SubmitError};
+
+/// How long `/ready` waits for ClickHouse before answering 503.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Browsers cache a preflight answer this long (seconds); Chrome caps it at 2 hours.
+const PREFLIGHT_MAX_AGE: &str = "86400";
+
+/// Everything a request needs, shared by all connections.
+pub struct Ingest {
+    pub config: Arc<Config>,
+    pub sites: Arc<SiteRegistry>,
+    pub enricher: Arc<Enricher>,
+    pub sink: EventSink,
+    pub metrics: HttpMetrics,
+    pub registry: Arc<prometheus_client::registry::Registry>,
+    /// Client for readiness checks (database set).
+    pub clickhouse: clickhouse::Client,
+}
+
+/// A refused request: status, metric reason, short public message.
+struct Reject {
+    status: StatusCode,
+    reason: RejectReason,
+    body: serde_json::Value,
+}
+
+impl Reject {
+    fn new(status: StatusCode, reason: RejectReason, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            body: serde_json::json!({ "error": message.into() }),
+        }
+    }
+    fn malformed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, RejectReason::malformed, message)
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn now_secs() -> u32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+fn header_is_one(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get(name)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
+}
+
+/// `application/json` or `text/plain` (what `navigator.sendBeacon` sends for a string),
+/// parameters such as `charset` ignored.
+fn acceptable_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("text/plain")
+}
+
+impl Ingest {
+    fn route(method: &Method, path: &str) -> (Route, bool) {
+        let route = match path {
+            "/api/event" => Route::event,
+            "/api/events" => Route::events,
+            "/health" => Route::health,
+            "/ready" => Route::ready,
+            "/metrics" => Route::metrics,
+            _ => Route::not_found,
+        };
+        let route = if *method == Method::OPTIONS && matches!(route, Route::event | Route::events) {
+            Route::preflight
+        } else {
+            route
+        };
+        let method_ok = match route {
+            Route::event | Route::events => *method == Method::POST,
+            Route::preflight => true,
+            Route::health | Route::ready | Route::metrics => {
+                *method == Method::GET || *method == Method::HEAD
+            }
+            Route::not_found => true,
+        };
+        (route, method_ok)
+    }
+
+    /// Adds CORS headers when the request's `Origin` is one of the configured sites.
+    fn cors(&self, origin: Option<&HeaderValue>, resp: &mut Response<Body>) {
+        let headers = resp.headers_mut();
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        let Some(origin) = origin else { return };
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| self.sites.is_allowed_origin(o));
+        if allowed {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("X-Hush-Dropped"),
+            );
+        }
+    }
+
+    fn preflight(&self, origin: Option<&HeaderValue>) -> Response<Body> {
+        let allowed = origin
+            .and_then(|o| o.to_str().ok())
+            .is_some_and(|o| self.sites.is_allowed_origin(o));
+        if !allowed {
+            return simple(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
+        let mut resp = simple(StatusCode::NO_CONTENT, "");
+        *resp.body_mut() = Full::new(Bytes::new());
+        let h = resp.headers_mut();
+        h.remove(header::CONTENT_TYPE);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+        );
+        resp
+    }
+
+    async fn read_body(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, Reject> {
+        let too_large = || {
+            Reject::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                RejectReason::too_large,
+                format!("body larger than {limit} bytes"),
+            )
+        };
+        // Refuse a declared oversized body before reading any of it.
+        if let Some(len) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && len > limit as u64
+        {
+            return Err(too_large());
+        }
+        let body = Limited::new(req.into_body(), limit);
+        match tokio::time::timeout(self.config.server.body_read_timeout(), body.collect()).await {
+            Err(_) => Err(Reject::new(
+                StatusCode::REQUEST_TIMEOUT,
+                RejectReason::body_timeout,
+                "body not received in time",
+            )),
+            Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+            Ok(Err(_)) => Err(Reject::malformed("body could not be read")),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
+    }
+
+    /// Sites a hit counts for: every name of its comma-separated `domain`, each
+    /// resolved to a configured site (duplicates counted once).
+    fn resolve_sites(&self, ev: &IncomingEvent) -> Result<Vec<Arc<Site>>, Reject> {
+        let mut sites: Vec<Arc<Site>> = Vec::with_capacity(1);
+        for name in &ev.domains {
+            match self.sites.resolve(name) {
+                Some(site) => {
+                    if !sites.iter().any(|s| Arc::ptr_eq(s, site)) {
+                        sites.push(Arc::clone(site));
+                    }
+                }
+                None => {
+                    return Err(Reject::new(
+                        StatusCode::FORBIDDEN,
+                        RejectReason::unknown_site,
+                        "unknown site",
+                    ));
+                }
+            }
+        }
+        if sites.is_empty() {
+            return Err(Reject::malformed("domain is empty"));
+        }
+        Ok(sites)
+    }
+
+    /// Enriches one parsed hit for every site it names. Returns the rows to store and
+    /// the drop reason when the hit was deliberately not stored.
+    fn enrich_hit(
+        &self,
+        ev: &IncomingEvent,
+        ctx: &HitContext<'_>,
+        rows: &mut Vec<EventRow>,
+    ) -> Result<Option<DropReason>, Reject> {
+        let sites = self.resolve_sites(ev)?;
+        let mut dropped = None;
+        for site in &sites {
+            match self.enricher.enrich(ev, site, ctx) {
+                Ok(Outcome::Store(row)) => rows.push(row),
+                Ok(Outcome::Dropped(reason)) => dropped = Some(reason),
+                Err(err) => return Err(Reject::malformed(enrich_message(&err))),
+            }
+        }
+        Ok(dropped)
+    }
+
+    fn context<'a>(&self, headers: &'a HeaderMap, peer: SocketAddr) -> HitContext<'a> {
+        let privacy = &self.config.privacy;
+        // The full address exists only inside this expression.
+        let ip = client_ip::truncate(
+            client_ip::client_ip(peer, headers, &self.config.server.trusted_proxies),
+            privacy.ipv4_prefix,
+            privacy.ipv6_prefix,
+        );
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        HitContext {
+            ip,
+            user_agent,
+            dnt: header_is_one(headers, "dnt"),
+            gpc: header_is_one(headers, "sec-gpc"),
+            now_secs: now_secs(),
+        }
+    }
+
+    async fn submit(&self, rows: Vec<EventRow>) -> Result<(), Reject> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let n = rows.len() as u64;
+        match self.sink.submit(rows).await {
+            Ok(()) => {
+                self.metrics.accepted(n);
+                Ok(())
+            }
+            Err(SubmitError::QueueFull { .. }) => Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                RejectReason::queue_full,
+                "queue full, retry later",
+            )),
+            Err(SubmitError::TooLarge { .. }) => Err(Reject::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                RejectReason::too_large,
+                "more events than the queue holds",
+            )),
+            Err(err) => {
+                tracing::error!(error = %err, "writer refused rows");
+                Err(Reject::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    RejectReason::internal,
+                    "not accepting hits",
+                ))
+            }
+        }
+    }
+
+    fn accepted(&self, dropped: Option<DropReason>) -> Response<Body> {
+        let mut resp = simple(StatusCode::ACCEPTED, "ok");
+        if let Some(reason) = dropped {
+            self.metrics.dropped(reason);
+            resp.headers_mut()
+                .insert("x-hush-dropped", HeaderValue::from_static(reason.as_str()));
+        }
+        resp
+    }
+
+    async fn event(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Reject> {
+        if !acceptable_content_type(req.headers()) {
+            return Err(Reject::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                RejectReason::unsupported_media_type,
+                "content type must be application/json or text/plain",
+            ));
+        }
+        let headers = req.headers().clone();
+        let body = self
+            .read_body(req, self.config.limits.max_body_bytes)
+            .await?;
+        let ev = hit::parse_event(&body, &self.config.limits)
+            .map_err(|e| Reject::malformed(e.to_string()))?;
+        let ctx = self.context(&headers, peer);
+        let mut rows = Vec::with_capacity(1);
+        let dropped = self.enrich_hit(&ev, &ctx, &mut rows)?;
+        self.submit(rows).await?;
+        Ok(self.accepted(dropped))
+    }
+
+    async fn events(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Reject> {
+        if !acceptable_content_type(req.headers()) {
+            return Err(Reject::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                RejectReason::unsupported_media_type,
+                "content type must be application/json or text/plain",
+            ));
+        }
+        let headers = req.headers().clone();
+        let body = self
+            .read_body(req, self.config.limits.max_batch_body_bytes)
+            .await?;
+        let events = hit::parse_batch(&body, &self.config.limits).map_err(|e| Reject {
+            status: StatusCode::BAD_REQUEST,
+            reason: RejectReason::malformed,
+            body: batch_error_body(&e),
+        })?;
+        let ctx = self.context(&headers, peer);
+        let mut rows = Vec::with_capacity(events.len());
+        let mut errors = Vec::new();
+        let mut dropped = 0usize;
+        for (index, ev) in events.iter().enumerate() {
+            match self.enrich_hit(ev, &ctx, &mut rows) {
+                Ok(Some(reason)) => {
+                    self.metrics.dropped(reason);
+                    dropped += 1;
+                }
+                Ok(None) => {}
+                Err(reject) => errors.push(serde_json::json!({
+                    "index": index,
+                    "error": reject.body.get("error").cloned().unwrap_or_default(),
+                })),
+            }
+        }
+        // All or nothing: a batch with any bad item stores none of them, so a client
+        // can fix and resend the whole batch without creating duplicates.
+        if !errors.is_empty() {
+            return Err(Reject {
+                status: StatusCode::BAD_REQUEST,
+                reason: RejectReason::malformed,
+                body: serde_json::json!({ "error": "invalid events in batch", "items": errors }),
+            });
+        }
+        let stored = rows.len();
+        self.submit(rows).await?;
+        Ok(json_response(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "accepted": events.len(), "stored": stored, "dropped": dropped }),
+        ))
+    }
+
+    async fn ready(&self) -> Response<Body> {
+        let check = crate::migrate::check_current(&self.clickhouse);
+        match tokio::time::timeout(READY_TIMEOUT, check).await {
+            Ok(Ok(())) => simple(StatusCode::OK, "ready\n"),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "not ready");
+                simple(StatusCode::SERVICE_UNAVAILABLE, "clickhouse not ready\n")
+            }
+            Err(_) => {
+                tracing::warn!("not ready: ClickHouse did not answer in time");
+                simple(StatusCode::SERVICE_UNAVAILABLE, "clickhouse not ready\n")
+            }
+        }
+    }
+
+    fn metrics_page(&self) -> Response<Body> {
+        let text = crate::metrics::render(&self.registry);
+        let mut resp = Response::new(Full::new(Bytes::from(text)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        resp
+    }
+
+    fn reject(&self, reject: Reject, hits: u64) -> Response<Body> {
+        self.metrics.rejected(reject.reason, hits);
+        json_response(reject.status, &reject.body)
+    }
+}
+
+fn enrich_message(err: &EnrichError) -> String {
+    err.to_string()
+}
+
+fn batch_error_body(err: &hit::BatchError) -> serde_json::Value {
+    serde_json::json!({ "error": err.to_string() })
+}
+
+impl Handler for Ingest {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let (route, method_ok) = Self::route(req.method(), req.uri().path());
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let mut resp = if !method_ok {
+            let allow = match route {
+                Route::event | Route::events => "POST, OPTIONS",
+                _ => "GET, HEAD",
+            };
+            let mut r = simple(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            r
+        } else {
+            match route {
+                Route::event => match self.event(req, peer).await {
+                    Ok(r) => r,
+                    Err(reject) => self.reject(reject, 1),
+                },
+                Route::events => match self.events(req, peer).await {
+                    Ok(r) => r,
+                    Err(reject) => self.reject(reject, 1),
+                },
+                Route::preflight => self.preflight(origin.as_ref()),
+                Route::health => simple(StatusCode::OK, "ok\n"),
+                Route::ready => self.ready().await,
+                Route::metrics => self.metrics_page(),
+                Route::not_found => simple(StatusCode::NOT_FOUND, "not found\n"),
+            }
+        };
+        if matches!(route, Route::event | Route::events | Route::preflight) {
+            self.cors(origin.as_ref(), &mut resp);
+        }
+        self.metrics
+            .request(route, resp.status().as_u16(), started.elapsed());
+        resp
+    }
+
+    fn on_overload(&self) -> Response<Body> {
+        self.metrics.rejected(RejectReason::overloaded, 1);
+        simple(StatusCode::SERVICE_UNAVAILABLE, "overloaded\n")
+    }
+
+    fn on_panic(&self) -> Response<Body> {
+        self.metrics.rejected(RejectReason::internal, 1);
+        simple(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+    }
+}

@@ -1,0 +1,981 @@
+//! End to end: the built `hush` binary against a real ClickHouse.
+//!
+//! Each test starts `hush serve` on an ephemeral port with its own database, sends hits
+//! the way browsers, apps and bots do (keep-alive connections; `X-Forwarded-For` from a
+//! trusted loopback proxy stands in for many clients), and checks the stored rows
+//! column by column. The privacy test then scans every column of every table, and the
+//! collector's debug log, for the client addresses used.
+
+#[path = "geo_fixture/mod.rs"]
+mod geo_fixture;
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1.1 Mobile/15E148 Safari/604.1";
+const ANDROID_WEBVIEW: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 7 Build/AP2A; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36";
+const FIREFOX_MAC: &str =
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:133.0) Gecko/20100101 Firefox/133.0";
+const BOTS: &[&str] = &[
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36",
+    "curl/8.5.0",
+    "",
+];
+
+/// Client addresses used by the tests; none may be stored or logged in full.
+const IP_A: &str = "203.0.113.77";
+const IP_B: &str = "198.51.100.23";
+const IP_C: &str = "2001:db8:85a3:1234:5678:8a2e:370:7334";
+const IP_DNT: &str = "192.0.2.201";
+const IP_GPC: &str = "192.0.2.202";
+const IP_BOT: &str = "192.0.2.203";
+const IP_BAD: &str = "192.0.2.204";
+const ALL_IPS: &[&str] = &[IP_A, IP_B, IP_C, IP_DNT, IP_GPC, IP_BOT, IP_BAD];
+
+/// A running `hush serve` with its output captured.
+struct Collector {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+fn capture(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut log) = log.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
+}
+
+impl Collector {
+    fn start(config: &str) -> Collector {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("hush.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let port_file = dir.path().join("port");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .env("RUST_LOG", "debug")
+            .env_remove("HUSH_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hush");
+        let log = Arc::new(Mutex::new(String::new()));
+        capture(child.stdout.take().expect("stdout"), Arc::clone(&log));
+        capture(child.stderr.take().expect("stderr"), Arc::clone(&log));
+        let started = Instant::now();
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
+            {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("hush exited early ({status}):\n{}", log.lock().unwrap());
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "hush did not start listening:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = log.lock().unwrap().clone();
+        assert!(
+            text.contains(&format!("listening on {addr}")) || {
+                // The line may still be in the pipe; the port file came after it.
+                std::thread::sleep(Duration::from_millis(200));
+                log.lock()
+                    .unwrap()
+                    .contains(&format!("listening on {addr}"))
+            },
+            "no `listening on {addr}` line:\n{text}"
+        );
+        Collector {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then wait for the exit.
+    fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for hush") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "hush did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The geo fixture: the test networks of A, B and C, everything else unknown.
+fn geo_config() -> String {
+    static DB: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = DB.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("city.mmdb");
+        geo_fixture::write_city_db(
+            &path,
+            &[
+                ("203.0.113.0/24", "DE", "BE", 2_950_159, "Berlin"),
+                ("198.51.100.0/24", "US", "CA", 5_391_959, "San Francisco"),
+                ("2001:db8:85a3::/48", "JP", "13", 1_850_147, "Tokyo"),
+            ],
+        );
+        (dir, path)
+    });
+    format!("[geo]\ndatabase = \"{}\"\nwatch = false\n", path.display())
+}
+
+fn config(db: &str, extra: &str) -> String {
+    let ch = support::clickhouse();
+    format!(
+        r#"
+[server]
+trusted_proxies = ["127.0.0.1/32", "::1/128"]
+shutdown_timeout_ms = 30000
+
+[clickhouse]
+url = "{url}"
+user = "{user}"
+password = "{password}"
+database = "{db}"
+
+[writer]
+batch_rows = 50
+flush_interval_ms = 100
+queue_capacity = 10000
+
+[retention]
+schedule = false
+
+{geo}
+{extra}
+
+[[sites]]
+domain = "example.com"
+aliases = ["www.example.com"]
+
+[[sites]]
+domain = "blog.example.org"
+"#,
+        url = support::clickhouse().url(),
+        user = ch.user(),
+        password = ch.password(),
+        geo = geo_config(),
+    )
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        // Keep-alive: a handful of pooled connections carry all hits.
+        .pool_max_idle_per_host(4)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+struct Hit<'a> {
+    ip: &'a str,
+    ua: &'a str,
+    body: serde_json::Value,
+    headers: &'a [(&'a str, &'a str)],
+}
+
+async fn send(client: &reqwest::Client, c: &Collector, hit: Hit<'_>) -> reqwest::Response {
+    let mut req = client
+        .post(c.url("/api/event"))
+        .header("content-type", "text/plain")
+        .header("user-agent", hit.ua)
+        .header("x-forwarded-for", hit.ip)
+        .body(hit.body.to_string());
+    for (k, v) in hit.headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("send hit")
+}
+
+async fn count(client: &clickhouse::Client, sql: &str) -> u64 {
+    client
+        .query(sql)
+        .fetch_one::<u64>()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Polls until `sql` counts `expected` rows (never sleeps a fixed time and hopes).
+async fn wait_count(client: &clickhouse::Client, sql: &str, expected: u64) {
+    let started = Instant::now();
+    loop {
+        let n = count(client, sql).await;
+        if n == expected {
+            return;
+        }
+        assert!(n < expected, "{sql}: {n} rows, expected {expected}");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{sql}: {n} rows after {DEADLINE:?}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
+struct Stored {
+    site: String,
+    name: String,
+    visitor_id: u64,
+    session_id: u64,
+    entry_page: String,
+    hostname: String,
+    pathname: String,
+    referrer_host: String,
+    referrer_path: String,
+    source: String,
+    channel: String,
+    utm_source: String,
+    utm_medium: String,
+    utm_campaign: String,
+    utm_term: String,
+    utm_content: String,
+    browser: String,
+    browser_version: String,
+    os: String,
+    os_version: String,
+    device: String,
+    country: String,
+    region: String,
+    city_geoname_id: u32,
+    city: String,
+    props: Vec<(String, String)>,
+    revenue_micros: Option<i64>,
+    revenue_currency: String,
+    interactive: u8,
+    engagement_ms: u32,
+    scroll_depth: u8,
+}
+
+const STORED_COLUMNS: &str = "site, name, visitor_id, session_id, entry_page, hostname, \
+    pathname, referrer_host, referrer_path, source, channel, utm_source, utm_medium, \
+    utm_campaign, utm_term, utm_content, browser, browser_version, os, os_version, device, \
+    trimRight(toString(country), '\\0') AS country, region, city_geoname_id, city, props, \
+    revenue_micros, revenue_currency, interactive, engagement_ms, scroll_depth";
+
+async fn rows(client: &clickhouse::Client, filter: &str) -> Vec<Stored> {
+    let sql =
+        format!("SELECT {STORED_COLUMNS} FROM events WHERE {filter} ORDER BY timestamp, pathname");
+    client
+        .query(&sql)
+        .fetch_all::<Stored>()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn one<'a>(rows: &'a [Stored], pathname: &str) -> &'a Stored {
+    let matching: Vec<&Stored> = rows.iter().filter(|r| r.pathname == pathname).collect();
+    assert_eq!(matching.len(), 1, "rows for {pathname}: {matching:#?}");
+    matching[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
+    let ch = support::clickhouse();
+    let db = ch.fresh_database("e2e_pipeline").await;
+    let chc = ch.client(&db);
+    let mut c = Collector::start(&config(&db, ""));
+    let client = http();
+
+    // Operational endpoints.
+    let health = client.get(c.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok\n");
+    assert_eq!(
+        client.get(c.url("/ready")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        client.get(c.url("/nope")).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        client
+            .get(c.url("/api/event"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+
+    // Visitor A (desktop Chrome): a campaign landing, then a second page.
+    let resp = send(&client, &c, Hit {
+        ip: IP_A,
+        ua: CHROME_WIN,
+        body: serde_json::json!({
+            "name": "pageview",
+            "url": "https://example.com/pricing?utm_source=newsletter&utm_medium=email&utm_campaign=spring&utm_term=plans&utm_content=footer",
+            "domain": "example.com",
+        }),
+        headers: &[],
+    })
+    .await;
+    assert_eq!(resp.status(), 202);
+    assert!(resp.headers().get("x-hush-dropped").is_none());
+    let resp = send(
+        &client,
+        &c,
+        Hit {
+            ip: IP_A,
+            ua: CHROME_WIN,
+            body: serde_json::json!({
+                "n": "pageview",
+                "u": "https://www.example.com/docs/start",
+                "d": "example.com",
+                "r": "https://example.com/pricing",
+            }),
+            headers: &[],
+        },
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+    // A custom event with props and revenue.
+    let resp = send(
+        &client,
+        &c,
+        Hit {
+            ip: IP_A,
+            ua: CHROME_WIN,
+            body: serde_json::json!({
+                "n": "Purchase",
+                "u": "https://example.com/checkout",
+                "d": "example.com",
+                "p": {"plan": "pro", "seats": 3},
+                "$": {"amount": "49.90", "currency": "EUR"},
+            }),
+            headers: &[],
+        },
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+
+    // Visitor B (iPhone Safari) from Google search, counted for two sites.
+    let resp = send(
+        &client,
+        &c,
+        Hit {
+            ip: IP_B,
+            ua: SAFARI_IPHONE,
+            body: serde_json::json!({
+                "n": "pageview",
+                "u": "https://example.com/blog/hello",
+                "d": "example.com,blog.example.org",
+                "r": "https://www.google.com/search?q=private+analytics",
+            }),
+            headers: &[("origin", "https://example.com")],
+        },
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
+        Some("https://example.com")
+    );
+
+    // Visitor C (an Android app's WebView) over IPv6, from GitHub, with an engagement ping.
+    for body in [
+        serde_json::json!({"n": "pageview", "u": "https://example.com/app", "d": "example.com", "r": "https://github.com/hush/hush"}),
+        serde_json::json!({"n": "engagement", "u": "https://example.com/app", "d": "example.com", "e": 12500, "sd": 80}),
+    ] {
+        let resp = send(
+            &client,
+            &c,
+            Hit {
+                ip: IP_C,
+                ua: ANDROID_WEBVIEW,
+                body,
+                headers: &[],
+            },
+        )
+        .await;
+        assert_eq!(resp.status(), 202);
+    }
+
+    // Opt-out signals: stored anonymously (the default policy).
+    let resp = send(&client, &c, Hit {
+        ip: IP_DNT,
+        ua: FIREFOX_MAC,
+        body: serde_json::json!({"n": "pageview", "u": "https://example.com/dnt", "d": "example.com"}),
+        headers: &[("dnt", "1")],
+    })
+    .await;
+    assert_eq!(resp.status(), 202);
+    let resp = send(&client, &c, Hit {
+        ip: IP_GPC,
+        ua: FIREFOX_MAC,
+        body: serde_json::json!({"n": "pageview", "u": "https://example.com/gpc", "d": "example.com"}),
+        headers: &[("sec-gpc", "1")],
+    })
+    .await;
+    assert_eq!(resp.status(), 202);
+
+    // Bots: answered 202 (nothing to retry) but marked and not stored.
+    for ua in BOTS {
+        let resp = send(&client, &c, Hit {
+            ip: IP_BOT,
+            ua,
+            body: serde_json::json!({"n": "pageview", "u": "https://example.com/bot", "d": "example.com"}),
+            headers: &[],
+        })
+        .await;
+        assert_eq!(resp.status(), 202, "{ua}");
+        assert_eq!(
+            resp.headers()
+                .get("x-hush-dropped")
+                .map(|v| v.to_str().unwrap()),
+            Some("bot"),
+            "{ua}"
+        );
+    }
+
+    // Refused hits: none may be stored.
+    let unknown = send(&client, &c, Hit {
+        ip: IP_BAD,
+        ua: CHROME_WIN,
+        body: serde_json::json!({"n": "pageview", "u": "https://evil.test/refused", "d": "evil.test"}),
+        headers: &[],
+    })
+    .await;
+    assert_eq!(unknown.status(), 403);
+    let partly = send(&client, &c, Hit {
+        ip: IP_BAD,
+        ua: CHROME_WIN,
+        body: serde_json::json!({"n": "pageview", "u": "https://example.com/refused", "d": "example.com,evil.test"}),
+        headers: &[],
+    })
+    .await;
+    assert_eq!(partly.status(), 403);
+
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        client
+            .post(c.url("/api/event"))
+            .header("content-type", content_type)
+            .header("user-agent", CHROME_WIN)
+            .header("x-forwarded-for", IP_BAD)
+            .body(body)
+            .send()
+    };
+    let deep = format!(
+        "{{\"n\":\"pageview\",\"u\":\"https://example.com/refused\",\"d\":\"example.com\",\"p\":{}{}}}",
+        "[".repeat(64),
+        "]".repeat(64)
+    );
+    let malformed: Vec<(&str, Vec<u8>)> = vec![
+        ("bad json", b"{\"n\":\"pageview\",".to_vec()),
+        ("invalid utf-8", b"{\"n\":\"pageview\",\"u\":\"https://example.com/refused\xff\",\"d\":\"example.com\"}".to_vec()),
+        ("deep json", deep.into_bytes()),
+        ("duplicate keys", br#"{"n":"pageview","u":"https://example.com/refused","d":"example.com","d":"blog.example.org"}"#.to_vec()),
+        ("wrong types", br#"{"n":"pageview","u":42,"d":"example.com"}"#.to_vec()),
+        ("missing url", br#"{"n":"pageview","d":"example.com"}"#.to_vec()),
+        ("invalid url", br#"{"n":"pageview","u":"not a url","d":"example.com"}"#.to_vec()),
+    ];
+    for (what, body) in malformed {
+        let resp = post(body, "text/plain").await.unwrap();
+        assert_eq!(resp.status(), 400, "{what}");
+        let err: serde_json::Value = resp.json().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            err["error"].as_str().is_some_and(|s| !s.is_empty()),
+            "{what}: {err}"
+        );
+    }
+    let big = format!(
+        "{{\"n\":\"pageview\",\"u\":\"https://example.com/refused\",\"d\":\"example.com\",\"p\":{{\"x\":\"{}\"}}}}",
+        "a".repeat(64 * 1024)
+    );
+    assert_eq!(
+        post(big.into_bytes(), "application/json")
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+    let good_body = br#"{"n":"pageview","u":"https://example.com/refused","d":"example.com"}"#;
+    assert_eq!(
+        post(good_body.to_vec(), "application/x-www-form-urlencoded")
+            .await
+            .unwrap()
+            .status(),
+        415
+    );
+
+    // Batch: all or nothing.
+    let batch = |events: serde_json::Value| {
+        client
+            .post(c.url("/api/events"))
+            .header("content-type", "application/json")
+            .header("user-agent", FIREFOX_MAC)
+            .header("x-forwarded-for", IP_B)
+            .body(events.to_string())
+            .send()
+    };
+    let resp = batch(serde_json::json!([
+        {"n": "pageview", "u": "https://example.com/refused", "d": "example.com"},
+        {"n": "pageview", "u": 7, "d": "example.com"},
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        err.to_string().contains('1'),
+        "the bad item's index is named: {err}"
+    );
+    let resp = batch(serde_json::json!([
+        {"n": "pageview", "u": "https://example.com/refused", "d": "example.com"},
+        {"n": "pageview", "u": "https://example.com/refused", "d": "unknown.test"},
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = batch(serde_json::json!([
+        {"n": "pageview", "u": "https://example.com/batch/1", "d": "example.com"},
+        {"n": "pageview", "u": "https://example.com/batch/2", "d": "example.com"},
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 202);
+
+    // CORS preflight.
+    let pre = client
+        .request(reqwest::Method::OPTIONS, c.url("/api/event"))
+        .header("origin", "https://www.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    assert_eq!(
+        pre.headers()["access-control-allow-origin"],
+        "https://www.example.com"
+    );
+    assert!(pre.headers()["vary"].to_str().unwrap().contains("Origin"));
+    let pre = client
+        .request(reqwest::Method::OPTIONS, c.url("/api/event"))
+        .header("origin", "https://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.headers().get("access-control-allow-origin").is_none());
+
+    // Accepted: A 3, B 2 (two sites), C 2, DNT 1, GPC 1, batch 2 = 11 rows.
+    wait_count(&chc, "SELECT count() FROM events", 11).await;
+    let all = rows(&chc, "1").await;
+    assert!(
+        all.iter()
+            .all(|r| r.pathname != "/bot" && r.pathname != "/refused"),
+        "{all:#?}"
+    );
+
+    let landing = one(&all, "/pricing");
+    assert_eq!(landing.site, "example.com");
+    assert_eq!(landing.name, "pageview");
+    assert_eq!(landing.hostname, "example.com");
+    assert_eq!(landing.entry_page, "/pricing");
+    assert_eq!(
+        (
+            landing.utm_source.as_str(),
+            landing.utm_medium.as_str(),
+            landing.utm_campaign.as_str(),
+            landing.utm_term.as_str(),
+            landing.utm_content.as_str()
+        ),
+        ("newsletter", "email", "spring", "plans", "footer")
+    );
+    assert_eq!(
+        (landing.source.as_str(), landing.channel.as_str()),
+        ("newsletter", "email")
+    );
+    assert_eq!(
+        (
+            landing.browser.as_str(),
+            landing.browser_version.as_str(),
+            landing.os.as_str(),
+            landing.os_version.as_str(),
+            landing.device.as_str()
+        ),
+        ("Chrome", "131.0", "Windows", "10", "desktop")
+    );
+    assert_eq!(
+        (
+            landing.country.as_str(),
+            landing.region.as_str(),
+            landing.city_geoname_id,
+            landing.city.as_str()
+        ),
+        ("DE", "BE", 2_950_159, "Berlin")
+    );
+    assert_ne!(landing.visitor_id, 0);
+    assert_ne!(landing.session_id, 0);
+    assert_eq!(landing.interactive, 1);
+    assert_eq!((landing.engagement_ms, landing.scroll_depth), (0, 255));
+    assert!(landing.props.is_empty());
+    assert_eq!(landing.revenue_micros, None);
+
+    // Second page of A: same visitor and visit, entry page is the first page,
+    // internal navigation is no referrer.
+    let second = one(&all, "/docs/start");
+    assert_eq!(second.hostname, "www.example.com");
+    assert_eq!(second.visitor_id, landing.visitor_id);
+    assert_eq!(second.session_id, landing.session_id);
+    assert_eq!(second.entry_page, "/pricing");
+    assert_eq!(
+        (second.referrer_host.as_str(), second.source.as_str()),
+        ("", "")
+    );
+    assert_eq!(second.channel, "direct");
+
+    let purchase = one(&all, "/checkout");
+    assert_eq!(purchase.name, "Purchase");
+    assert_eq!(purchase.session_id, landing.session_id);
+    let mut props = purchase.props.clone();
+    props.sort();
+    assert_eq!(
+        props,
+        vec![("plan".into(), "pro".into()), ("seats".into(), "3".into())]
+    );
+    assert_eq!(purchase.revenue_micros, Some(49_900_000));
+    assert_eq!(purchase.revenue_currency, "EUR");
+
+    // B: one hit, two sites, Google search.
+    let b: Vec<&Stored> = all.iter().filter(|r| r.pathname == "/blog/hello").collect();
+    let mut b_sites: Vec<&str> = b.iter().map(|r| r.site.as_str()).collect();
+    b_sites.sort();
+    assert_eq!(b_sites, ["blog.example.org", "example.com"]);
+    for r in &b {
+        assert_eq!(
+            (r.referrer_host.as_str(), r.referrer_path.as_str()),
+            ("google.com", "/search")
+        );
+        assert_eq!(
+            (r.source.as_str(), r.channel.as_str()),
+            ("Google", "search")
+        );
+        assert_eq!(
+            (
+                r.browser.as_str(),
+                r.browser_version.as_str(),
+                r.os.as_str(),
+                r.os_version.as_str(),
+                r.device.as_str()
+            ),
+            ("Safari", "18.1", "iOS", "18.1", "mobile")
+        );
+        assert_ne!(r.visitor_id, 0);
+        assert_eq!(
+            (
+                r.country.as_str(),
+                r.region.as_str(),
+                r.city_geoname_id,
+                r.city.as_str()
+            ),
+            ("US", "CA", 5_391_959, "San Francisco")
+        );
+    }
+    // The visitor id is per site: the same person is not linkable across sites.
+    assert_ne!(b[0].visitor_id, b[1].visitor_id);
+
+    // C: the app's WebView, GitHub referral, engagement in the same visit.
+    let c_rows: Vec<&Stored> = all.iter().filter(|r| r.pathname == "/app").collect();
+    assert_eq!(c_rows.len(), 2, "{c_rows:#?}");
+    let view = c_rows.iter().find(|r| r.name == "pageview").unwrap();
+    let engagement = c_rows.iter().find(|r| r.name == "engagement").unwrap();
+    assert_eq!(
+        (
+            view.browser.as_str(),
+            view.os.as_str(),
+            view.os_version.as_str(),
+            view.device.as_str()
+        ),
+        ("WebView", "Android", "14", "mobile")
+    );
+    assert_eq!(
+        (
+            view.referrer_host.as_str(),
+            view.source.as_str(),
+            view.channel.as_str()
+        ),
+        ("github.com", "GitHub", "referral")
+    );
+    assert_eq!(
+        (engagement.engagement_ms, engagement.scroll_depth),
+        (12_500, 80)
+    );
+    assert_eq!(
+        (
+            view.country.as_str(),
+            view.region.as_str(),
+            view.city_geoname_id,
+            view.city.as_str()
+        ),
+        ("JP", "13", 1_850_147, "Tokyo")
+    );
+    assert_eq!(engagement.session_id, view.session_id);
+    assert_eq!(engagement.visitor_id, view.visitor_id);
+    assert_ne!(view.visitor_id, landing.visitor_id);
+
+    // Opt-outs: counted, but anonymous.
+    for path in ["/dnt", "/gpc"] {
+        let r = one(&all, path);
+        assert_eq!((r.visitor_id, r.session_id), (0, 0), "{path}");
+        assert_eq!(r.entry_page, path);
+        assert_eq!(r.browser, "Firefox");
+        // Outside the fixture's networks: unknown, not a guess.
+        assert_eq!((r.country.as_str(), r.city_geoname_id), ("", 0));
+    }
+
+    // Batch rows from one visitor: one visit.
+    let b1 = one(&all, "/batch/1");
+    let b2 = one(&all, "/batch/2");
+    assert_eq!(b1.session_id, b2.session_id);
+    assert_eq!(b2.entry_page, "/batch/1");
+
+    // Metrics reflect what happened, with fixed labels only.
+    let metrics = client
+        .get(c.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("hush_hits_accepted_total 11"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "hush_hits_dropped_total{{reason=\"bot\"}} {}",
+            BOTS.len()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hush_hits_rejected_total{reason=\"unknown_site\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hush_hits_rejected_total{reason=\"too_large\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hush_hits_rejected_total{reason=\"unsupported_media_type\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hush_http_requests_total{route=\"event\",status=\"202\"}"),
+        "{metrics}"
+    );
+
+    // Graceful shutdown: hits sent right before SIGTERM are all stored.
+    let mut sent = 0;
+    for i in 0..40 {
+        let resp = send(&client, &c, Hit {
+            ip: IP_A,
+            ua: CHROME_WIN,
+            body: serde_json::json!({"n": "pageview", "u": format!("https://example.com/late/{i}"), "d": "example.com"}),
+            headers: &[],
+        })
+        .await;
+        assert_eq!(resp.status(), 202);
+        sent += 1;
+    }
+    drop(client);
+    let status = c.terminate();
+    assert!(status.success(), "{status}\n{}", c.log());
+    assert_eq!(
+        count(
+            &chc,
+            "SELECT count() FROM events WHERE startsWith(pathname, '/late/')"
+        )
+        .await,
+        sent
+    );
+
+    // Privacy: no client address anywhere in the database ...
+    #[derive(Debug, clickhouse::Row, Deserialize)]
+    struct Column {
+        table: String,
+        name: String,
+    }
+    let columns = chc
+        .query("SELECT table, name FROM system.columns WHERE database = ? ORDER BY table, name")
+        .bind(&db)
+        .fetch_all::<Column>()
+        .await
+        .unwrap();
+    assert!(columns.iter().any(|c| c.table == "events"), "{columns:?}");
+    assert!(columns.len() > 30, "{columns:?}");
+    for col in &columns {
+        let sql = format!(
+            "SELECT toString(`{}`) FROM `{db}`.`{}`",
+            col.name, col.table
+        );
+        let values = chc
+            .query(&sql)
+            .fetch_all::<String>()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        for value in &values {
+            for ip in ALL_IPS {
+                assert!(
+                    !value.contains(ip),
+                    "{}.{} holds client address {ip}: {value}",
+                    col.table,
+                    col.name
+                );
+            }
+        }
+    }
+    // ... and none in the debug log (which must exist and be verbose for this to mean anything).
+    let log = c.log();
+    assert!(log.contains("DEBUG"), "expected debug output:\n{log}");
+    for ip in ALL_IPS {
+        assert!(
+            !log.contains(ip),
+            "log contains client address {ip}:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_database_agree_on_visitor_ids() {
+    let ch = support::clickhouse();
+    let db = ch.fresh_database("e2e_two_instances").await;
+    let chc = ch.client(&db);
+    let one_c = Collector::start(&config(&db, ""));
+    let two_c = Collector::start(&config(&db, ""));
+    let client = http();
+    for (c, path, ip) in [
+        (&one_c, "/one", IP_A),
+        (&two_c, "/two", IP_A),
+        (&one_c, "/one-again", IP_A),
+        (&two_c, "/other", IP_B),
+    ] {
+        let resp = send(&client, c, Hit {
+            ip,
+            ua: CHROME_WIN,
+            body: serde_json::json!({"n": "pageview", "u": format!("https://example.com{path}"), "d": "example.com"}),
+            headers: &[],
+        })
+        .await;
+        assert_eq!(resp.status(), 202);
+    }
+    wait_count(&chc, "SELECT count() FROM events", 4).await;
+    let all = rows(&chc, "1").await;
+    let id = |path: &str| one(&all, path).visitor_id;
+    assert_ne!(id("/one"), 0);
+    assert_eq!(
+        id("/one"),
+        id("/two"),
+        "two instances, same visitor, same day"
+    );
+    assert_eq!(id("/one"), id("/one-again"));
+    assert_ne!(
+        id("/one"),
+        id("/other"),
+        "a different address is a different visitor"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_out_drop_policy_and_h2c() {
+    let ch = support::clickhouse();
+    let db = ch.fresh_database("e2e_policy").await;
+    let chc = ch.client(&db);
+    let c = Collector::start(&config(&db, "[privacy]\ndnt = \"drop\"\ngpc = \"drop\"\n"));
+    // HTTP/2 with prior knowledge, as a proxy speaking h2c would.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (header, reason) in [("dnt", "dnt"), ("sec-gpc", "gpc")] {
+        let resp = send(&client, &c, Hit {
+            ip: IP_DNT,
+            ua: FIREFOX_MAC,
+            body: serde_json::json!({"n": "pageview", "u": "https://example.com/optout", "d": "example.com"}),
+            headers: &[(header, "1")],
+        })
+        .await;
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status(), 202);
+        assert_eq!(resp.headers()["x-hush-dropped"], reason);
+    }
+    let resp = send(&client, &c, Hit {
+        ip: IP_DNT,
+        ua: FIREFOX_MAC,
+        body: serde_json::json!({"n": "pageview", "u": "https://example.com/kept", "d": "example.com"}),
+        headers: &[],
+    })
+    .await;
+    assert_eq!(resp.status(), 202);
+    wait_count(
+        &chc,
+        "SELECT count() FROM events WHERE pathname = '/kept'",
+        1,
+    )
+    .await;
+    // The dropped hits were handled before the kept one, and the writer preserves order
+    // within a batch; after the kept row is visible, nothing else may be.
+    assert_eq!(count(&chc, "SELECT count() FROM events").await, 1);
+}
+
+#[allow(dead_code)]
+fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
