@@ -6,6 +6,7 @@ pub mod config;
 pub mod dsr;
 pub mod event;
 pub mod geo;
+pub mod hit;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
