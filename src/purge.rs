@@ -142,11 +142,11 @@ pub fn month_bounds(yyyymm: u32) -> Option<(Timestamp, Timestamp)> {
 }
 
 /// `DateTime` columns hold unsigned seconds; instants before 1970 clamp to 0 (nothing is older).
-pub(crate) fn to_db_seconds(ts: Timestamp) -> u32 {
+pub fn to_db_seconds(ts: Timestamp) -> u32 {
     u32::try_from(ts.as_second().max(0)).unwrap_or(u32::MAX)
 }
 
-pub(crate) fn now_millis(now: Timestamp) -> i64 {
+pub fn now_millis(now: Timestamp) -> i64 {
     now.as_millisecond()
 }
 

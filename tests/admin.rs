@@ -1,0 +1,366 @@
+//! Admin API over HTTP against a real ClickHouse: token checks and every endpoint.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clickhouse::Client;
+use hush::admin::{AdminState, run_admin};
+use hush::config::{AdminToken, Config};
+use hush::event::{EventRow, SCROLL_DEPTH_UNKNOWN};
+use hush::purge::{PurgeMetrics, Purger};
+use hush::token::{NewToken, TokenSet};
+use reqwest::StatusCode;
+
+const TOML: &str = r#"
+[[sites]]
+domain = "a.example"
+retention_days = 30
+
+[[sites]]
+domain = "b.example"
+"#;
+
+fn row(site: &str, timestamp: u32, visitor_id: u64, props: Vec<(String, String)>) -> EventRow {
+    EventRow {
+        site: Arc::from(site),
+        timestamp,
+        name: "pageview".into(),
+        visitor_id,
+        session_id: visitor_id,
+        entry_page: "/".into(),
+        hostname: site.into(),
+        pathname: "/".into(),
+        referrer_host: String::new(),
+        referrer_path: String::new(),
+        source: String::new(),
+        channel: "direct",
+        utm_source: String::new(),
+        utm_medium: String::new(),
+        utm_campaign: String::new(),
+        utm_term: String::new(),
+        utm_content: String::new(),
+        browser: Arc::from("Chrome"),
+        browser_version: Arc::from("120.0"),
+        os: Arc::from("Windows"),
+        os_version: Arc::from("10"),
+        device: "desktop",
+        country: *b"FR",
+        region: String::new(),
+        city_geoname_id: 0,
+        city: String::new(),
+        props,
+        revenue_micros: None,
+        revenue_currency: String::new(),
+        interactive: 1,
+        engagement_ms: 0,
+        scroll_depth: SCROLL_DEPTH_UNKNOWN,
+    }
+}
+
+struct Admin {
+    addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Admin {
+    async fn start(config: &Config, client: &Client) -> Admin {
+        let purger = Purger::new(client.clone(), config, PurgeMetrics::default()).unwrap();
+        let state = Arc::new(AdminState::new(
+            purger,
+            TokenSet::from_config(&config.admin.tokens),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run_admin(listener, state, rx, Duration::from_secs(5)));
+        Admin {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn stop(self) {
+        self.shutdown.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("admin listener stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn token_entry(t: &NewToken) -> AdminToken {
+    AdminToken {
+        name: t.name.clone(),
+        sha256: t.sha256.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_end_to_end() {
+    let ch = support::clickhouse();
+    let db = ch.fresh_database("admin").await;
+    let mut config = Config::from_toml_str(TOML).unwrap();
+    config.clickhouse.url = ch.url().to_owned();
+    config.clickhouse.user = ch.user().to_owned();
+    config.clickhouse.password = ch.password().to_owned();
+    config.clickhouse.database = db.clone();
+    hush::migrate::run(&config.clickhouse).await.unwrap();
+    let client = ch.client(&db);
+
+    let ops = NewToken::generate("ops");
+    let revoked = NewToken::generate("old");
+    config.admin.tokens = vec![token_entry(&ops), token_entry(&revoked)];
+
+    // Recent data, with a hashed user id in a property.
+    let now = jiff::Timestamp::now().as_second() as u32;
+    let mut rows = Vec::new();
+    for i in 0..600u32 {
+        let site = if i % 3 == 0 { "b.example" } else { "a.example" };
+        let props = if i % 4 == 0 {
+            vec![("uid".to_owned(), "h-123".to_owned())]
+        } else {
+            vec![]
+        };
+        rows.push(row(site, now - 3_600 - i * 30, u64::from(i % 50), props));
+    }
+    // And old rows for the purge to delete (a.example keeps 30 days).
+    for i in 0..40u32 {
+        rows.push(row("a.example", now - 40 * 86_400 - i * 60, 7, vec![]));
+    }
+    let mut insert = client.insert::<EventRow>("events").await.unwrap();
+    for r in &rows {
+        insert.write(r).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let http = reqwest::Client::new();
+    let admin = Admin::start(&config, &client).await;
+    let history = admin.url("/admin/v1/purge/history");
+
+    // The revoked token works while configured ...
+    let resp = http
+        .get(&history)
+        .bearer_auth(&revoked.secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    admin.stop().await;
+
+    // ... and not once removed from the configuration.
+    config.admin.tokens = vec![token_entry(&ops)];
+    let admin = Admin::start(&config, &client).await;
+    let history = admin.url("/admin/v1/purge/history");
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("revoked", Some(format!("Bearer {}", revoked.secret))),
+        ("wrong", Some("Bearer not-a-token".into())),
+        (
+            "hash instead of token",
+            Some(format!("Bearer {}", ops.sha256)),
+        ),
+        ("other scheme", Some(format!("Basic {}", ops.secret))),
+        ("empty", Some("Bearer ".into())),
+    ];
+    for (what, header) in cases {
+        for url in [history.clone(), admin.url("/nope")] {
+            let mut req = http.get(&url);
+            if let Some(h) = &header {
+                req = req.header("authorization", h);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what} {url}");
+            assert!(
+                resp.bytes().await.unwrap().is_empty(),
+                "{what}: 401 has no detail"
+            );
+        }
+    }
+    let resp = http
+        .get(&history)
+        .bearer_auth(&ops.secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let auth = |r: reqwest::RequestBuilder| r.bearer_auth(&ops.secret);
+    assert_eq!(
+        auth(http.get(admin.url("/admin/v1/nope")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        auth(http.put(admin.url("/admin/v1/erase")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    // Export by property, both formats.
+    let expected_uid = rows
+        .iter()
+        .filter(|r| &*r.site == "a.example" && !r.props.is_empty())
+        .count();
+    assert!(expected_uid > 50);
+    let resp =
+        auth(http.get(admin.url("/admin/v1/export?site=a.example&prop=uid%3Dh-123&format=jsonl")))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let body = resp.text().await.unwrap();
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), expected_uid);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["props"]["uid"] == "h-123" && l["site"] == "a.example")
+    );
+    let csv =
+        auth(http.get(admin.url("/admin/v1/export?site=a.example&prop=uid=h-123&format=csv")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert_eq!(csv.lines().count(), expected_uid + 1);
+    // Export by visitor id.
+    let expected_v3 = rows
+        .iter()
+        .filter(|r| &*r.site == "b.example" && r.visitor_id == 3)
+        .count();
+    let body = auth(http.get(admin.url("/admin/v1/export?site=b.example&visitor_id=3")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body.lines().count(), expected_v3);
+    // Bad selectors.
+    for q in [
+        "/admin/v1/export?prop=uid=h-123",
+        "/admin/v1/export?site=a.example&visitor_id=abc",
+        "/admin/v1/export?site=a.example&format=xml",
+        "/admin/v1/export?site=a.example&from=never",
+    ] {
+        let resp = auth(http.get(admin.url(q))).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{q}");
+    }
+
+    // Erase by property.
+    for bad in [
+        r#"{"site":"a.example"}"#,
+        r#"{"props":{"uid":"h-123"}}"#,
+        r#"{"site":"a.example","sql":"1=1"}"#,
+        "not json",
+    ] {
+        let resp = auth(http.post(admin.url("/admin/v1/erase")))
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let resp = auth(http.post(admin.url("/admin/v1/erase")))
+        .body(r#"{"site":"a.example","props":{"uid":"h-123"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let report: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(report["rows_before"], expected_uid as u64);
+    assert_eq!(report["rows_after"], 0);
+    let left: u64 = client
+        .query("SELECT count() FROM events WHERE site = 'a.example' AND mapContains(props, 'uid')")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let b_uid: u64 = client
+        .query("SELECT count() FROM events WHERE site = 'b.example' AND mapContains(props, 'uid')")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert!(b_uid > 0, "erasure stays within its site");
+
+    // Purge: dry run first, then for real.
+    let resp = auth(http.post(admin.url("/admin/v1/purge?dry_run=true")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let dry: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["rows_deleted"], 40);
+    let resp = auth(http.post(admin.url("/admin/v1/purge")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let run: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(run["rows_deleted"], 40);
+    let old: u64 = client
+        .query("SELECT count() FROM events WHERE timestamp < now() - INTERVAL 35 DAY")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(old, 0);
+
+    // Site deletion.
+    let resp = auth(http.delete(admin.url("/admin/v1/sites/b.example/data")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let b: u64 = client
+        .query("SELECT count() FROM events WHERE site = 'b.example'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(b, 0);
+    let a: u64 = client
+        .query("SELECT count() FROM events WHERE site = 'a.example'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert!(a > 0);
+
+    // History shows all of it, attributed to the token's name.
+    let log: Vec<serde_json::Value> = auth(http.get(admin.url("/admin/v1/purge/history?limit=50")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let methods: Vec<&str> = log.iter().filter_map(|r| r["method"].as_str()).collect();
+    for m in ["erase", "dry_run", "run", "delete", "site_delete"] {
+        assert!(methods.contains(&m), "{m} missing from {methods:?}");
+    }
+    assert!(log.iter().all(|r| r["actor"] == "admin:ops"), "{log:?}");
+    assert!(!serde_json::to_string(&log).unwrap().contains("h-123"));
+
+    admin.stop().await;
+}
