@@ -98,8 +98,8 @@ fn event(i: u64) -> Event {
         screen_height: [1080, 900, 844, 1024][(h % 4) as usize],
         is_bounce: (h % 2) as u8,
         duration_ms: (h % 600_000) as u32,
-        revenue: if h % 50 == 0 { h % 10_000 } else { 0 },
-        props: if h % 3 == 0 {
+        revenue: if h.is_multiple_of(50) { h % 10_000 } else { 0 },
+        props: if h.is_multiple_of(3) {
             vec![
                 ("plan".into(), format!("p{}", h % 4)),
                 ("ab".into(), "b".into()),

@@ -55,15 +55,15 @@ fn sample_row(i: u64) -> AllTypes {
         u32_: (i * 1_000_003 % (1 << 32)) as u32,
         u64_: u64::MAX - i,
         path: format!("/page/{i}?q=\u{e9}t\u{e9}"),
-        country: if i % 2 == 0 { *b"DE" } else { *b"FR" },
-        props: if i % 4 == 0 {
+        country: if i.is_multiple_of(2) { *b"DE" } else { *b"FR" },
+        props: if i.is_multiple_of(4) {
             vec![]
         } else {
             vec![("plan".into(), format!("p{i}")), ("utm".into(), "x".into())]
         },
         tags: (0..i % 3).map(|t| format!("t{t}")).collect(),
-        referrer: (i % 5 != 0).then(|| format!("https://ref{i}.example/")),
-        screen: (i % 2 == 0).then_some((i % 4000) as u16),
+        referrer: (!i.is_multiple_of(5)).then(|| format!("https://ref{i}.example/")),
+        screen: i.is_multiple_of(2).then_some((i % 4000) as u16),
     }
 }
 
