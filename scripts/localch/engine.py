@@ -111,7 +111,10 @@ class Sessions:
                 session = Session(self._engine.connect(), timeout)
                 self._sessions[session_id] = session
             session.timeout = timeout
-        if not session.lock.acquire(blocking=False):
+        # The previous request of this session releases it just after its
+        # response went out, so a client's next request can arrive first:
+        # wait briefly before declaring the session busy.
+        if not session.lock.acquire(timeout=5):
             raise ClickHouseError(373, "SESSION_IS_LOCKED", f"Session {session_id} is locked by a concurrent client")
         session.last_used = now
         return session
