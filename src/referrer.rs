@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 use url::Url;
 
-use crate::page_url::Utm;
+use crate::page_url::{Utm, split_simple};
 
 /// How a visit arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -274,25 +274,28 @@ static UTM: LazyLock<Table> = LazyLock::new(|| table(UTM_SOURCES));
 /// domain and its aliases: a referrer on any of them (or a subdomain) is internal
 /// navigation and counts as no referrer.
 pub fn classify(referrer: Option<&str>, same_site_hosts: &[&str], utm: &Utm) -> ReferrerInfo {
-    let parsed = referrer.and_then(parse_lenient);
     let mut host = String::new();
     let mut path = String::new();
     let mut known: Option<(&'static str, Channel)> = None;
-
-    if let Some(url) = &parsed {
+    let mut external = |h: &str, p: &str| {
+        let bare = strip_www(h.strip_suffix('.').unwrap_or(h));
+        if !bare.is_empty() && !is_same_site(bare, same_site_hosts) {
+            host = bare.to_owned();
+            path = cap(p, MAX_PATH_BYTES).to_owned();
+            known = lookup_host(bare);
+        }
+    };
+    let referrer = referrer.map(str::trim).filter(|r| !r.is_empty());
+    if let Some(simple) = referrer.and_then(split_simple) {
+        external(simple.host, simple.path);
+    } else if let Some(url) = referrer.and_then(parse_lenient) {
         if url.scheme() == "android-app" {
             if let Some(package) = url.host_str().filter(|h| !h.is_empty()) {
                 host = package.to_owned();
                 known = APPS.get(package).copied();
             }
         } else if let Some(h) = url.host_str() {
-            let h = h.strip_suffix('.').unwrap_or(h);
-            let bare = strip_www(h);
-            if !bare.is_empty() && !is_same_site(bare, same_site_hosts) {
-                host = bare.to_owned();
-                path = cap(url.path(), MAX_PATH_BYTES).to_owned();
-                known = lookup_host(bare);
-            }
+            external(h, url.path());
         }
     }
 
@@ -337,10 +340,6 @@ pub fn classify(referrer: Option<&str>, same_site_hosts: &[&str], utm: &Utm) -> 
 /// Parses a referrer; garbage yields `None` (treated as no referrer). A bare
 /// `example.com/path` without a scheme is accepted as http.
 fn parse_lenient(referrer: &str) -> Option<Url> {
-    let referrer = referrer.trim();
-    if referrer.is_empty() {
-        return None;
-    }
     match Url::parse(referrer) {
         Ok(url) if matches!(url.scheme(), "http" | "https" | "android-app") => Some(url),
         Ok(_) => None,
