@@ -120,6 +120,55 @@ pub async fn run_admin(
     Ok(())
 }
 
+/// `serve` wiring: registers the purge metrics, sets the TTL backstop, starts the
+/// daily purge scheduler and the admin listener (when `admin.listen` is set). Both
+/// tasks end when `stop` turns true.
+///
+/// An admin address that cannot be bound is logged, not fatal: ingestion matters more
+/// than the admin API, and several collectors on one host would otherwise fight over
+/// the default port.
+pub async fn start_in_serve(
+    config: &crate::config::Config,
+    client: &Client,
+    registry: &mut prometheus_client::registry::Registry,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<
+    (
+        Option<tokio::task::JoinHandle<()>>,
+        Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    ),
+    PurgeError,
+> {
+    let metrics = purge::PurgeMetrics::register(registry);
+    let purger = Purger::new(client.clone(), config, metrics)?;
+    if let Err(err) = purger.ensure_ttl().await {
+        tracing::warn!(error = %err, "cannot set the events TTL backstop");
+    }
+    let scheduler = purge::spawn_scheduler(purger.clone(), config.retention.clone(), stop.clone());
+    let admin = match config.admin.listen {
+        None => None,
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let state = Arc::new(AdminState::new(
+                    purger,
+                    TokenSet::from_config(&config.admin.tokens),
+                ));
+                Some(tokio::spawn(run_admin(
+                    listener,
+                    state,
+                    stop,
+                    Duration::from_secs(5),
+                )))
+            }
+            Err(err) => {
+                tracing::error!(%addr, error = %err, "cannot bind the admin API; running without it");
+                None
+            }
+        },
+    };
+    Ok((scheduler, admin))
+}
+
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(
         Full::new(body.into())

@@ -93,6 +93,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
     let client = store::client(&config.clickhouse);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let retention_stop = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -129,6 +130,8 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
 
     let mut registry = Registry::default();
     let metrics = HttpMetrics::new(&mut registry);
+    let (purge_scheduler, admin_api) =
+        crate::admin::start_in_serve(&config, &client, &mut registry, retention_stop).await?;
     let (sink, writer) = Writer::spawn(
         client.clone(),
         &config.writer,
@@ -183,6 +186,12 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), rotation).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), sweeper).await;
+    if let Some(task) = purge_scheduler {
+        task.abort();
+    }
+    if let Some(task) = admin_api {
+        let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+    }
     match flushed {
         Ok(report) => {
             tracing::info!(

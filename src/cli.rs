@@ -34,6 +34,18 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Print the version.
     Version,
+    /// Delete rows past each site's retention (for cron; `serve` also runs it daily).
+    Purge(crate::purge::PurgeArgs),
+    /// Export the rows a data-subject selector matches to stdout (JSON lines or CSV).
+    Export(crate::dsr::ExportArgs),
+    /// Delete the rows a data-subject selector matches.
+    Erase(crate::dsr::SelectorArgs),
+    /// Admin API tokens.
+    #[command(subcommand)]
+    Token(crate::token::TokenCommand),
+    /// Site data.
+    #[command(subcommand)]
+    Site(crate::dsr::SiteCommand),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +123,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("hush {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Purge(args) => runtime()?.block_on(crate::purge::cli(args)),
+        Command::Export(args) => runtime()?.block_on(crate::dsr::export_cli(args)),
+        Command::Erase(args) => runtime()?.block_on(crate::dsr::erase_cli(args)),
+        Command::Token(command) => crate::token::cli(command),
+        Command::Site(command) => runtime()?.block_on(crate::dsr::site_cli(command)),
     }
 }
 
