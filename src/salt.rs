@@ -309,6 +309,16 @@ impl Salts {
         }))
     }
 
+    /// Salts held in memory only, with no ClickHouse agreement behind them: for
+    /// benchmarks and tests of the hit path that must not depend on a server. A
+    /// collector never uses this (instances would disagree on visitor ids).
+    pub fn fixed(salts: DailySalts) -> Arc<Salts> {
+        Arc::new(Salts {
+            state: ArcSwap::from_pointee(salts),
+            prepared: Mutex::new(None),
+        })
+    }
+
     /// The salts in use. Lock-free: one atomic load and a reference count increment.
     pub fn current(&self) -> Arc<DailySalts> {
         self.state.load_full()
