@@ -23,7 +23,6 @@ import logging
 import re
 import secrets
 import socket
-import socketserver
 import threading
 import time
 import uuid
@@ -685,4 +684,4 @@ def make_server(host: str, port: int, engine: Engine, config: Config) -> Server:
     return Server((host, port), engine, config)
 
 
-__all__ = ["Config", "Server", "make_server", "socketserver"]
+__all__ = ["Config", "Server", "make_server"]
