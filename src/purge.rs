@@ -150,6 +150,13 @@ pub fn now_millis(now: Timestamp) -> i64 {
     now.as_millisecond()
 }
 
+/// The client for purge and data-subject queries: plain RowBinary, without the
+/// names-and-types header, like the writer and migrations. Every row type read here
+/// is pinned against the real tables by `tests/purge.rs` and `tests/admin.rs`.
+pub fn plain(client: &Client) -> Client {
+    client.clone().with_validation(false)
+}
+
 /// Random hex id of one run, shared by its `purge_log` rows.
 pub fn new_run_id() -> String {
     let bytes: [u8; 16] = rand::random();
@@ -215,7 +222,7 @@ pub async fn write_log(client: &Client, rows: &[PurgeLogRow]) -> Result<(), Purg
     if rows.is_empty() {
         return Ok(());
     }
-    let mut insert = client.insert::<PurgeLogRow>("purge_log").await?;
+    let mut insert = plain(client).insert::<PurgeLogRow>("purge_log").await?;
     for row in rows {
         insert.write(row).await?;
     }
@@ -225,7 +232,7 @@ pub async fn write_log(client: &Client, rows: &[PurgeLogRow]) -> Result<(), Purg
 
 /// The most recent `purge_log` rows, newest first.
 pub async fn history(client: &Client, limit: u64) -> Result<Vec<PurgeLogRow>, PurgeError> {
-    Ok(client
+    Ok(plain(client)
         .query("SELECT ?fields FROM purge_log ORDER BY started DESC, run_id, method LIMIT ?")
         .bind(limit)
         .fetch_all::<PurgeLogRow>()
@@ -439,7 +446,7 @@ impl Purger {
             .map(|s| SitePolicy::from_config(s, &config.retention))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            client,
+            client: plain(&client),
             retention: config.retention.clone(),
             sites,
             metrics,
@@ -903,7 +910,7 @@ impl Lease {
             .execute()
             .await?;
         tokio::time::sleep(settle).await;
-        let holder = client
+        let holder = plain(client)
             .query(
                 "SELECT ?fields FROM purge_lease WHERE name = ? AND expires_at > now64(6, 'UTC') \
                  ORDER BY claimed_at, owner LIMIT 1",
