@@ -24,7 +24,7 @@
 //! and [`insert_batch`] is the unit a spool replays.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use clickhouse::Client;
@@ -198,6 +198,9 @@ struct Shared {
     retry_after_ms: AtomicU64,
     /// Rows accepted and not yet stored (queue + the batch being inserted).
     unflushed: AtomicU64,
+    /// Set by [`WriterHandle::shutdown`]: refuse rows at once, even while the task is
+    /// busy retrying and has not closed the queue yet.
+    closing: AtomicBool,
     queue_depth: Gauge,
 }
 
@@ -227,6 +230,11 @@ impl EventSink {
         let n = rows.len();
         if n == 0 {
             return Ok(());
+        }
+        // Rows that slip past this check are still drained: the task closes the queue
+        // and receives until it is empty.
+        if self.shared.closing.load(Ordering::Relaxed) {
+            return Err(SubmitError::ShuttingDown);
         }
         let capacity = self.tx.max_capacity();
         if n > capacity {
@@ -281,6 +289,7 @@ impl Writer {
         let shared = Arc::new(Shared {
             retry_after_ms: AtomicU64::new(DEFAULT_RETRY_AFTER.as_millis() as u64),
             unflushed: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
             queue_depth: metrics.queue_depth.clone(),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -327,6 +336,7 @@ impl WriterHandle {
     /// Stops accepting rows (submit answers [`SubmitError::ShuttingDown`]) and stores
     /// everything already accepted, retrying failed inserts, for at most `deadline`.
     pub async fn shutdown(self, deadline: Duration) -> Result<FlushReport, ShutdownError> {
+        self.shared.closing.store(true, Ordering::Relaxed);
         // An error means the task already ended (every sink dropped): join it.
         let _ = self.stop.send(());
         let mut join = self.join;
