@@ -49,6 +49,8 @@ struct Reject {
     status: StatusCode,
     reason: RejectReason,
     body: serde_json::Value,
+    /// Seconds for `Retry-After` on 503 (the writer's estimate when it has one).
+    retry_after_secs: u64,
 }
 
 impl Reject {
@@ -57,6 +59,7 @@ impl Reject {
             status,
             reason,
             body: serde_json::json!({ "error": message.into() }),
+            retry_after_secs: 1,
         }
     }
     fn malformed(message: impl Into<String>) -> Self {
@@ -65,6 +68,14 @@ impl Reject {
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    json_response_retry(status, body, 1)
+}
+
+fn json_response_retry(
+    status: StatusCode,
+    body: &serde_json::Value,
+    retry_after_secs: u64,
+) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -72,8 +83,10 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body>
         HeaderValue::from_static("application/json"),
     );
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs.max(1)),
+        );
     }
     resp
 }
@@ -281,11 +294,14 @@ impl Ingest {
                 self.metrics.accepted(n);
                 Ok(())
             }
-            Err(SubmitError::QueueFull { .. }) => Err(Reject::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                RejectReason::queue_full,
-                "queue full, retry later",
-            )),
+            Err(SubmitError::QueueFull { retry_after }) => Err(Reject {
+                retry_after_secs: retry_after.as_secs_f64().ceil() as u64,
+                ..Reject::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    RejectReason::queue_full,
+                    "queue full, retry later",
+                )
+            }),
             Err(SubmitError::TooLarge { .. }) => Err(Reject::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 RejectReason::too_large,
@@ -357,10 +373,32 @@ impl Ingest {
             status: StatusCode::BAD_REQUEST,
             reason: RejectReason::malformed,
             body: batch_error_body(&e),
+            retry_after_secs: 0,
         })?;
+        // All or nothing, for state too: every item is checked (sites, page URL)
+        // before any of them touches the session tracker.
+        let mut errors = Vec::new();
+        for (index, ev) in events.iter().enumerate() {
+            let problem = match self.resolve_sites(ev) {
+                Err(reject) => Some(reject.body.get("error").cloned().unwrap_or_default()),
+                Ok(_) => crate::page_url::parse(&ev.url, ev.hash_mode)
+                    .err()
+                    .map(|e| serde_json::Value::from(e.to_string())),
+            };
+            if let Some(error) = problem {
+                errors.push(serde_json::json!({ "index": index, "error": error }));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Reject {
+                status: StatusCode::BAD_REQUEST,
+                reason: RejectReason::malformed,
+                body: serde_json::json!({ "error": "invalid events in batch", "items": errors }),
+                retry_after_secs: 0,
+            });
+        }
         let ctx = self.context(&headers, peer);
         let mut rows = Vec::with_capacity(events.len());
-        let mut errors = Vec::new();
         let mut dropped = 0usize;
         for (index, ev) in events.iter().enumerate() {
             match self.enrich_hit(ev, &ctx, &mut rows) {
@@ -382,6 +420,7 @@ impl Ingest {
                 status: StatusCode::BAD_REQUEST,
                 reason: RejectReason::malformed,
                 body: serde_json::json!({ "error": "invalid events in batch", "items": errors }),
+                retry_after_secs: 0,
             });
         }
         let stored = rows.len();
@@ -419,7 +458,7 @@ impl Ingest {
 
     fn reject(&self, reject: Reject, hits: u64) -> Response<Body> {
         self.metrics.rejected(reject.reason, hits);
-        json_response(reject.status, &reject.body)
+        json_response_retry(reject.status, &reject.body, reject.retry_after_secs)
     }
 }
 
@@ -427,8 +466,19 @@ fn enrich_message(err: &EnrichError) -> String {
     err.to_string()
 }
 
+/// `{"error": "...", "items": [{"index": i, "error": "..."}]}`; `items` only when
+/// individual events were at fault.
 fn batch_error_body(err: &hit::BatchError) -> serde_json::Value {
-    serde_json::json!({ "error": err.to_string() })
+    match err {
+        hit::BatchError::Items(items) => {
+            let items: Vec<serde_json::Value> = items
+                .iter()
+                .map(|(index, e)| serde_json::json!({ "index": index, "error": e.to_string() }))
+                .collect();
+            serde_json::json!({ "error": "invalid events in batch", "items": items })
+        }
+        other => serde_json::json!({ "error": other.to_string() }),
+    }
 }
 
 impl Handler for Ingest {
