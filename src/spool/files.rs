@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! spool.meta              spool id (part of every batch's dedup token) + next segment number
+//! spool.lock              flock(2)ed by the process that has the spool open
 //! 000000000042.seg        segment 42: header + records (see `format`)
 //! 000000000042.ack        reader progress in segment 42 (acknowledged offset, cuts, skips)
 //! quarantine/000000000042-0000001234.bad   corrupt bytes found at offset 1234 of segment 42

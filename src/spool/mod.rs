@@ -811,6 +811,63 @@ impl Spool {
         &self.inner.shared.id
     }
 
+    /// Status of the spool in `dir` without opening it: no lock, no recovery, no
+    /// writes, so it works while a collector has the spool open (`hush spool status`).
+    /// Records of an append being written at that moment are not counted, and the age
+    /// is an upper bound: the time since the segment holding the oldest pending record
+    /// was created (append times are kept in memory only).
+    pub fn inspect(dir: &Path) -> Result<SpoolStatus, SpoolError> {
+        let mut seqs = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+            let entry = entry.map_err(io_err("list", dir))?;
+            if let Some(seq) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| files::parse_seq(n, "seg"))
+            {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let now = now_ms();
+        let mut s = SpoolStatus {
+            segments: 0,
+            bytes: 0,
+            max_bytes: 0,
+            pending_records: 0,
+            oldest_pending_age: None,
+            in_flight_batches: 0,
+            replay_batches: 0,
+            fsyncs: 0,
+        };
+        for seq in seqs {
+            let path = dir.join(files::segment_name(seq));
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                // Deleted since the listing: acknowledged meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("read", &path)(e)),
+            };
+            s.segments += 1;
+            s.bytes += bytes.len() as u64;
+            let Some(created) = format::parse_header(&bytes) else {
+                continue;
+            };
+            let state = fs::read_to_string(dir.join(files::ack_name(seq)))
+                .ok()
+                .and_then(|t| AckState::parse(&t))
+                .unwrap_or_default();
+            let start = state.acked.max(HEADER_LEN).min(bytes.len() as u64);
+            let scan = format::scan(&bytes[start as usize..], start, &state.skips);
+            s.pending_records += scan.records;
+            s.replay_batches += state.cuts.len();
+            if scan.records > 0 && s.oldest_pending_age.is_none() {
+                s.oldest_pending_age = Some(Duration::from_millis(now.saturating_sub(created)));
+            }
+        }
+        Ok(s)
+    }
+
     /// Whether [`close`](Self::close) ran.
     pub fn is_closed(&self) -> bool {
         lock(&self.inner.shared.queue).closing

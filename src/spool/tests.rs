@@ -565,6 +565,48 @@ async fn concurrent_appends_lose_and_repeat_nothing() {
     assert!(spool.status().segments >= 1);
 }
 
+#[test]
+fn inspect_reads_a_spool_in_use_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Interval);
+    cfg.segment_bytes = 256;
+    let (spool, _r) = open(&cfg);
+    for i in 0..40 {
+        append_blocking(&spool, &[rec(0, i)]).unwrap();
+    }
+    let first = spool.try_next_batch_blocking(10).unwrap().unwrap();
+    spool.ack_blocking(&first).unwrap();
+    let _in_flight = spool.try_next_batch_blocking(10).unwrap().unwrap();
+
+    let listing = |d: &Path| {
+        let mut v: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (p.clone(), fs::read(&p).unwrap_or_default())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(dir.path());
+    let seen = Spool::inspect(dir.path()).unwrap();
+    assert_eq!(listing(dir.path()), before);
+    let live = spool.status();
+    assert_eq!(seen.pending_records, live.pending_records);
+    assert_eq!(seen.pending_records, 40 - first.records());
+    assert_eq!(seen.segments, live.segments);
+    assert_eq!(seen.bytes, live.bytes);
+    // The batch in flight would be replayed after a crash now.
+    assert_eq!(seen.replay_batches, 1);
+    assert!(seen.oldest_pending_age.is_some());
+
+    assert!(matches!(
+        Spool::inspect(&dir.path().join("missing")),
+        Err(SpoolError::Io { .. })
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_misuse() {
     let dir = tempfile::tempdir().unwrap();
@@ -647,4 +689,49 @@ fn segments_without_a_valid_header() {
         segs.last().unwrap().ends_with(files::segment_name(8)),
         "{segs:?}"
     );
+}
+
+/// Throughput probe, not a pass/fail test: `[HUSH_TEST_FSYNC=always|never] cargo test
+/// --lib append_throughput -- --ignored --nocapture` (debug builds are several times
+/// slower than release).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn append_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = match std::env::var("HUSH_TEST_FSYNC").as_deref() {
+        Ok("always") => FsyncPolicy::Always,
+        Ok("never") => FsyncPolicy::Never,
+        _ => FsyncPolicy::Interval,
+    };
+    let mut cfg = config(dir.path(), policy);
+    cfg.fsync_interval_ms = 50;
+    cfg.segment_bytes = 16 << 20;
+    cfg.max_bytes = 1 << 30;
+    let (spool, _r) = open(&cfg);
+    let row = vec![7u8; 300];
+    let tasks: u32 = 64;
+    let per_task: u32 = 2_000;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let spool = spool.clone();
+            let row = row.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    spool.append(&[&row]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = f64::from(tasks * per_task);
+    println!(
+        "{n} appends of 300 bytes in {secs:.2}s: {:.0}/s, {} fsyncs",
+        n / secs,
+        spool.status().fsyncs
+    );
+    assert_eq!(spool.status().pending_records, u64::from(tasks * per_task));
 }
