@@ -1,12 +1,16 @@
 //! hush: a privacy-respecting web analytics collector.
 
 pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod client_ip;
 pub mod config;
 pub mod dsr;
+pub mod enrich;
 pub mod event;
 pub mod geo;
 pub mod hit;
+pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
@@ -24,7 +28,3 @@ pub mod token;
 pub mod ua;
 pub mod visitor;
 pub mod writer;
-pub mod app;
-pub mod cli;
-pub mod enrich;
-pub mod ingest;
