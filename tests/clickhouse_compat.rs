@@ -728,3 +728,265 @@ async fn a_large_streamed_insert_completes() {
         eprintln!("launcher peak memory after 2x50 MB inserts: {hwm}");
     }
 }
+
+// --- results that span many blocks, and empty results --------------------------------
+//
+// The engine formats every block on its own; the launcher must still answer with
+// exactly one document: one header, totals once at the end, a header even when
+// there are no rows, whole-document formats (JSON, ...) as one document.
+
+const MANY_ROWS: u64 = 200_000;
+/// Small blocks, so that every result below spans many of them.
+const SMALL_BLOCKS: (&str, &str) = ("max_block_size", "1000");
+
+#[derive(Debug, PartialEq, Row, Deserialize)]
+struct Numbered {
+    n: u64,
+    s: String,
+}
+
+fn numbered(rows: u64) -> Vec<Numbered> {
+    (0..rows)
+        .map(|n| Numbered {
+            n,
+            s: n.to_string(),
+        })
+        .collect()
+}
+
+/// `fetch` with the crate's default validation (RowBinaryWithNamesAndTypes: a
+/// names-and-types header the crate reads once, before the rows).
+#[tokio::test]
+async fn validated_fetch_over_many_blocks() {
+    let ch = support::clickhouse();
+    for compression in BOTH {
+        let client = ch
+            .base_client()
+            .with_compression(compression)
+            .with_setting(SMALL_BLOCKS.0, SMALL_BLOCKS.1);
+        let rows = client
+            .query("SELECT number AS n, toString(number) AS s FROM numbers(?)")
+            .bind(MANY_ROWS)
+            .fetch_all::<Numbered>()
+            .await
+            .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
+        assert_eq!(rows.len() as u64, MANY_ROWS, "{compression:?}");
+        assert!(rows == numbered(MANY_ROWS), "{compression:?}: rows differ");
+
+        // Streamed row by row, too.
+        let mut cursor = client
+            .query("SELECT number AS n, toString(number) AS s FROM numbers(?)")
+            .bind(MANY_ROWS)
+            .fetch::<Numbered>()
+            .unwrap();
+        let mut next = 0;
+        while let Some(row) = cursor.next().await.unwrap() {
+            assert_eq!(
+                row,
+                Numbered {
+                    n: next,
+                    s: next.to_string()
+                }
+            );
+            next += 1;
+        }
+        assert_eq!(next, MANY_ROWS, "{compression:?}");
+    }
+}
+
+#[tokio::test]
+async fn validated_fetch_of_an_empty_result() {
+    let ch = support::clickhouse();
+    for compression in BOTH {
+        let client = ch.base_client().with_compression(compression);
+        let sql = "SELECT number AS n, toString(number) AS s FROM numbers(10) WHERE 0";
+        let rows = client
+            .query(sql)
+            .fetch_all::<Numbered>()
+            .await
+            .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
+        assert!(rows.is_empty(), "{compression:?}: {rows:?}");
+        let row = client
+            .query(sql)
+            .fetch_optional::<Numbered>()
+            .await
+            .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
+        assert_eq!(row, None, "{compression:?}");
+        let err = client.query(sql).fetch_one::<Numbered>().await.unwrap_err();
+        assert!(
+            matches!(err, Error::RowNotFound),
+            "{compression:?}: {err:?}"
+        );
+    }
+}
+
+/// The raw body of a successful query.
+async fn raw_result(sql: &str, params: &[(&str, &str)]) -> Vec<u8> {
+    let ch = support::clickhouse();
+    let resp = authed(http().post(ch.url()))
+        .query(params)
+        .body(sql.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{sql}");
+    resp.bytes().await.unwrap().to_vec()
+}
+
+async fn text_result(sql: &str, params: &[(&str, &str)]) -> String {
+    String::from_utf8(raw_result(sql, params).await).unwrap()
+}
+
+fn many(format: &str) -> String {
+    format!("SELECT number AS n, toString(number) AS s FROM numbers({MANY_ROWS}) FORMAT {format}")
+}
+
+fn empty(format: &str) -> String {
+    format!("SELECT number AS n, toString(number) AS s FROM numbers(10) WHERE 0 FORMAT {format}")
+}
+
+#[tokio::test]
+async fn header_formats_have_one_header_over_many_blocks() {
+    let rows = |sep: char, quote: &str| -> String {
+        (0..MANY_ROWS)
+            .map(|n| format!("{n}{sep}{quote}{n}{quote}\n"))
+            .collect()
+    };
+    let cases = [
+        ("CSVWithNames", "\"n\",\"s\"\n", rows(',', "\"")),
+        (
+            "CSVWithNamesAndTypes",
+            "\"n\",\"s\"\n\"UInt64\",\"String\"\n",
+            rows(',', "\""),
+        ),
+        ("TSVWithNames", "n\ts\n", rows('\t', "")),
+        (
+            "TSVWithNamesAndTypes",
+            "n\ts\nUInt64\tString\n",
+            rows('\t', ""),
+        ),
+        (
+            "TabSeparatedWithNamesAndTypes",
+            "n\ts\nUInt64\tString\n",
+            rows('\t', ""),
+        ),
+        (
+            "JSONCompactEachRowWithNamesAndTypes",
+            "[\"n\", \"s\"]\n[\"UInt64\", \"String\"]\n",
+            (0..MANY_ROWS)
+                .map(|n| format!("[{n}, \"{n}\"]\n"))
+                .collect(),
+        ),
+    ];
+    for (format, header, body) in cases {
+        let got = text_result(&many(format), &[SMALL_BLOCKS]).await;
+        assert_eq!(
+            got.matches(header).count(),
+            1,
+            "{format}: the header appears once"
+        );
+        assert!(got == format!("{header}{body}"), "{format}: body differs");
+    }
+}
+
+#[tokio::test]
+async fn rowbinary_with_names_and_types_has_one_header_over_many_blocks() {
+    let got = raw_result(&many("RowBinaryWithNamesAndTypes"), &[SMALL_BLOCKS]).await;
+    let mut expected = b"\x02\x01n\x01s\x06UInt64\x06String".to_vec();
+    for n in 0..MANY_ROWS {
+        let s = n.to_string();
+        expected.extend_from_slice(&n.to_le_bytes());
+        expected.push(s.len() as u8);
+        expected.extend_from_slice(s.as_bytes());
+    }
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "bytes differ");
+}
+
+#[tokio::test]
+async fn empty_results_carry_the_header() {
+    for (format, expected) in [
+        ("CSVWithNames", &b"\"n\",\"s\"\n"[..]),
+        ("TSVWithNamesAndTypes", b"n\ts\nUInt64\tString\n"),
+        ("JSONCompactEachRowWithNames", b"[\"n\", \"s\"]\n"),
+        ("RowBinaryWithNames", b"\x02\x01n\x01s"),
+        (
+            "RowBinaryWithNamesAndTypes",
+            b"\x02\x01n\x01s\x06UInt64\x06String",
+        ),
+        ("TSV", b""),
+        ("RowBinary", b""),
+    ] {
+        assert_eq!(raw_result(&empty(format), &[]).await, expected, "{format}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&text_result(&empty("JSON"), &[]).await).unwrap();
+    assert_eq!(json["rows"], 0);
+    assert_eq!(json["meta"][1]["name"], "s");
+    assert_eq!(json["data"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn whole_document_formats_are_one_document_over_many_blocks() {
+    for format in ["JSON", "JSONCompact", "JSONStrings"] {
+        let text = text_result(&many(format), &[SMALL_BLOCKS]).await;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{format} is not one JSON document: {e}"));
+        assert_eq!(json["rows"], MANY_ROWS, "{format}");
+        let data = json["data"].as_array().unwrap();
+        assert_eq!(data.len() as u64, MANY_ROWS, "{format}");
+        let last = &data[data.len() - 1];
+        let s = last.get("s").or_else(|| last.get(1)).unwrap();
+        assert_eq!(
+            s,
+            &serde_json::json!((MANY_ROWS - 1).to_string()),
+            "{format}"
+        );
+    }
+
+    // JSONEachRow is a row format, until output_format_json_array_of_rows
+    // makes it one JSON array.
+    let text = text_result(
+        &many("JSONEachRow"),
+        &[SMALL_BLOCKS, ("output_format_json_array_of_rows", "1")],
+    )
+    .await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(rows.len() as u64, MANY_ROWS);
+
+    // Vertical numbers its rows across the whole result (up to
+    // output_format_pretty_max_rows, 1000 by default).
+    let text = text_result(
+        "SELECT number FROM numbers(900) FORMAT Vertical",
+        &[("max_block_size", "100")],
+    )
+    .await;
+    assert_eq!(text.matches("Row 1:\n").count(), 1, "{text}");
+    assert!(text.contains("Row 900:\n"), "{text}");
+
+    // Values separates every row with a comma, across blocks too.
+    let text = text_result(
+        "SELECT number FROM numbers(3000) FORMAT Values",
+        &[SMALL_BLOCKS],
+    )
+    .await;
+    let expected: Vec<String> = (0..3000).map(|n| format!("({n})")).collect();
+    assert_eq!(text, expected.join(","));
+}
+
+#[tokio::test]
+async fn totals_and_extremes_come_once_after_the_rows() {
+    let sql = "SELECT number % 3 AS k, count() AS c FROM numbers(3000) GROUP BY k \
+               WITH TOTALS ORDER BY k FORMAT TSVWithNames";
+    let got = text_result(sql, &[("extremes", "1"), ("max_block_size", "1")]).await;
+    assert_eq!(
+        got,
+        "k\tc\n0\t1000\n1\t1000\n2\t1000\n\n0\t3000\n\n0\t1000\n2\t1000\n"
+    );
+    // With no rows at all, the header and the totals still come.
+    let sql = "SELECT number % 3 AS k, count() AS c FROM numbers(3000) WHERE 0 GROUP BY k \
+               WITH TOTALS FORMAT CSVWithNames";
+    let got = text_result(sql, &[]).await;
+    assert_eq!(got.matches("\"k\",\"c\"\n").count(), 1, "{got:?}");
+    assert!(got.contains("\n0,0\n"), "totals: {got:?}");
+}

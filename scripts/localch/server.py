@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterable, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
-from . import codecs, errors
+from . import codecs, errors, formats
 from .engine import Engine, quote_ident, quote_literal
 from .errors import ClickHouseError
 from .sql import Incomplete, InsertData, first_keyword, split_insert
@@ -69,7 +69,10 @@ HTTP_PARAMS = {
 }
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.I)
+# The output format named by a trailing FORMAT clause (a SETTINGS clause may
+# follow it).
+_FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)(?:\s+SETTINGS\s[^;]*)?\s*;?\s*$", re.I | re.S)
+_FORMAT_WORD = re.compile(r"\bFORMAT\b", re.I)
 # Statements whose results are streamed block by block; the engine's streaming
 # API rejects the others (DESCRIBE, SHOW, ...), whose results are small anyway.
 _STREAMING_QUERIES = {"SELECT", "WITH", ""}
@@ -573,9 +576,23 @@ class Request:
 
     def _run_query(self, conn, query: str) -> None:
         fmt = self.params.get("default_format") or "TabSeparated"
-        kind = first_keyword(query)
-        if kind not in _STREAMING_QUERIES:
-            # DDL, INSERT ... SELECT, ALTER, SET, ...: small or empty results.
+        match = _FORMAT_CLAUSE.search(query)
+        out_format = match.group(1) if match else fmt
+        stitcher = None
+        # A FORMAT clause the pattern does not pin down (in the middle of the
+        # text, or just the word in a literal) leaves the real format unknown:
+        # never stitch it as if it were the default one.
+        format_known = match is not None or not _FORMAT_WORD.search(query)
+        if first_keyword(query) in _STREAMING_QUERIES and format_known:
+            stitcher = formats.stitcher_for(out_format)
+            if stitcher is not None and self._framing_changed(conn, query, out_format):
+                stitcher = None
+        if stitcher is None:
+            # DDL, INSERT ... SELECT, ALTER, SET, SHOW, ... (small or empty
+            # results, and the engine's streaming API rejects some of them),
+            # and SELECTs in whole-document formats (JSON, XML, Pretty, ...;
+            # see formats.py): the engine's ordinary query builds the
+            # complete document, exactly as a server would, held in memory.
             result = conn.query(query, fmt, params=self.query_params)
             data = result.bytes()
             summary = {
@@ -583,28 +600,53 @@ class Request:
                 "read_bytes": result.bytes_read(),
                 "written_rows": result.rows_written(),
                 "written_bytes": result.bytes_written(),
+                "result_rows": result.rows_read(),
             }
             if not data:
                 self._send_empty(summary)
                 return
-            self._stream(fmt, query, iter([data]), summary, None)
+            self._stream(out_format, iter([data]), summary)
             return
 
+        # Row formats stream block by block. chDB formats every block on its
+        # own; the stitcher turns the chunks into the server's byte stream
+        # (one header, "," between Values blocks, ...; see formats.py).
         stream = conn.send_query(query, fmt, params=self.query_params)
         try:
-            # Fetch the first block before answering, so that errors raised
-            # while planning or starting the query get a proper HTTP status.
+            # Fetch the first block before answering (the first next() of
+            # blocks() happens before the headers go out), so that errors
+            # raised while planning or starting the query get a proper HTTP
+            # status.
             first = conn.streaming_fetch_result(stream)
             summary = {"result_rows": 0, "read_rows": 0, "read_bytes": 0}
+            ended = False
 
             def blocks() -> Iterator[bytes]:
+                nonlocal ended
                 result = first
-                while result is not None and result.rows_read() > 0:
-                    summary["result_rows"] += result.rows_read()
-                    yield result.bytes()
+                while True:
+                    rows = result.rows_read() if result is not None else 0
+                    data = (result.bytes() if result is not None else b"") or b""
+                    summary["result_rows"] += rows
+                    # The engine ends the stream on the first chunk without
+                    # rows, but that chunk still carries bytes: the header of
+                    # an empty result, totals and extremes. Never drop it.
+                    out = stitcher.feed(data, rows)
+                    if out:
+                        yield out
+                    if rows == 0:
+                        ended = True
+                        return
                     result = conn.streaming_fetch_result(stream)
 
-            self._stream(fmt, query, blocks(), summary, stream)
+            self._stream(out_format, blocks(), summary)
+            if not ended:
+                # HEAD, or a failure reported in the body: the engine may
+                # still hold the query (and a session its connection).
+                try:
+                    conn.streaming_cancel_query(stream)
+                except Exception:  # already ended inside the engine
+                    pass
         except BaseException:
             try:
                 conn.streaming_cancel_query(stream)
@@ -612,9 +654,23 @@ class Request:
                 pass
             raise
 
-    def _stream(self, fmt: str, query: str, blocks: Iterator[bytes], summary: dict[str, int], stream) -> None:
-        match = _FORMAT_CLAUSE.search(query)
-        out_format = match.group(1) if match else fmt
+    def _framing_changed(self, conn, query: str, out_format: str) -> bool:
+        """Whether a setting that makes ``out_format`` a whole document (see
+        formats.FRAMING_SETTINGS) may be on. Mentioned anywhere in the query
+        (a SETTINGS clause) or in the URL: assume so. In a session it may have
+        been SET earlier: ask the connection."""
+        names = formats.FRAMING_SETTINGS.get(out_format.lower(), ())
+        lowered = query.lower()
+        for name in names:
+            if name in lowered or name in self.settings:
+                return True
+            if "session_id" in self.params:
+                value = conn.query(f"SELECT getSetting({quote_literal(name)})", "TSV").bytes() or b""
+                if value.strip() not in (b"0", b"false", b""):
+                    return True
+        return False
+
+    def _stream(self, out_format: str, blocks: Iterator[bytes], summary: dict[str, int]) -> None:
         level = int(self.settings.get("http_zlib_compression_level", "3") or 3)
         encoder: codecs.Encoder | None = None
         if self.params.get("compress") in ("1", "true"):
