@@ -193,10 +193,7 @@ impl Selector {
     /// Rows matching the selector.
     pub async fn count(&self, client: &Client) -> Result<u64, PurgeError> {
         let sql = format!("SELECT count() FROM events WHERE {}", self.condition());
-        Ok(self
-            .bind(crate::purge::plain(client).query(&sql))
-            .fetch_one()
-            .await?)
+        Ok(self.bind(client.query(&sql)).fetch_one().await?)
     }
 }
 

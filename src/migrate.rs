@@ -247,11 +247,7 @@ async fn read_applied(client: &Client, timeout: Duration) -> Result<Vec<AppliedR
 async fn fetch_applied(client: &Client) -> clickhouse::error::Result<Vec<AppliedRow>> {
     // The latest record per version wins: duplicates from racing instances are equal,
     // and a record written later (e.g. by an operator) supersedes an earlier one.
-    // Plain RowBinary: the row type is fixed here, and an empty result is then simply
-    // no bytes (no names-and-types header to depend on).
     client
-        .clone()
-        .with_validation(false)
         .query(
             "SELECT version, argMax(name, applied_at) AS name, \
              argMax(checksum, applied_at) AS checksum \

@@ -150,13 +150,6 @@ pub fn now_millis(now: Timestamp) -> i64 {
     now.as_millisecond()
 }
 
-/// The client for purge and data-subject queries: plain RowBinary, without the
-/// names-and-types header, like the writer and migrations. Every row type read here
-/// is pinned against the real tables by `tests/purge.rs` and `tests/admin.rs`.
-pub fn plain(client: &Client) -> Client {
-    client.clone().with_validation(false)
-}
-
 /// Random hex id of one run, shared by its `purge_log` rows.
 pub fn new_run_id() -> String {
     let bytes: [u8; 16] = rand::random();
@@ -222,7 +215,7 @@ pub async fn write_log(client: &Client, rows: &[PurgeLogRow]) -> Result<(), Purg
     if rows.is_empty() {
         return Ok(());
     }
-    let mut insert = plain(client).insert::<PurgeLogRow>("purge_log").await?;
+    let mut insert = client.insert::<PurgeLogRow>("purge_log").await?;
     for row in rows {
         insert.write(row).await?;
     }
@@ -232,7 +225,7 @@ pub async fn write_log(client: &Client, rows: &[PurgeLogRow]) -> Result<(), Purg
 
 /// The most recent `purge_log` rows, newest first.
 pub async fn history(client: &Client, limit: u64) -> Result<Vec<PurgeLogRow>, PurgeError> {
-    Ok(plain(client)
+    Ok(client
         .query("SELECT ?fields FROM purge_log ORDER BY started DESC, run_id, method LIMIT ?")
         .bind(limit)
         .fetch_all::<PurgeLogRow>()
@@ -446,7 +439,7 @@ impl Purger {
             .map(|s| SitePolicy::from_config(s, &config.retention))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            client: plain(&client),
+            client: client.clone(),
             retention: config.retention.clone(),
             sites,
             metrics,
@@ -910,7 +903,7 @@ impl Lease {
             .execute()
             .await?;
         tokio::time::sleep(settle).await;
-        let holder = plain(client)
+        let holder = client
             .query(
                 "SELECT ?fields FROM purge_lease WHERE name = ? AND expires_at > now64(6, 'UTC') \
                  ORDER BY claimed_at, owner LIMIT 1",

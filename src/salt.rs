@@ -166,13 +166,9 @@ async fn read_winner(
     day: u32,
 ) -> Result<Option<Zeroizing<[u8; SALT_LEN]>>, SaltError> {
     let date = date_of(day)?;
-    // Plain RowBinary: the row type is fixed, and "no salt yet" is then simply an
-    // empty body (no names-and-types header to depend on).
     let row: Option<SaltRow> = store::timed(
         REQUEST_TIMEOUT,
         client
-            .clone()
-            .with_validation(false)
             .query("SELECT salt FROM salts WHERE day = toDate(?) ORDER BY created_at, salt LIMIT 1")
             .bind(date_string(date))
             .fetch_optional(),

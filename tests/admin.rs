@@ -115,7 +115,7 @@ async fn admin_api_end_to_end() {
     config.clickhouse.password = ch.password().to_owned();
     config.clickhouse.database = db.clone();
     hush::migrate::run(&config.clickhouse).await.unwrap();
-    let client = ch.client(&db).with_validation(false);
+    let client = ch.client(&db);
 
     let ops = NewToken::generate("ops");
     let revoked = NewToken::generate("old");

@@ -117,7 +117,7 @@ pub async fn setup(prefix: &str, toml: &str) -> (Config, Client) {
     config.clickhouse.password = ch.password().to_owned();
     config.clickhouse.database = db.clone();
     hush::migrate::run(&config.clickhouse).await.unwrap();
-    (config, ch.client(&db).with_validation(false))
+    (config, ch.client(&db))
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]

@@ -73,13 +73,10 @@ async fn wait_for_count(client: &Client, sql: &str, expected: u64) {
     }
 }
 
-/// A client that reads plain RowBinary. Multi-row reads use it because the local
-/// launcher currently repeats the RowBinaryWithNamesAndTypes header in every block
-/// (and sends none for an empty result), which the crate's validating reader cannot
-/// parse. Column names and types are still checked: by the validated insert in
-/// `the_events_table_matches_event_row_exactly`.
+/// The client multi-row reads use: the crate's default, validating reads, so every
+/// row type here is also checked against the real column names and types.
 fn rowbinary(client: &Client) -> Client {
-    client.clone().with_validation(false)
+    client.clone()
 }
 
 fn closed_port_url() -> String {
@@ -642,7 +639,7 @@ async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
 #[tokio::test]
 async fn a_batch_inserted_twice_with_one_token_is_stored_once() {
     let cfg = migrated("writer_dedup").await;
-    let client = store::client(&cfg).with_validation(false);
+    let client = store::client(&cfg);
     // Rows in two monthly partitions: the token must cover every block of the insert.
     let rows: Vec<EventRow> = (0..60).map(event).collect();
     let id = BatchId::random();
