@@ -2,9 +2,10 @@
 //! in reverse order so no accepted hit is lost.
 //!
 //! Start: migrations, salts (shared through ClickHouse so instances agree), salt
-//! rotation, session sweeper, writer, then the listener. Stop (SIGTERM/SIGINT): stop
-//! accepting, finish in-flight requests, flush the writer, stop background tasks, all
-//! within `server.shutdown_timeout_ms`.
+//! rotation, session sweeper, spool (recovering what the last run left) and writer, then
+//! the listener. Stop (SIGTERM/SIGINT): stop accepting, finish in-flight requests,
+//! flush the writer, stop background tasks, all within `server.shutdown_timeout_ms`.
+//! With a spool, rows the flush could not store by then stay spooled for the next start.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -22,6 +23,7 @@ use crate::metrics::HttpMetrics;
 use crate::salt::Salts;
 use crate::session::SessionTracker;
 use crate::sites::SiteRegistry;
+use crate::spool::Spool;
 use crate::ua::UaParser;
 use crate::writer::Writer;
 use crate::{migrate, server, store};
@@ -132,13 +134,46 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
     let metrics = HttpMetrics::new(&mut registry);
     let (purge_scheduler, admin_api) =
         crate::admin::start_in_serve(&config, &client, &mut registry, retention_stop).await?;
-    let (sink, writer) = Writer::spawn(
-        client.clone(),
-        &config.writer,
-        store::request_timeout(&config.clickhouse),
-        "events",
-        &mut registry,
-    );
+    // One writer loop either way; the spool only changes where accepted rows wait.
+    let (sink, writer) = match config.spool.dir.clone() {
+        Some(dir) => {
+            // Opening recovers what a previous run left (blocking file I/O).
+            let spool_config = config.spool.clone();
+            let (spool, returned) = tokio::task::spawn_blocking(move || {
+                let spool = Spool::open(&spool_config, &mut registry);
+                (spool, registry)
+            })
+            .await
+            .context("spool start-up task failed")?;
+            registry = returned;
+            let spool =
+                spool.with_context(|| format!("cannot open the spool in {}", dir.display()))?;
+            let status = spool.status();
+            if status.pending_records > 0 {
+                tracing::info!(
+                    rows = status.pending_records,
+                    replay_batches = status.replay_batches,
+                    "spooled rows from the previous run are inserted first"
+                );
+            }
+            Writer::spawn_spooled(
+                client.clone(),
+                &config.writer,
+                store::request_timeout(&config.clickhouse),
+                "events",
+                spool,
+                &dir,
+                &mut registry,
+            )
+        }
+        None => Writer::spawn(
+            client.clone(),
+            &config.writer,
+            store::request_timeout(&config.clickhouse),
+            "events",
+            &mut registry,
+        ),
+    };
     let enricher = Enricher {
         ua: UaParser::new(&config.user_agent).context("cannot build the User-Agent parser")?,
         geo,
@@ -196,6 +231,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
         Ok(report) => {
             tracing::info!(
                 rows = report.rows_inserted,
+                rows_left_in_spool = report.rows_left_in_spool,
                 connections_drained = drained.complete,
                 "shutdown complete"
             );

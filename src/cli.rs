@@ -46,6 +46,28 @@ pub enum Command {
     /// Site data.
     #[command(subcommand)]
     Site(crate::dsr::SiteCommand),
+    /// The disk spool.
+    #[command(subcommand)]
+    Spool(SpoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpoolCommand {
+    /// Segments, bytes, pending hits, oldest hit age, replay progress and dead letters.
+    /// Reads the files only, so it works while `hush serve` runs.
+    Status(SpoolStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SpoolStatusArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Spool directory, overriding `spool.dir`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -128,7 +150,77 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Erase(args) => runtime()?.block_on(crate::dsr::erase_cli(args)),
         Command::Token(command) => crate::token::cli(command),
         Command::Site(command) => runtime()?.block_on(crate::dsr::site_cli(command)),
+        Command::Spool(SpoolCommand::Status(args)) => {
+            print!("{}", spool_status(&args)?);
+            Ok(())
+        }
     }
+}
+
+/// `hush spool status`: the report for the configured (or given) spool directory.
+pub fn spool_status(args: &SpoolStatusArgs) -> anyhow::Result<String> {
+    let config = args.config.load()?;
+    let dir = args
+        .dir
+        .clone()
+        .or(config.spool.dir.clone())
+        .context("no spool directory: set spool.dir or pass --dir")?;
+    let status = crate::spool::Spool::inspect(&dir)
+        .with_context(|| format!("cannot read the spool in {}", dir.display()))?;
+    let (quarantined, dead_letters) = quarantine_counts(&dir.join("quarantine"));
+    let age = status.oldest_pending_age.map(|d| d.as_secs());
+    if args.json {
+        let value = serde_json::json!({
+            "dir": dir.display().to_string(),
+            "segments": status.segments,
+            "bytes": status.bytes,
+            "max_bytes": config.spool.max_bytes,
+            "pending_records": status.pending_records,
+            "oldest_pending_age_secs": age,
+            "unacknowledged_batches": status.replay_batches,
+            "quarantined_files": quarantined,
+            "dead_letter_batches": dead_letters,
+        });
+        return Ok(format!("{value}\n"));
+    }
+    let age = age.map_or_else(|| "-".to_owned(), |s| format!("{s} s (upper bound)"));
+    Ok(format!(
+        "spool:                  {dir}\n\
+         segments:               {segments}\n\
+         bytes:                  {bytes} of {max} ({percent:.1}%)\n\
+         pending hits:           {pending}\n\
+         oldest pending hit:     {age}\n\
+         replay:                 {replay} batches handed out and not yet acknowledged \
+         (re-inserted first after a restart)\n\
+         quarantined regions:    {quarantined}\n\
+         dead-letter batches:    {dead_letters}\n",
+        dir = dir.display(),
+        segments = status.segments,
+        bytes = status.bytes,
+        max = config.spool.max_bytes,
+        percent = status.bytes as f64 * 100.0 / config.spool.max_bytes.max(1) as f64,
+        pending = status.pending_records,
+        replay = status.replay_batches,
+    ))
+}
+
+/// Files in `quarantine/`: corrupt regions cut out at recovery, and batches
+/// ClickHouse refused (`dead-letter-*.rowbinary`).
+fn quarantine_counts(dir: &std::path::Path) -> (usize, usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let mut counts = (0, 0);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("dead-letter-") && name.ends_with(".rowbinary") {
+            counts.1 += 1;
+        } else if name.ends_with(".bad") {
+            counts.0 += 1;
+        }
+    }
+    counts
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -1,59 +1,109 @@
-//! The writer: a bounded in-memory queue between request handlers and ClickHouse, and
-//! one task per table that batches rows and inserts them.
+//! The writer: takes accepted hits from the request handlers to ClickHouse, in batches,
+//! never losing or duplicating one.
 //!
-//! Handlers never wait on ClickHouse: [`EventSink::submit`] either reserves queue room
-//! for all rows of a request at once and returns, or refuses the whole request with
-//! [`SubmitError::QueueFull`] (the handler answers 503 + Retry-After). The queue is a
-//! tokio mpsc channel of rows; `try_reserve_many` takes the room from a lock-free
-//! semaphore, so a request is accepted entirely or not at all.
+//! # One path for both buffers
 //!
-//! The task keeps at most one insert in flight. It flushes when the batch reaches
-//! `batch_rows` or when its oldest row (counted from when the task took it off the
-//! queue) has waited `flush_interval_ms`. A failed insert is retried with exponential
-//! backoff and jitter for as long as it takes, with the same rows and the same
-//! deduplication token: rows are never dropped. While it retries the queue fills and
-//! new hits get 503s, which is the back-pressure the beacon's retry logic expects.
+//! Handlers call [`EventSink::submit`]; the sink encodes each row exactly once into
+//! RowBinary ([`crate::rowbinary`]) and hands the bytes to one of two buffers:
 //!
-//! Every batch carries a random [`BatchId`], sent as `insert_deduplication_token`; the
-//! `events` table keeps a deduplication window, so an insert that reached ClickHouse
-//! but whose answer was lost (timeout, reset) is not stored twice when retried. The id
-//! is random rather than a content hash because two genuinely distinct batches can be
-//! equal (one visitor's identical hits in the same second) and must both count.
+//! - the **disk spool** ([`crate::spool`], when `spool.dir` is set): the rows of a
+//!   request are appended together and `submit` returns once they are durable per
+//!   `spool.fsync`, so a 202 means the hit survives a crash of the collector and any
+//!   ClickHouse outage. When the spool holds `spool.max_bytes`, `submit` refuses the
+//!   request ([`SubmitError::QueueFull`], 503 + Retry-After) and nothing spooled is
+//!   dropped.
+//! - an **in-memory queue** (no `spool.dir`): a bounded channel of encoded rows;
+//!   `submit` reserves room for all rows of a request at once or refuses the request.
+//!   Accepted rows survive ClickHouse outages while the process runs, not a crash.
 //!
-//! Issue 4 puts a disk spool in front of this: [`EventSink::submit`] stays the seam,
-//! and [`insert_batch`] is the unit a spool replays.
+//! The writer task does not care which: a [`Source`] hands out batches with a payload
+//! (the RowBinary body), a row count and a stable deduplication token, and takes them
+//! back as acknowledged. The one insert loop ([`Task::deliver`]) streams the payload as
+//! `INSERT INTO events FORMAT RowBinary` with `insert_deduplication_token`, retries a
+//! failed insert with exponential backoff and jitter for as long as it takes, with the
+//! same payload and token, and acknowledges only after ClickHouse confirmed the insert.
+//! The spool deletes a segment only once every batch in it is acknowledged.
+//!
+//! # Exactly once
+//!
+//! The `events` table keeps a `non_replicated_deduplication_window`, so an insert that
+//! reached ClickHouse but whose answer was lost (timeout, reset, a crash before the
+//! acknowledgement) stores nothing new when the same batch is inserted again with the
+//! same token. Spool batches keep their identity across restarts (spool id, segment,
+//! byte range: see [`crate::spool`]); in-memory batches get a random [`BatchId`], kept
+//! across retries. The id is random rather than a content hash because two genuinely
+//! distinct batches can be equal (one visitor's identical hits in the same second) and
+//! must both count.
+//!
+//! # Batching
+//!
+//! At most one insert is in flight. A batch is cut when `batch_rows` rows are waiting
+//! or when the oldest waiting row has waited `flush_interval_ms`; batches recovered
+//! from before a restart are replayed first, at once, with their original bounds.
+//! While ClickHouse is down rows pile up (in the spool, or the queue until it is full
+//! and new hits get 503s: the back-pressure the beacon's retry logic expects).
+//!
+//! # Rejected batches (dead letters)
+//!
+//! A batch ClickHouse refuses because of its content (a parse or type error: see
+//! [`is_permanent`]) would otherwise block the pipeline forever. After
+//! [`PERMANENT_ATTEMPTS`] such refusals it is moved to the spool's `quarantine/`
+//! directory (`dead-letter-<token>.rowbinary` plus a `.txt` with the error), counted in
+//! `hush_writer_dead_letter_rows_total` and logged as an error, then acknowledged so the
+//! rows behind it flow again. Without a spool there is no disk to keep it on: the rows
+//! are counted and logged as lost. Network errors, timeouts, 5xx-class server errors,
+//! authentication and schema errors are transient: an operator can fix them, so they
+//! are retried forever.
 
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use clickhouse::Client;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use rand::Rng;
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::WriterConfig;
 use crate::event::EventRow;
+use crate::rowbinary;
+use crate::spool::{Spool, SpoolBatch, SpoolError};
 use crate::store;
 
-/// Retry-After suggested when the queue is full but ClickHouse is keeping up.
+/// Retry-After suggested when the buffer is full but ClickHouse is keeping up.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Refusals of a batch's content before it becomes a dead letter. More than one, so a
+/// misclassified hiccup does not cost rows.
+pub const PERMANENT_ATTEMPTS: u32 = 3;
+/// Attempts to record an acknowledgement in the spool before moving on (the batch is
+/// then replayed at the next start, and deduplicated by ClickHouse).
+const ACK_ATTEMPTS: u32 = 5;
+/// A thread's encode buffer larger than this after a request is released.
+const KEEP_SCRATCH_BYTES: usize = 1 << 20;
 
-/// Why rows were not accepted. Nothing was queued in either case.
+/// Why rows were not accepted. Nothing was queued or spooled in any case.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    #[error("the write queue is full; retry after {retry_after:?}")]
+    #[error("the write buffer is full; retry after {retry_after:?}")]
     QueueFull { retry_after: Duration },
     #[error("the writer is shutting down")]
     ShuttingDown,
     #[error("{rows} rows can never fit in a queue of {capacity}")]
     TooLarge { rows: usize, capacity: usize },
+    /// The spool could not store the rows (an I/O error; details are logged).
+    #[error("the spool cannot store rows: {0}")]
+    Unavailable(String),
 }
 
 /// Why [`WriterHandle::shutdown`] did not complete cleanly.
@@ -70,14 +120,18 @@ pub enum ShutdownError {
 pub struct FlushReport {
     /// Rows inserted over the writer's lifetime.
     pub rows_inserted: u64,
-    /// Of those, rows inserted after shutdown was requested (the queue's drain).
+    /// Of those, rows inserted after shutdown was requested (the drain).
     pub rows_drained: u64,
     /// Successful inserts over the writer's lifetime.
     pub batches: u64,
+    /// Rows ClickHouse refused for their content, moved to the dead-letter files.
+    pub rows_dead_lettered: u64,
+    /// Rows still in the spool at exit (deadline passed): inserted at the next start.
+    pub rows_left_in_spool: u64,
 }
 
-/// The identity of one batch: 16 random bytes, sent to ClickHouse as the insert's
-/// deduplication token.
+/// The identity of one in-memory batch: 16 random bytes, sent to ClickHouse as the
+/// insert's deduplication token.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BatchId([u8; 16]);
 
@@ -116,8 +170,9 @@ impl std::fmt::Debug for BatchId {
 }
 
 /// Inserts `rows` as one INSERT tagged with `id`, within `timeout`. Inserting the same
-/// id again (a retry, a spool replay) stores nothing new as long as the table's
-/// deduplication window still remembers it.
+/// id again stores nothing new as long as the table's deduplication window still
+/// remembers it. (The writer sends pre-encoded bytes with [`insert_payload`]; this is
+/// the typed form for tools and tests.)
 pub async fn insert_batch(
     client: &Client,
     table: &str,
@@ -125,21 +180,75 @@ pub async fn insert_batch(
     rows: &[EventRow],
     timeout: Duration,
 ) -> clickhouse::error::Result<()> {
+    let mut payload = Vec::with_capacity(rows.iter().map(rowbinary::encoded_len).sum());
+    for row in rows {
+        rowbinary::encode_event(row, &mut payload);
+    }
+    insert_payload(client, table, &id.token(), Bytes::from(payload), timeout).await
+}
+
+/// Inserts a RowBinary `payload` (rows of `table`, in column order) as one INSERT with
+/// `token` as its `insert_deduplication_token`, within `timeout`.
+pub async fn insert_payload(
+    client: &Client,
+    table: &str,
+    token: &str,
+    payload: Bytes,
+    timeout: Duration,
+) -> clickhouse::error::Result<()> {
     let insert = async {
         let mut insert = client
-            .insert::<EventRow>(table)
-            .await?
+            .insert_formatted_with(format!("INSERT INTO {table} FORMAT RowBinary"))
             .with_setting("insert_deduplicate", "1")
-            .with_setting("insert_deduplication_token", id.token())
+            .with_setting("insert_deduplication_token", token)
             // Deduplication tokens mean what is written here only for synchronous
             // inserts; never let a server profile turn this into an async insert.
             .with_setting("async_insert", "0");
-        for row in rows {
-            insert.write(row).await?;
-        }
+        insert.send(payload).await?;
         insert.end().await
     };
     store::timed(timeout, insert).await
+}
+
+/// ClickHouse error codes that blame the inserted data itself: retrying the same bytes
+/// can never succeed. Everything else (network, timeouts, overload, read-only
+/// replicas, missing tables, permissions) may heal and is retried.
+const PERMANENT_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,  // ATTEMPT_TO_READ_AFTER_EOF
+    33,  // CANNOT_READ_ALL_DATA
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    131, // TOO_LARGE_STRING_SIZE
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+];
+
+/// Whether an insert error blames the batch's content (see [`PERMANENT_CODES`]) rather
+/// than the connection or the server's state.
+pub fn is_permanent(error: &clickhouse::error::Error) -> bool {
+    use clickhouse::error::Error;
+    match error {
+        Error::BadResponse(text) => {
+            exception_code(text).is_some_and(|c| PERMANENT_CODES.contains(&c))
+        }
+        Error::Compression(_) => true,
+        _ => false,
+    }
+}
+
+/// The `N` of a server exception text `Code: N. DB::Exception: ...`.
+fn exception_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    rest[..digits].parse().ok()
 }
 
 #[derive(Clone)]
@@ -149,6 +258,8 @@ struct Metrics {
     insert_duration: Histogram,
     insert_failures: Counter,
     rows_inserted: Counter,
+    dead_letter_batches: Counter,
+    dead_letter_rows: Counter,
 }
 
 impl Metrics {
@@ -161,10 +272,12 @@ impl Metrics {
             insert_duration: Histogram::new(exponential_buckets(0.002, 2.0, 16)),
             insert_failures: Counter::default(),
             rows_inserted: Counter::default(),
+            dead_letter_batches: Counter::default(),
+            dead_letter_rows: Counter::default(),
         };
         registry.register(
             "hush_writer_queue_depth",
-            "Rows accepted and waiting for the writer",
+            "Rows accepted and waiting in the in-memory queue (0 with a spool)",
             metrics.queue_depth.clone(),
         );
         registry.register(
@@ -188,85 +301,219 @@ impl Metrics {
             "Rows stored in ClickHouse",
             metrics.rows_inserted.clone(),
         );
+        registry.register(
+            "hush_writer_dead_letter_batches",
+            "Batches ClickHouse refused for their content, moved to quarantine/",
+            metrics.dead_letter_batches.clone(),
+        );
+        registry.register(
+            "hush_writer_dead_letter_rows",
+            "Rows of dead-letter batches (kept in quarantine/ with a spool, lost without)",
+            metrics.dead_letter_rows.clone(),
+        );
         metrics
     }
 }
 
-/// State shared by the sinks and the task.
+/// Spool gauges the spool itself does not export: replay progress and in-flight
+/// batches, computed at scrape time.
+#[derive(Debug)]
+struct SpoolGauges(Spool);
+
+impl Collector for SpoolGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.status();
+        let gauges: [(&str, &str, ConstGauge<i64>); 2] = [
+            (
+                "hush_spool_replay_batches",
+                "Batches from before the last restart still to be inserted",
+                ConstGauge::new(s.replay_batches as i64),
+            ),
+            (
+                "hush_spool_in_flight_batches",
+                "Spool batches being inserted and not yet acknowledged",
+                ConstGauge::new(s.in_flight_batches as i64),
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// State shared by the sinks, the task and the handle.
 struct Shared {
     /// Suggested Retry-After in milliseconds: the next retry delay while inserts fail.
     retry_after_ms: AtomicU64,
-    /// Rows accepted and not yet stored (queue + the batch being inserted).
+    /// Rows accepted in this process and not yet stored or dead-lettered.
     unflushed: AtomicU64,
     /// Set by [`WriterHandle::shutdown`]: refuse rows at once, even while the task is
-    /// busy retrying and has not closed the queue yet.
+    /// busy retrying and has not closed the buffer yet.
     closing: AtomicBool,
+    /// Signalled after each spool append, so the task learns of rows without polling.
+    appended: Notify,
+    rows_inserted: AtomicU64,
+    batches: AtomicU64,
+    rows_dead_lettered: AtomicU64,
     queue_depth: Gauge,
+}
+
+impl Shared {
+    fn retry_after(&self) -> Duration {
+        Duration::from_millis(self.retry_after_ms.load(Ordering::Relaxed))
+    }
+}
+
+#[derive(Clone)]
+enum Buffer {
+    Memory(mpsc::Sender<Bytes>),
+    Spool(Spool),
 }
 
 /// Where handlers put rows. Cloning is two reference count increments.
 #[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::Sender<EventRow>,
+    buffer: Buffer,
     shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for EventSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventSink")
+            .field("spooled", &matches!(self.buffer, Buffer::Spool(_)))
             .field("queue_depth", &self.queue_depth())
             .field("capacity", &self.capacity())
             .finish()
     }
 }
 
-impl EventSink {
-    /// Queues all `rows` or none. Never waits for ClickHouse.
-    pub async fn submit(&self, rows: Vec<EventRow>) -> Result<(), SubmitError> {
-        self.try_submit(rows)
-    }
+/// A per-thread encode buffer: the spool copies records while `append` is called, so
+/// the bytes need not outlive the call and the buffer is reused by the next request.
+#[derive(Default)]
+struct Scratch {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
 
-    fn try_submit(&self, rows: Vec<EventRow>) -> Result<(), SubmitError> {
-        let n = rows.len();
-        if n == 0 {
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl EventSink {
+    /// Buffers all `rows` or none. Never waits for ClickHouse; with a spool, waits
+    /// until the rows are durable per `spool.fsync`.
+    pub async fn submit(&self, rows: Vec<EventRow>) -> Result<(), SubmitError> {
+        if rows.is_empty() {
             return Ok(());
         }
-        // Rows that slip past this check are still drained: the task closes the queue
-        // and receives until it is empty.
+        // Rows that slip past this check are still stored: the task drains the buffer.
         if self.shared.closing.load(Ordering::Relaxed) {
             return Err(SubmitError::ShuttingDown);
         }
-        let capacity = self.tx.max_capacity();
+        match &self.buffer {
+            Buffer::Memory(tx) => self.submit_memory(tx, &rows),
+            Buffer::Spool(spool) => self.submit_spool(spool, &rows).await,
+        }
+    }
+
+    fn submit_memory(
+        &self,
+        tx: &mpsc::Sender<Bytes>,
+        rows: &[EventRow],
+    ) -> Result<(), SubmitError> {
+        let n = rows.len();
+        let capacity = tx.max_capacity();
         if n > capacity {
             return Err(SubmitError::TooLarge { rows: n, capacity });
         }
-        match self.tx.try_reserve_many(n) {
+        match tx.try_reserve_many(n) {
             Ok(permits) => {
+                // One allocation per request; each row is a slice of it.
+                let mut buf = Vec::with_capacity(rows.iter().map(rowbinary::encoded_len).sum());
+                for row in rows {
+                    rowbinary::encode_event(row, &mut buf);
+                }
+                let buf = Bytes::from(buf);
                 // Counted before sending so the task's decrement never runs first.
                 self.shared.queue_depth.inc_by(n as i64);
                 self.shared.unflushed.fetch_add(n as u64, Ordering::Relaxed);
+                let mut start = 0;
                 for (permit, row) in permits.zip(rows) {
-                    permit.send(row);
+                    let end = start + rowbinary::encoded_len(row);
+                    permit.send(buf.slice(start..end));
+                    start = end;
                 }
                 Ok(())
             }
             Err(TrySendError::Full(())) => Err(SubmitError::QueueFull {
-                retry_after: Duration::from_millis(
-                    self.shared.retry_after_ms.load(Ordering::Relaxed),
-                ),
+                retry_after: self.shared.retry_after(),
             }),
             Err(TrySendError::Closed(())) => Err(SubmitError::ShuttingDown),
         }
     }
 
-    /// Rows waiting in the queue (not counting the batch being inserted).
-    pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+    async fn submit_spool(&self, spool: &Spool, rows: &[EventRow]) -> Result<(), SubmitError> {
+        let append = SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch { buf, ends } = scratch;
+            buf.clear();
+            ends.clear();
+            for row in rows {
+                rowbinary::encode_event(row, buf);
+                ends.push(buf.len());
+            }
+            let append = if let [end] = ends[..] {
+                spool.append(&[&buf[..end]])
+            } else {
+                let mut start = 0;
+                let records: Vec<&[u8]> = ends
+                    .iter()
+                    .map(|&end| {
+                        let r = &buf[start..end];
+                        start = end;
+                        r
+                    })
+                    .collect();
+                spool.append(&records)
+            };
+            if buf.capacity() > KEEP_SCRATCH_BYTES {
+                *buf = Vec::new();
+            }
+            append
+        });
+        match append.await {
+            Ok(()) => {
+                self.shared
+                    .unflushed
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                self.shared.appended.notify_one();
+                Ok(())
+            }
+            // Counted by the spool (`hush_spool_full_rejections_total`).
+            Err(SpoolError::Full { .. }) => Err(SubmitError::QueueFull {
+                retry_after: self.shared.retry_after(),
+            }),
+            Err(SpoolError::Closed) => Err(SubmitError::ShuttingDown),
+            Err(err) => Err(SubmitError::Unavailable(err.to_string())),
+        }
     }
 
-    /// The queue's capacity in rows.
+    /// Rows waiting in the in-memory queue (not counting the batch being inserted);
+    /// 0 with a spool (see the `hush_spool_*` metrics).
+    pub fn queue_depth(&self) -> usize {
+        match &self.buffer {
+            Buffer::Memory(tx) => tx.max_capacity() - tx.capacity(),
+            Buffer::Spool(_) => 0,
+        }
+    }
+
+    /// The in-memory queue's capacity in rows; 0 with a spool (bounded in bytes).
     pub fn capacity(&self) -> usize {
-        self.tx.max_capacity()
+        match &self.buffer {
+            Buffer::Memory(tx) => tx.max_capacity(),
+            Buffer::Spool(_) => 0,
+        }
     }
 }
 
@@ -274,9 +521,9 @@ impl EventSink {
 pub struct Writer;
 
 impl Writer {
-    /// Spawns the writer task for `table` (must run inside a tokio runtime) and
-    /// registers its metrics. `request_timeout` bounds each insert attempt
-    /// (`clickhouse.request_timeout_ms`).
+    /// Spawns the writer task for `table` with an in-memory queue (must run inside a
+    /// tokio runtime) and registers its metrics. `request_timeout` bounds each insert
+    /// attempt (`clickhouse.request_timeout_ms`).
     pub fn spawn(
         client: Client,
         cfg: &WriterConfig,
@@ -284,27 +531,100 @@ impl Writer {
         table: &str,
         registry: &mut Registry,
     ) -> (EventSink, WriterHandle) {
-        let metrics = Metrics::register(registry);
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+        let source = Source::Memory(MemorySource {
+            rx,
+            rows: Vec::new(),
+            flush_at: None,
+        });
+        Self::start(
+            client,
+            cfg,
+            request_timeout,
+            table,
+            Buffer::Memory(tx),
+            source,
+            None,
+            registry,
+        )
+    }
+
+    /// Spawns the writer task for `table` reading from `spool` (opened with
+    /// [`Spool::open`] on `spool_dir`). Batches left from before a restart are
+    /// inserted first.
+    pub fn spawn_spooled(
+        client: Client,
+        cfg: &WriterConfig,
+        request_timeout: Duration,
+        table: &str,
+        spool: Spool,
+        spool_dir: &Path,
+        registry: &mut Registry,
+    ) -> (EventSink, WriterHandle) {
+        registry.register_collector(Box::new(SpoolGauges(spool.clone())));
+        let source = Source::Spool(SpoolSource {
+            spool: spool.clone(),
+            first_seen: None,
+            draining: false,
+        });
+        Self::start(
+            client,
+            cfg,
+            request_timeout,
+            table,
+            Buffer::Spool(spool),
+            source,
+            Some(spool_dir.join("quarantine")),
+            registry,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        client: Client,
+        cfg: &WriterConfig,
+        request_timeout: Duration,
+        table: &str,
+        buffer: Buffer,
+        source: Source,
+        dead_letter_dir: Option<PathBuf>,
+        registry: &mut Registry,
+    ) -> (EventSink, WriterHandle) {
+        let metrics = Metrics::register(registry);
         let shared = Arc::new(Shared {
             retry_after_ms: AtomicU64::new(DEFAULT_RETRY_AFTER.as_millis() as u64),
             unflushed: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            appended: Notify::new(),
+            rows_inserted: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            rows_dead_lettered: AtomicU64::new(0),
             queue_depth: metrics.queue_depth.clone(),
         });
+        let spool = match &buffer {
+            Buffer::Spool(spool) => Some(spool.clone()),
+            Buffer::Memory(_) => None,
+        };
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = Task {
             // The schema is ours and covered by tests; plain RowBinary skips fetching
             // and checking column metadata on every insert.
             client: client.with_validation(false),
             table: table.to_owned(),
-            rx,
-            stop: stop_rx,
-            batch_rows: cfg.batch_rows.max(1),
-            flush_interval: Duration::from_millis(cfg.flush_interval_ms.max(1)),
+            source,
+            stop: Stop {
+                rx: stop_rx,
+                watched: true,
+                requested: false,
+            },
+            pace: Pace {
+                batch_rows: cfg.batch_rows.max(1),
+                flush_interval: Duration::from_millis(cfg.flush_interval_ms.max(1)),
+            },
             retry_base: Duration::from_millis(cfg.retry_base_ms.max(1)),
             retry_max: Duration::from_millis(cfg.retry_max_ms.max(cfg.retry_base_ms).max(1)),
             request_timeout,
+            dead_letter_dir,
             metrics,
             shared: Arc::clone(&shared),
             report: FlushReport::default(),
@@ -312,29 +632,35 @@ impl Writer {
         let join = tokio::spawn(task.run());
         (
             EventSink {
-                tx,
+                buffer,
                 shared: Arc::clone(&shared),
             },
             WriterHandle {
                 stop: stop_tx,
                 join,
                 shared,
+                spool,
             },
         )
     }
 }
 
 /// Owns the writer task. Dropping it detaches the task, which then runs until every
-/// [`EventSink`] is gone.
+/// [`EventSink`] is gone (in-memory queue) or for the rest of the process (spool).
 pub struct WriterHandle {
     stop: oneshot::Sender<()>,
     join: JoinHandle<FlushReport>,
     shared: Arc<Shared>,
+    spool: Option<Spool>,
 }
 
 impl WriterHandle {
     /// Stops accepting rows (submit answers [`SubmitError::ShuttingDown`]) and stores
     /// everything already accepted, retrying failed inserts, for at most `deadline`.
+    ///
+    /// With a spool, rows not stored by the deadline stay in the spool for the next
+    /// start (reported in [`FlushReport::rows_left_in_spool`]); without one they are
+    /// lost ([`ShutdownError::Deadline`]).
     pub async fn shutdown(self, deadline: Duration) -> Result<FlushReport, ShutdownError> {
         self.shared.closing.store(true, Ordering::Relaxed);
         // An error means the task already ended (every sink dropped): join it.
@@ -345,7 +671,28 @@ impl WriterHandle {
             Ok(Err(e)) => Err(ShutdownError::Task(e.to_string())),
             Err(_elapsed) => {
                 join.abort();
-                let rows = self.shared.unflushed.load(Ordering::Relaxed);
+                let _ = join.await;
+                let shared = &self.shared;
+                if let Some(spool) = &self.spool {
+                    // Everything accepted is in the spool; make it durable and leave
+                    // it for the next start, which replays the unacknowledged batches
+                    // with their original tokens.
+                    spool.close().await;
+                    let left = spool.status().pending_records;
+                    tracing::warn!(
+                        rows = left,
+                        ?deadline,
+                        "writer shutdown deadline passed; the rows stay in the spool and are inserted at the next start"
+                    );
+                    return Ok(FlushReport {
+                        rows_inserted: shared.rows_inserted.load(Ordering::Relaxed),
+                        rows_drained: 0,
+                        batches: shared.batches.load(Ordering::Relaxed),
+                        rows_dead_lettered: shared.rows_dead_lettered.load(Ordering::Relaxed),
+                        rows_left_in_spool: left,
+                    });
+                }
+                let rows = shared.unflushed.load(Ordering::Relaxed);
                 tracing::error!(
                     rows,
                     ?deadline,
@@ -357,16 +704,245 @@ impl WriterHandle {
     }
 }
 
+/// When to cut a batch.
+struct Pace {
+    batch_rows: usize,
+    flush_interval: Duration,
+}
+
+/// The shutdown request as the sources see it.
+struct Stop {
+    rx: oneshot::Receiver<()>,
+    /// Still listening (the handle neither sent nor was dropped).
+    watched: bool,
+    /// Shutdown was requested: drain, without waiting for batches to fill.
+    requested: bool,
+}
+
+impl Stop {
+    /// Resolves when a shutdown is requested (never after that, or when the handle was
+    /// dropped without one).
+    async fn wait(&mut self) {
+        if !self.watched {
+            return std::future::pending().await;
+        }
+        let result = (&mut self.rx).await;
+        self.watched = false;
+        if result.is_ok() {
+            self.requested = true;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A batch handed out by a [`Source`].
+enum Batch {
+    Memory {
+        payload: Bytes,
+        rows: u64,
+        token: String,
+    },
+    Spool(SpoolBatch),
+}
+
+impl Batch {
+    fn payload(&self) -> &Bytes {
+        match self {
+            Batch::Memory { payload, .. } => payload,
+            Batch::Spool(b) => b.payload(),
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        match self {
+            Batch::Memory { rows, .. } => *rows,
+            Batch::Spool(b) => b.records(),
+        }
+    }
+
+    fn token(&self) -> &str {
+        match self {
+            Batch::Memory { token, .. } => token,
+            Batch::Spool(b) => b.token(),
+        }
+    }
+}
+
+/// Where batches come from: the same cut/acknowledge interface over both buffers.
+enum Source {
+    Memory(MemorySource),
+    Spool(SpoolSource),
+}
+
+impl Source {
+    /// The next batch, `None` once shut down and drained.
+    async fn next(&mut self, pace: &Pace, stop: &mut Stop, shared: &Shared) -> Option<Batch> {
+        match self {
+            Source::Memory(m) => m.next(pace, stop, shared).await,
+            Source::Spool(s) => s.next(pace, stop, shared).await,
+        }
+    }
+
+    /// Marks `batch` as stored (or dead-lettered).
+    async fn ack(&mut self, batch: &Batch) {
+        let (Source::Spool(s), Batch::Spool(b)) = (self, batch) else {
+            return;
+        };
+        for attempt in 1..=ACK_ATTEMPTS {
+            match s.spool.ack(b).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::error!(batch = b.token(), attempt, %error, "cannot record a batch as stored in the spool");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                }
+            }
+        }
+        // Still safe: the batch is replayed at the next start with the same token and
+        // ClickHouse drops it as a duplicate.
+        tracing::error!(
+            batch = b.token(),
+            "giving up recording the batch as stored; it is replayed (and deduplicated) at the next start"
+        );
+    }
+}
+
+struct MemorySource {
+    rx: mpsc::Receiver<Bytes>,
+    rows: Vec<Bytes>,
+    /// When the oldest row of `rows` must be flushed.
+    flush_at: Option<Instant>,
+}
+
+impl MemorySource {
+    async fn next(&mut self, pace: &Pace, stop: &mut Stop, shared: &Shared) -> Option<Batch> {
+        loop {
+            let room = pace.batch_rows.saturating_sub(self.rows.len());
+            if room == 0 {
+                return Some(self.cut());
+            }
+            tokio::select! {
+                biased;
+                () = stop.wait() => {
+                    // Refuse new rows; permits already reserved still deliver, and
+                    // recv_many returns 0 once everything is drained.
+                    self.rx.close();
+                }
+                received = self.rx.recv_many(&mut self.rows, room) => {
+                    if received == 0 {
+                        // Closed (shutdown or every sink dropped) and drained.
+                        return (!self.rows.is_empty()).then(|| self.cut());
+                    }
+                    shared.queue_depth.dec_by(received as i64);
+                    if self.flush_at.is_none() {
+                        self.flush_at = Some(Instant::now() + pace.flush_interval);
+                    }
+                }
+                () = sleep_until(self.flush_at), if self.flush_at.is_some() && !stop.requested => {
+                    return Some(self.cut());
+                }
+            }
+        }
+    }
+
+    fn cut(&mut self) -> Batch {
+        self.flush_at = None;
+        let mut payload = BytesMut::with_capacity(self.rows.iter().map(Bytes::len).sum());
+        for row in &self.rows {
+            payload.extend_from_slice(row);
+        }
+        let rows = self.rows.len() as u64;
+        self.rows.clear();
+        Batch::Memory {
+            payload: payload.freeze(),
+            rows,
+            token: BatchId::random().token(),
+        }
+    }
+}
+
+struct SpoolSource {
+    spool: Spool,
+    /// When rows were first seen waiting since the last cut.
+    first_seen: Option<Instant>,
+    /// Shutdown requested and the spool closed: hand out everything, then `None`.
+    draining: bool,
+}
+
+impl SpoolSource {
+    async fn next(&mut self, pace: &Pace, stop: &mut Stop, shared: &Shared) -> Option<Batch> {
+        let mut failures = 0u32;
+        loop {
+            if self.draining {
+                match self.spool.next_batch(pace.batch_rows).await {
+                    Ok(batch) => return batch.map(Batch::Spool),
+                    Err(error) => {
+                        failures += 1;
+                        tracing::error!(%error, "cannot read the spool");
+                        tokio::time::sleep(backoff(
+                            Duration::from_millis(50),
+                            Duration::from_secs(5),
+                            failures,
+                        ))
+                        .await;
+                        continue;
+                    }
+                }
+            }
+            let status = self.spool.status();
+            let ready = status.replay_batches > 0
+                || status.pending_records >= pace.batch_rows as u64
+                || self
+                    .first_seen
+                    .is_some_and(|t| t.elapsed() >= pace.flush_interval);
+            if ready {
+                self.first_seen = None;
+                match self.spool.try_next_batch(pace.batch_rows).await {
+                    Ok(Some(batch)) => return Some(Batch::Spool(batch)),
+                    // Pending rows that are not readable yet (an append being
+                    // synced): the append's notification wakes us.
+                    Ok(None) => {}
+                    Err(error) => {
+                        failures += 1;
+                        tracing::error!(%error, "cannot read the spool");
+                        tokio::time::sleep(backoff(
+                            Duration::from_millis(50),
+                            Duration::from_secs(5),
+                            failures,
+                        ))
+                        .await;
+                        continue;
+                    }
+                }
+            } else if status.pending_records > 0 && self.first_seen.is_none() {
+                self.first_seen = Some(Instant::now());
+            }
+            let flush_at = self.first_seen.map(|t| t + pace.flush_interval);
+            tokio::select! {
+                biased;
+                () = stop.wait() => {
+                    // Appends already accepted are written (and synced) by close;
+                    // from then on next_batch ends once everything is handed out.
+                    self.spool.close().await;
+                    self.draining = true;
+                }
+                () = shared.appended.notified() => {}
+                () = sleep_until(flush_at), if flush_at.is_some() => {}
+            }
+        }
+    }
+}
+
 struct Task {
     client: Client,
     table: String,
-    rx: mpsc::Receiver<EventRow>,
-    stop: oneshot::Receiver<()>,
-    batch_rows: usize,
-    flush_interval: Duration,
+    source: Source,
+    stop: Stop,
+    pace: Pace,
     retry_base: Duration,
     retry_max: Duration,
     request_timeout: Duration,
+    dead_letter_dir: Option<PathBuf>,
     metrics: Metrics,
     shared: Arc<Shared>,
     report: FlushReport,
@@ -374,46 +950,17 @@ struct Task {
 
 impl Task {
     async fn run(mut self) -> FlushReport {
-        let mut batch: Vec<EventRow> = Vec::with_capacity(self.batch_rows);
-        // When the oldest row of `batch` must be flushed.
-        let mut flush_at: Option<Instant> = None;
-        let mut stop_watched = true;
         let mut stopping_since: Option<u64> = None;
-        loop {
-            let room = self.batch_rows - batch.len();
-            tokio::select! {
-                biased;
-                stop = &mut self.stop, if stop_watched => {
-                    stop_watched = false;
-                    if stop.is_ok() {
-                        // Refuse new rows; permits already reserved still deliver, and
-                        // recv_many returns 0 once everything is drained.
-                        self.rx.close();
-                        stopping_since = Some(self.report.rows_inserted);
-                    }
-                }
-                received = self.rx.recv_many(&mut batch, room) => {
-                    if received == 0 {
-                        // Closed (shutdown or every sink dropped) and drained.
-                        if !batch.is_empty() {
-                            self.flush(&mut batch).await;
-                        }
-                        break;
-                    }
-                    self.shared.queue_depth.dec_by(received as i64);
-                    if flush_at.is_none() {
-                        flush_at = Some(Instant::now() + self.flush_interval);
-                    }
-                    if batch.len() >= self.batch_rows {
-                        self.flush(&mut batch).await;
-                        flush_at = None;
-                    }
-                }
-                () = sleep_until(flush_at), if flush_at.is_some() && stopping_since.is_none() => {
-                    self.flush(&mut batch).await;
-                    flush_at = None;
-                }
+        while let Some(batch) = self
+            .source
+            .next(&self.pace, &mut self.stop, &self.shared)
+            .await
+        {
+            if self.stop.requested && stopping_since.is_none() {
+                stopping_since = Some(self.report.rows_inserted);
             }
+            self.deliver(&batch).await;
+            self.source.ack(&batch).await;
         }
         if let Some(before) = stopping_since {
             self.report.rows_drained = self.report.rows_inserted - before;
@@ -421,38 +968,51 @@ impl Task {
         self.report
     }
 
-    /// Inserts `batch` until it succeeds, then empties it (keeping its capacity).
-    async fn flush(&mut self, batch: &mut Vec<EventRow>) {
-        let id = BatchId::random();
-        let rows = batch.len();
+    /// Inserts `batch` until ClickHouse confirms it, or until it refused the content
+    /// [`PERMANENT_ATTEMPTS`] times (then the batch becomes a dead letter).
+    async fn deliver(&mut self, batch: &Batch) {
+        let rows = batch.rows();
         let mut attempt: u32 = 0;
+        let mut refusals: u32 = 0;
         loop {
             let started = Instant::now();
-            let result =
-                insert_batch(&self.client, &self.table, &id, batch, self.request_timeout).await;
+            let result = insert_payload(
+                &self.client,
+                &self.table,
+                batch.token(),
+                batch.payload().clone(),
+                self.request_timeout,
+            )
+            .await;
             match result {
                 Ok(()) => {
                     let m = &self.metrics;
                     m.insert_duration.observe(started.elapsed().as_secs_f64());
                     m.batch_rows.observe(rows as f64);
-                    m.rows_inserted.inc_by(rows as u64);
-                    self.shared
-                        .unflushed
-                        .fetch_sub(rows as u64, Ordering::Relaxed);
-                    self.shared
-                        .retry_after_ms
+                    m.rows_inserted.inc_by(rows);
+                    let s = &self.shared;
+                    s.unflushed.fetch_sub(rows, Ordering::Relaxed);
+                    s.rows_inserted.fetch_add(rows, Ordering::Relaxed);
+                    s.batches.fetch_add(1, Ordering::Relaxed);
+                    s.retry_after_ms
                         .store(DEFAULT_RETRY_AFTER.as_millis() as u64, Ordering::Relaxed);
-                    self.report.rows_inserted += rows as u64;
+                    self.report.rows_inserted += rows;
                     self.report.batches += 1;
                     if attempt > 0 {
-                        tracing::info!(table = %self.table, rows, attempts = attempt + 1, "insert succeeded after retries");
+                        tracing::info!(table = %self.table, rows, attempts = attempt + 1, batch = batch.token(), "insert succeeded after retries");
                     }
-                    batch.clear();
                     return;
                 }
                 Err(error) => {
                     self.metrics.insert_failures.inc();
                     attempt = attempt.saturating_add(1);
+                    if is_permanent(&error) {
+                        refusals += 1;
+                        if refusals >= PERMANENT_ATTEMPTS {
+                            self.dead_letter(batch, &error).await;
+                            return;
+                        }
+                    }
                     let delay = backoff(self.retry_base, self.retry_max, attempt);
                     self.shared.retry_after_ms.store(
                         delay.as_millis().max(DEFAULT_RETRY_AFTER.as_millis()) as u64,
@@ -462,7 +1022,7 @@ impl Task {
                         table = %self.table,
                         rows,
                         attempt,
-                        batch = %id,
+                        batch = batch.token(),
                         retry_in_ms = delay.as_millis() as u64,
                         %error,
                         "insert failed; retrying with the same batch"
@@ -472,6 +1032,80 @@ impl Task {
             }
         }
     }
+
+    /// Keeps a refused batch out of the way: on disk next to the spool's quarantined
+    /// records when there is a spool, else only counted and logged.
+    async fn dead_letter(&mut self, batch: &Batch, error: &clickhouse::error::Error) {
+        let rows = batch.rows();
+        self.metrics.dead_letter_batches.inc();
+        self.metrics.dead_letter_rows.inc_by(rows);
+        self.shared.unflushed.fetch_sub(rows, Ordering::Relaxed);
+        self.shared
+            .rows_dead_lettered
+            .fetch_add(rows, Ordering::Relaxed);
+        self.report.rows_dead_lettered += rows;
+        let Some(dir) = self.dead_letter_dir.clone() else {
+            tracing::error!(
+                table = %self.table,
+                rows,
+                batch = batch.token(),
+                %error,
+                "ClickHouse refused a batch {PERMANENT_ATTEMPTS} times for its content; without spool.dir there is nowhere to keep it: rows lost"
+            );
+            return;
+        };
+        let token = batch.token().to_owned();
+        let payload = batch.payload().clone();
+        let note = format!(
+            "table: {}\nrows: {rows}\ntoken: {token}\nerror: {error}\n",
+            self.table
+        );
+        let written = tokio::task::spawn_blocking(move || {
+            write_dead_letter(&dir, &token, &payload, note.as_bytes())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match written {
+            Ok(path) => tracing::error!(
+                table = %self.table,
+                rows,
+                batch = batch.token(),
+                file = %path.display(),
+                %error,
+                "ClickHouse refused a batch {PERMANENT_ATTEMPTS} times for its content; moved to the dead-letter file"
+            ),
+            Err(io) => tracing::error!(
+                table = %self.table,
+                rows,
+                batch = batch.token(),
+                %error,
+                io_error = %io,
+                "ClickHouse refused a batch {PERMANENT_ATTEMPTS} times for its content and writing its dead-letter file failed: rows lost"
+            ),
+        }
+    }
+}
+
+/// Writes `dir/dead-letter-<token>.rowbinary` (the payload) and `.txt` (the reason),
+/// synced, before the batch is acknowledged.
+fn write_dead_letter(
+    dir: &Path,
+    token: &str,
+    payload: &[u8],
+    note: &[u8],
+) -> std::io::Result<PathBuf> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("dead-letter-{token}.rowbinary"));
+    for (target, content) in [(path.with_extension("txt"), note), (path.clone(), payload)] {
+        let tmp = target.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(path)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -549,6 +1183,8 @@ mod tests {
             "hush_writer_insert_duration_seconds_bucket",
             "hush_writer_insert_failures_total",
             "hush_writer_rows_inserted_total",
+            "hush_writer_dead_letter_batches_total",
+            "hush_writer_dead_letter_rows_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
@@ -667,5 +1303,139 @@ mod tests {
             sink.submit(vec![row(1)]).await,
             Err(SubmitError::ShuttingDown)
         );
+    }
+
+    #[test]
+    fn only_content_errors_are_permanent() {
+        use clickhouse::error::Error;
+        let bad = |t: &str| Error::BadResponse(t.to_owned());
+        for text in [
+            "Code: 33. DB::Exception: Cannot read all data. Bytes read: 3. (CANNOT_READ_ALL_DATA) (version 25.8.1)",
+            "Code: 53. DB::Exception: Type mismatch (TYPE_MISMATCH)",
+            "  Code: 27. DB::Exception: Cannot parse input (CANNOT_PARSE_INPUT_ASSERTION_FAILED)",
+        ] {
+            assert!(is_permanent(&bad(text)), "{text}");
+        }
+        for text in [
+            "Code: 241. DB::Exception: Memory limit exceeded (MEMORY_LIMIT_EXCEEDED)",
+            "Code: 252. DB::Exception: Too many parts (TOO_MANY_PARTS)",
+            "Code: 60. DB::Exception: Table x.events does not exist (UNKNOWN_TABLE)",
+            "Code: 516. DB::Exception: default: Authentication failed (AUTHENTICATION_FAILED)",
+            "Code: 330. something",
+            "503 Service Unavailable",
+            "Code: ",
+            "",
+        ] {
+            assert!(!is_permanent(&bad(text)), "{text}");
+        }
+        assert!(!is_permanent(&Error::TimedOut));
+        assert!(!is_permanent(&Error::Network("reset".into())));
+        assert_eq!(exception_code("x Code: 123. y"), Some(123));
+        assert_eq!(exception_code("Code: x"), None);
+    }
+
+    fn spool_config(dir: &std::path::Path, max_bytes: u64) -> crate::config::SpoolConfig {
+        crate::config::SpoolConfig {
+            dir: Some(dir.to_owned()),
+            fsync: crate::config::FsyncPolicy::Always,
+            fsync_interval_ms: 10,
+            segment_bytes: max_bytes / 2,
+            max_bytes,
+        }
+    }
+
+    /// A spooled writer pointed at a closed port: rows stay in the spool.
+    fn stalled_spooled_writer(
+        dir: &std::path::Path,
+        max_bytes: u64,
+    ) -> (EventSink, WriterHandle, Spool) {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cfg = crate::config::ClickHouseConfig {
+            url: format!("http://127.0.0.1:{port}"),
+            ..Default::default()
+        };
+        let wcfg = WriterConfig {
+            batch_rows: 2,
+            flush_interval_ms: 10,
+            queue_capacity: 10,
+            retry_base_ms: 5,
+            retry_max_ms: 20,
+        };
+        let mut registry = Registry::default();
+        let spool = Spool::open(&spool_config(dir, max_bytes), &mut registry).unwrap();
+        let (sink, handle) = Writer::spawn_spooled(
+            store::client(&cfg),
+            &wcfg,
+            Duration::from_secs(1),
+            "events",
+            spool.clone(),
+            dir,
+            &mut registry,
+        );
+        (sink, handle, spool)
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_refuses_whole_requests_and_keeps_what_it_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, handle, spool) = stalled_spooled_writer(dir.path(), 8 * 1024);
+        assert_eq!((sink.capacity(), sink.queue_depth()), (0, 0));
+        let mut accepted = 0u64;
+        let refused = loop {
+            match sink.submit(vec![row(accepted as u32), row(1)]).await {
+                Ok(()) => accepted += 2,
+                Err(e) => break e,
+            }
+            assert!(accepted < 1_000, "the spool never filled");
+        };
+        match refused {
+            SubmitError::QueueFull { retry_after } => {
+                assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}")
+            }
+            other => panic!("expected QueueFull, got {other:?}"),
+        }
+        assert!(accepted >= 2);
+        assert_eq!(spool.status().pending_records, accepted);
+
+        // ClickHouse never answers: the deadline passes, and every accepted row is
+        // reported as left in the spool, not lost.
+        let report = handle.shutdown(Duration::from_millis(300)).await.unwrap();
+        assert_eq!(report.rows_inserted, 0);
+        assert_eq!(report.rows_left_in_spool, accepted);
+        assert_eq!(
+            sink.submit(vec![row(1)]).await,
+            Err(SubmitError::ShuttingDown)
+        );
+        drop((sink, spool));
+        let on_disk = Spool::inspect(dir.path()).unwrap();
+        assert_eq!(on_disk.pending_records, accepted);
+    }
+
+    #[tokio::test]
+    async fn spooled_rows_are_encoded_once_per_row_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, handle, spool) = stalled_spooled_writer(dir.path(), 1 << 20);
+        sink.submit((0..3).map(row).collect()).await.unwrap();
+        sink.submit(vec![row(7)]).await.unwrap();
+        handle.shutdown(Duration::from_millis(100)).await.unwrap();
+        // The aborted writer's batch is handed out again after a restart, then the rest.
+        drop((sink, spool));
+        let spool =
+            Spool::open(&spool_config(dir.path(), 1 << 20), &mut Registry::default()).unwrap();
+        let mut payload = Vec::new();
+        let mut records = 0;
+        while let Some(batch) = spool.try_next_batch(100).await.unwrap() {
+            payload.extend_from_slice(batch.payload());
+            records += batch.records();
+        }
+        let mut expected = Vec::new();
+        for i in [0, 1, 2, 7] {
+            crate::rowbinary::encode_event(&row(i), &mut expected);
+        }
+        assert_eq!(records, 4);
+        assert_eq!(payload, expected);
     }
 }

@@ -1,0 +1,153 @@
+//! A `hush serve` child process for integration tests: started on an ephemeral port
+//! with a given configuration, its output captured, stoppable gracefully (SIGTERM) or
+//! hard (SIGKILL).
+//!
+//! Include with `#[path = "support/hush.rs"] mod hush_process;` (it needs only the
+//! built binary, not the `support` fixture).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running `hush serve`.
+pub struct HushProcess {
+    child: Option<Child>,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+fn capture(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut log) = log.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
+}
+
+impl HushProcess {
+    /// Writes `config` to `dir/hush.toml` and starts `hush serve` with it; returns once
+    /// it listens. `dir` may be reused by the next start (a restart).
+    pub fn start(dir: &Path, config: &str) -> HushProcess {
+        std::fs::create_dir_all(dir).expect("create the hush dir");
+        let config_path = dir.join("hush.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let port_file = dir.join("port");
+        let _ = std::fs::remove_file(&port_file);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .env("RUST_LOG", "info,hush=debug")
+            .env_remove("HUSH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hush");
+        let log = Arc::new(Mutex::new(String::new()));
+        capture(child.stdout.take().expect("stdout"), Arc::clone(&log));
+        capture(child.stderr.take().expect("stderr"), Arc::clone(&log));
+        let started = Instant::now();
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
+            {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("hush exited early ({status}):\n{}", log.lock().unwrap());
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "hush did not start listening:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        HushProcess {
+            child: Some(child),
+            addr,
+            log,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM, then waits (up to `timeout`) for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("hush is running");
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM to hush failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for hush") {
+                return status;
+            }
+            if started.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "hush did not exit within {timeout:?} of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as in a crash; waits for the exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for HushProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `hush <args>` to completion; returns (success, stdout, stderr).
+pub fn run_hush(args: &[&str], config: Option<&PathBuf>) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hush"));
+    cmd.args(args).env_remove("HUSH_CONFIG");
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let out = cmd.output().expect("run hush");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
