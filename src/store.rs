@@ -5,6 +5,10 @@
 //! `with_timeouts`), so every call site bounds its request with [`timed`]. The HTTP
 //! connector gets a connect timeout of its own so an address that drops SYNs fails
 //! fast instead of eating the whole request budget.
+//!
+//! `https://` URLs (ClickHouse Cloud, servers behind TLS) use rustls with the
+//! operating system's trust store plus the Mozilla roots, so a minimal container
+//! without CA certificates still verifies well-known certificate authorities.
 
 use std::future::Future;
 use std::time::Duration;
@@ -40,10 +44,18 @@ pub fn server_client(cfg: &ClickHouseConfig) -> Client {
     connector.set_keepalive(Some(TCP_KEEPALIVE));
     // Inserts stream many small chunks; Nagle would only add latency.
     connector.set_nodelay(true);
+    // The TLS layer below decides per URL scheme; the TCP connector must not refuse
+    // https itself.
+    connector.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     let http = HyperClient::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .build(connector);
+        .build(https);
 
     let mut client = Client::with_http_client(http)
         .with_url(&cfg.url)
@@ -59,6 +71,25 @@ pub fn server_client(cfg: &ClickHouseConfig) -> Client {
         client = client.with_password(&cfg.password);
     }
     client
+}
+
+/// TLS client settings: the system's trust store plus the bundled Mozilla roots.
+fn tls_config() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // Unreadable system certificates only narrow the trust store; the bundled roots
+    // still verify public CAs, and a private CA then fails loudly at connect time.
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "cannot load a system CA certificate");
+    }
+    let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+    .unwrap_or_else(|error| unreachable!("ring supports the default TLS versions: {error}"))
 }
 
 /// The configured per-request timeout.
@@ -92,6 +123,34 @@ mod tests {
         assert!(matches!(err, clickhouse::error::Error::TimedOut), "{err}");
         let fast = async { Ok::<_, clickhouse::error::Error>(7) };
         assert_eq!(timed(Duration::from_secs(1), fast).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn https_urls_speak_tls() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let first_byte = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket.read_u8().await.unwrap()
+        });
+        let cfg = ClickHouseConfig {
+            url: format!("https://127.0.0.1:{port}"),
+            request_timeout_ms: 2_000,
+            ..ClickHouseConfig::default()
+        };
+        // The fake server never answers: the query fails, but what it sent first tells
+        // whether the client opened with a TLS handshake record (0x16) or plain HTTP.
+        let _ = timed(
+            request_timeout(&cfg),
+            client(&cfg).query("SELECT 1").fetch_one::<u8>(),
+        )
+        .await;
+        let first_byte = tokio::time::timeout(Duration::from_secs(10), first_byte)
+            .await
+            .expect("the client never connected")
+            .unwrap();
+        assert_eq!(first_byte, 0x16, "expected a TLS ClientHello");
     }
 
     #[tokio::test]
