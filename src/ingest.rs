@@ -5,7 +5,8 @@
 //! Status codes are a contract with the tracker and with monitoring: 202 only once the
 //! writer took the rows (or for a deliberate drop, marked with `X-Hush-Dropped`), 400
 //! with a short JSON reason for malformed hits, 403 for unknown sites, 413/415 for
-//! oversized or mistyped bodies, 503 + `Retry-After` when the writer queue is full.
+//! oversized or mistyped bodies, 503 + `Retry-After` when the writer's buffer (the disk
+//! spool, or the in-memory queue without one) is full.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
