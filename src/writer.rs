@@ -361,6 +361,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Rows replayed from a previous run were never counted in, so this saturates.
+    fn forget_unflushed(&self, rows: u64) {
+        let _ = self
+            .unflushed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(rows))
+            });
+    }
+
     fn retry_after(&self) -> Duration {
         Duration::from_millis(self.retry_after_ms.load(Ordering::Relaxed))
     }
@@ -991,7 +1000,7 @@ impl Task {
                     m.batch_rows.observe(rows as f64);
                     m.rows_inserted.inc_by(rows);
                     let s = &self.shared;
-                    s.unflushed.fetch_sub(rows, Ordering::Relaxed);
+                    s.forget_unflushed(rows);
                     s.rows_inserted.fetch_add(rows, Ordering::Relaxed);
                     s.batches.fetch_add(1, Ordering::Relaxed);
                     s.retry_after_ms
@@ -1039,7 +1048,7 @@ impl Task {
         let rows = batch.rows();
         self.metrics.dead_letter_batches.inc();
         self.metrics.dead_letter_rows.inc_by(rows);
-        self.shared.unflushed.fetch_sub(rows, Ordering::Relaxed);
+        self.shared.forget_unflushed(rows);
         self.shared
             .rows_dead_lettered
             .fetch_add(rows, Ordering::Relaxed);
