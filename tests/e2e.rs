@@ -175,6 +175,17 @@ fn geo_config() -> String {
     format!("[geo]\ndatabase = \"{}\"\nwatch = false\n", path.display())
 }
 
+/// Each collector gets its own disk spool (the production default), so every e2e
+/// check also covers the spooled path: body → spool → writer → ClickHouse.
+fn spool_dir(db: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-spool-{db}-{n}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the spool dir");
+    dir
+}
+
 fn config(db: &str, extra: &str) -> String {
     let ch = support::clickhouse();
     format!(
@@ -201,6 +212,9 @@ schedule = false
 # Tests run collectors side by side; the admin API must not claim a fixed port.
 listen = "127.0.0.1:0"
 
+[spool]
+dir = "{spool}"
+
 {geo}
 {extra}
 
@@ -215,6 +229,7 @@ domain = "blog.example.org"
         user = ch.user(),
         password = ch.password(),
         geo = geo_config(),
+        spool = spool_dir(db).display(),
     )
 }
 
