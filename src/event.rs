@@ -73,3 +73,48 @@ pub struct EventRow {
 
 /// Scroll depth value stored when the client reported none.
 pub const SCROLL_DEPTH_UNKNOWN: u8 = 255;
+
+/// An empty row for building rows field by field (tests, tools): empty strings, zeros,
+/// `channel` `direct`, `device` `other`, unknown country (two zero bytes), interactive,
+/// and scroll depth [`SCROLL_DEPTH_UNKNOWN`].
+///
+/// Hand-written rather than derived: a derived default would store an empty channel and
+/// device and a scroll depth of 0 %, which are not what "nothing known" means here.
+impl Default for EventRow {
+    fn default() -> Self {
+        EventRow {
+            site: Arc::from(""),
+            timestamp: 0,
+            name: String::new(),
+            visitor_id: 0,
+            session_id: 0,
+            entry_page: String::new(),
+            hostname: String::new(),
+            pathname: String::new(),
+            referrer_host: String::new(),
+            referrer_path: String::new(),
+            source: String::new(),
+            channel: "direct",
+            utm_source: String::new(),
+            utm_medium: String::new(),
+            utm_campaign: String::new(),
+            utm_term: String::new(),
+            utm_content: String::new(),
+            browser: Arc::from(""),
+            browser_version: Arc::from(""),
+            os: Arc::from(""),
+            os_version: Arc::from(""),
+            device: "other",
+            country: [0, 0],
+            region: String::new(),
+            city_geoname_id: 0,
+            city: String::new(),
+            props: Vec::new(),
+            revenue_micros: None,
+            revenue_currency: String::new(),
+            interactive: 1,
+            engagement_ms: 0,
+            scroll_depth: SCROLL_DEPTH_UNKNOWN,
+        }
+    }
+}

@@ -151,19 +151,8 @@ mod tests {
             entry_page: "/".into(),
             hostname: "a.io".into(),
             pathname: "/x".into(),
-            referrer_host: String::new(),
-            referrer_path: String::new(),
-            source: String::new(),
-            channel: "direct",
-            utm_source: String::new(),
-            utm_medium: String::new(),
-            utm_campaign: String::new(),
-            utm_term: String::new(),
-            utm_content: String::new(),
             browser: Arc::from("Firefox"),
             browser_version: Arc::from("1.2"),
-            os: Arc::from(""),
-            os_version: Arc::from(""),
             device: "desktop",
             country: *b"DE",
             region: "BE".into(),
@@ -172,9 +161,8 @@ mod tests {
             props: vec![("k".into(), "vé".into())],
             revenue_micros: Some(-2),
             revenue_currency: "EUR".into(),
-            interactive: 1,
             engagement_ms: 300,
-            scroll_depth: 255,
+            ..EventRow::default()
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clickhouse::Client;
 use hush::admin::{AdminState, run_admin};
 use hush::config::{AdminToken, Config};
-use hush::event::{EventRow, SCROLL_DEPTH_UNKNOWN};
+use hush::event::EventRow;
 use hush::purge::{PurgeMetrics, Purger};
 use hush::token::{NewToken, TokenSet};
 use reqwest::StatusCode;
@@ -33,30 +33,14 @@ fn row(site: &str, timestamp: u32, visitor_id: u64, props: Vec<(String, String)>
         entry_page: "/".into(),
         hostname: site.into(),
         pathname: "/".into(),
-        referrer_host: String::new(),
-        referrer_path: String::new(),
-        source: String::new(),
-        channel: "direct",
-        utm_source: String::new(),
-        utm_medium: String::new(),
-        utm_campaign: String::new(),
-        utm_term: String::new(),
-        utm_content: String::new(),
         browser: Arc::from("Chrome"),
         browser_version: Arc::from("120.0"),
         os: Arc::from("Windows"),
         os_version: Arc::from("10"),
         device: "desktop",
         country: *b"FR",
-        region: String::new(),
-        city_geoname_id: 0,
-        city: String::new(),
         props,
-        revenue_micros: None,
-        revenue_currency: String::new(),
-        interactive: 1,
-        engagement_ms: 0,
-        scroll_depth: SCROLL_DEPTH_UNKNOWN,
+        ..EventRow::default()
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clickhouse::Client;
 use hush::config::Config;
 use hush::dsr::{self, ExportFormat, Selector};
-use hush::event::{EventRow, SCROLL_DEPTH_UNKNOWN};
+use hush::event::EventRow;
 use hush::purge::{self, LogProgress, PurgeMetrics, PurgeOptions, Purger};
 use jiff::Timestamp;
 
@@ -72,30 +72,13 @@ pub fn row(site: &str, timestamp: u32, visitor_id: u64, props: Vec<(String, Stri
         entry_page: "/".into(),
         hostname: site.into(),
         pathname: format!("/p/{}", timestamp % 7),
-        referrer_host: String::new(),
-        referrer_path: String::new(),
-        source: String::new(),
-        channel: "direct",
-        utm_source: String::new(),
-        utm_medium: String::new(),
-        utm_campaign: String::new(),
-        utm_term: String::new(),
-        utm_content: String::new(),
         browser: Arc::from("Firefox"),
         browser_version: Arc::from("128.0"),
         os: Arc::from("Linux"),
-        os_version: Arc::from(""),
         device: "desktop",
         country: *b"DE",
-        region: String::new(),
-        city_geoname_id: 0,
-        city: String::new(),
         props,
-        revenue_micros: None,
-        revenue_currency: String::new(),
-        interactive: 1,
-        engagement_ms: 0,
-        scroll_depth: SCROLL_DEPTH_UNKNOWN,
+        ..EventRow::default()
     }
 }
 

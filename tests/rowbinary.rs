@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hush::config::ClickHouseConfig;
-use hush::event::{EventRow, SCROLL_DEPTH_UNKNOWN};
+use hush::event::EventRow;
 use hush::rowbinary::{encode_event, encoded_len};
 
 fn base(visitor_id: u64) -> EventRow {
@@ -26,26 +26,15 @@ fn base(visitor_id: u64) -> EventRow {
         referrer_path: "/search".into(),
         source: "Google".into(),
         channel: "search",
-        utm_source: String::new(),
-        utm_medium: String::new(),
-        utm_campaign: String::new(),
-        utm_term: String::new(),
-        utm_content: String::new(),
         browser: Arc::from("Firefox"),
         browser_version: Arc::from("133.0"),
         os: Arc::from("Linux"),
-        os_version: Arc::from(""),
         device: "desktop",
         country: *b"DE",
         region: "BE".into(),
         city_geoname_id: 2_950_159,
         city: "Berlin".into(),
-        props: Vec::new(),
-        revenue_micros: None,
-        revenue_currency: String::new(),
-        interactive: 1,
-        engagement_ms: 0,
-        scroll_depth: SCROLL_DEPTH_UNKNOWN,
+        ..EventRow::default()
     }
 }
 
