@@ -198,6 +198,37 @@ pub struct SpoolStatus {
     pub fsyncs: u64,
 }
 
+/// What [`decode_segment`] found in the bytes of one segment file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodedSegment {
+    /// Creation time from the segment header.
+    pub created_ms: u64,
+    /// Unacknowledged records recovery would keep.
+    pub records: u64,
+    /// Newly found corrupt regions (absolute offsets) that recovery would quarantine.
+    pub corrupt: Vec<Range<u64>>,
+    /// End of the kept bytes (absolute); anything after it is a torn tail or garbage.
+    pub end: u64,
+}
+
+/// Decodes one segment file and (optionally) the text of its `.ack` file with the
+/// same record decoder recovery and [`Spool::inspect`] use, without touching disk.
+/// `None` when `segment` has no valid header. Pure and must not panic on any input;
+/// it exists for the fuzz targets in `fuzz/` and their regression tests.
+pub fn decode_segment(segment: &[u8], ack: Option<&str>) -> Option<DecodedSegment> {
+    let created_ms = format::parse_header(segment)?;
+    let state = ack.and_then(AckState::parse).unwrap_or_default();
+    let len = segment.len() as u64;
+    let start = state.acked.max(HEADER_LEN).min(len);
+    let scan = format::scan(&segment[start as usize..], start, &state.skips);
+    Some(DecodedSegment {
+        created_ms,
+        records: scan.records,
+        corrupt: scan.corrupt,
+        end: scan.end,
+    })
+}
+
 /// The spool. Cheap to clone; all clones share one spool. Dropping the last clone
 /// closes it (see [`Spool::close`]).
 #[derive(Clone)]
