@@ -8,14 +8,15 @@
 
 #[path = "geo_fixture/mod.rs"]
 mod geo_fixture;
+#[path = "support/hush.rs"]
+mod hush_process;
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
+
+use hush_process::HushProcess;
 
 use serde::Deserialize;
 
@@ -43,116 +44,43 @@ const IP_BOT: &str = "192.0.2.203";
 const IP_BAD: &str = "192.0.2.204";
 const ALL_IPS: &[&str] = &[IP_A, IP_B, IP_C, IP_DNT, IP_GPC, IP_BOT, IP_BAD];
 
-/// A running `hush serve` with its output captured.
+/// A running `hush serve` (the shared [`HushProcess`]) in a temporary directory that
+/// lives as long as it does.
 struct Collector {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+    // Declared first so it is dropped (killed) before its directory is removed.
+    hush: HushProcess,
     _dir: tempfile::TempDir,
-}
-
-fn capture(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut log) = log.lock() {
-                log.push_str(&line);
-                log.push('\n');
-            }
-        }
-    });
 }
 
 impl Collector {
     fn start(config: &str) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config_path = dir.path().join("hush.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let port_file = dir.path().join("port");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .env("RUST_LOG", "debug")
-            .env_remove("HUSH_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hush");
-        let log = Arc::new(Mutex::new(String::new()));
-        capture(child.stdout.take().expect("stdout"), Arc::clone(&log));
-        capture(child.stderr.take().expect("stderr"), Arc::clone(&log));
-        let started = Instant::now();
-        let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file)
-                && let Ok(addr) = text.trim().parse::<SocketAddr>()
-            {
-                break addr;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("hush exited early ({status}):\n{}", log.lock().unwrap());
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "hush did not start listening:\n{}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let text = log.lock().unwrap().clone();
+        // `debug` for every crate: the privacy test scans dependencies' lines too.
+        let hush = HushProcess::start_with_log_filter(dir.path(), config, "debug");
+        let addr = hush.addr();
+        let text = hush.log();
         assert!(
             text.contains(&format!("listening on {addr}")) || {
                 // The line may still be in the pipe; the port file came after it.
                 std::thread::sleep(Duration::from_millis(200));
-                log.lock()
-                    .unwrap()
-                    .contains(&format!("listening on {addr}"))
+                hush.log().contains(&format!("listening on {addr}"))
             },
             "no `listening on {addr}` line:\n{text}"
         );
-        Collector {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
+        Collector { hush, _dir: dir }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.hush.url(path)
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.hush.log()
     }
 
     /// SIGTERM, then wait for the exit.
     fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for hush") {
-                return status;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "hush did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.hush.terminate(DEADLINE)
     }
 }
 

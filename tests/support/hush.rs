@@ -38,6 +38,12 @@ impl HushProcess {
     /// Writes `config` to `dir/hush.toml` and starts `hush serve` with it; returns once
     /// it listens. `dir` may be reused by the next start (a restart).
     pub fn start(dir: &Path, config: &str) -> HushProcess {
+        Self::start_with_log_filter(dir, config, "info,hush=debug")
+    }
+
+    /// [`HushProcess::start`] with `RUST_LOG` set to `log_filter` (e.g. `debug`, so a
+    /// test scanning the log also sees the dependencies' debug lines).
+    pub fn start_with_log_filter(dir: &Path, config: &str, log_filter: &str) -> HushProcess {
         std::fs::create_dir_all(dir).expect("create the hush dir");
         let config_path = dir.join("hush.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -49,7 +55,7 @@ impl HushProcess {
             .arg(&config_path)
             .args(["--listen", "127.0.0.1:0", "--port-file"])
             .arg(&port_file)
-            .env("RUST_LOG", "info,hush=debug")
+            .env("RUST_LOG", log_filter)
             .env_remove("HUSH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
