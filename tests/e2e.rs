@@ -10,13 +10,19 @@
 mod geo_fixture;
 #[path = "support/hush.rs"]
 mod hush_process;
+#[path = "support/stored.rs"]
+mod stored;
 mod support;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hush_process::HushProcess;
+use stored::StoredRow;
+use wait::{count, wait_for_count};
 
 use serde::Deserialize;
 
@@ -190,93 +196,24 @@ async fn send(client: &reqwest::Client, c: &Collector, hit: Hit<'_>) -> reqwest:
     req.send().await.expect("send hit")
 }
 
-async fn count(client: &clickhouse::Client, sql: &str) -> u64 {
-    client
-        .query(sql)
-        .fetch_one::<u64>()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Polls until `sql` counts `expected` rows (never sleeps a fixed time and hopes).
-async fn wait_count(client: &clickhouse::Client, sql: &str, expected: u64) {
-    let started = Instant::now();
-    loop {
-        let n = count(client, sql).await;
-        if n == expected {
-            return;
-        }
-        assert!(n < expected, "{sql}: {n} rows, expected {expected}");
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{sql}: {n} rows after {DEADLINE:?}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
-struct Stored {
-    site: String,
-    name: String,
-    visitor_id: u64,
-    session_id: u64,
-    entry_page: String,
-    hostname: String,
-    pathname: String,
-    referrer_host: String,
-    referrer_path: String,
-    source: String,
-    channel: String,
-    utm_source: String,
-    utm_medium: String,
-    utm_campaign: String,
-    utm_term: String,
-    utm_content: String,
-    browser: String,
-    browser_version: String,
-    os: String,
-    os_version: String,
-    device: String,
-    country: [u8; 2],
-    region: String,
-    city_geoname_id: u32,
-    city: String,
-    props: Vec<(String, String)>,
-    revenue_micros: Option<i64>,
-    revenue_currency: String,
-    interactive: u8,
-    engagement_ms: u32,
-    scroll_depth: u8,
-}
-
-impl Stored {
-    /// The ISO code, or "" for unknown (two zero bytes).
-    fn country_str(&self) -> String {
-        String::from_utf8_lossy(&self.country)
-            .trim_end_matches('\0')
-            .to_owned()
-    }
-}
-
-const STORED_COLUMNS: &str = "site, name, visitor_id, session_id, entry_page, hostname, \
+const STORED_COLUMNS: &str = "site, timestamp, name, visitor_id, session_id, entry_page, hostname, \
     pathname, referrer_host, referrer_path, source, channel, utm_source, utm_medium, \
     utm_campaign, utm_term, utm_content, browser, browser_version, os, os_version, device, \
     country, region, city_geoname_id, city, props, \
     revenue_micros, revenue_currency, interactive, engagement_ms, scroll_depth";
 
-async fn rows(client: &clickhouse::Client, filter: &str) -> Vec<Stored> {
+async fn rows(client: &clickhouse::Client, filter: &str) -> Vec<StoredRow> {
     let sql =
         format!("SELECT {STORED_COLUMNS} FROM events WHERE {filter} ORDER BY timestamp, pathname");
     client
         .query(&sql)
-        .fetch_all::<Stored>()
+        .fetch_all::<StoredRow>()
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-fn one<'a>(rows: &'a [Stored], pathname: &str) -> &'a Stored {
-    let matching: Vec<&Stored> = rows.iter().filter(|r| r.pathname == pathname).collect();
+fn one<'a>(rows: &'a [StoredRow], pathname: &str) -> &'a StoredRow {
+    let matching: Vec<&StoredRow> = rows.iter().filter(|r| r.pathname == pathname).collect();
     assert_eq!(matching.len(), 1, "rows for {pathname}: {matching:#?}");
     matching[0]
 }
@@ -576,7 +513,7 @@ async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
     assert!(pre.headers().get("access-control-allow-origin").is_none());
 
     // Accepted: A 3, B 2 (two sites), C 2, DNT 1, GPC 1, batch 2 = 11 rows.
-    wait_count(&chc, "SELECT count() FROM events", 11).await;
+    wait_for_count(&chc, "SELECT count() FROM events", 11, DEADLINE).await;
     let all = rows(&chc, "1").await;
     assert!(
         all.iter()
@@ -655,7 +592,7 @@ async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
     assert_eq!(purchase.revenue_currency, "EUR");
 
     // B: one hit, two sites, Google search.
-    let b: Vec<&Stored> = all.iter().filter(|r| r.pathname == "/blog/hello").collect();
+    let b: Vec<&StoredRow> = all.iter().filter(|r| r.pathname == "/blog/hello").collect();
     let mut b_sites: Vec<&str> = b.iter().map(|r| r.site.as_str()).collect();
     b_sites.sort();
     assert_eq!(b_sites, ["blog.example.org", "example.com"]);
@@ -693,7 +630,7 @@ async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
     assert_ne!(b[0].visitor_id, b[1].visitor_id);
 
     // C: the app's WebView, GitHub referral, engagement in the same visit.
-    let c_rows: Vec<&Stored> = all.iter().filter(|r| r.pathname == "/app").collect();
+    let c_rows: Vec<&StoredRow> = all.iter().filter(|r| r.pathname == "/app").collect();
     assert_eq!(c_rows.len(), 2, "{c_rows:#?}");
     let view = c_rows.iter().find(|r| r.name == "pageview").unwrap();
     let engagement = c_rows.iter().find(|r| r.name == "engagement").unwrap();
@@ -875,7 +812,7 @@ async fn instances_sharing_a_database_agree_on_visitor_ids() {
         .await;
         assert_eq!(resp.status(), 202);
     }
-    wait_count(&chc, "SELECT count() FROM events", 4).await;
+    wait_for_count(&chc, "SELECT count() FROM events", 4, DEADLINE).await;
     let all = rows(&chc, "1").await;
     let id = |path: &str| one(&all, path).visitor_id;
     assert_ne!(id("/one"), 0);
@@ -923,10 +860,11 @@ async fn opt_out_drop_policy_and_h2c() {
     })
     .await;
     assert_eq!(resp.status(), 202);
-    wait_count(
+    wait_for_count(
         &chc,
         "SELECT count() FROM events WHERE pathname = '/kept'",
         1,
+        DEADLINE,
     )
     .await;
     // The dropped hits were handled before the kept one, and the writer preserves order

@@ -1,7 +1,11 @@
 //! Storage against a real ClickHouse: migrations, the events schema, the writer,
 //! deduplicated retries and the shared daily salts.
 
+#[path = "support/stored.rs"]
+mod stored;
 mod support;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +23,10 @@ use hush::visitor::visitor_id;
 use hush::writer::{self, BatchId, EventSink, SubmitError, Writer};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+use stored::StoredRow;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use wait::{count, wait_for_count};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -42,35 +48,6 @@ async fn migrated(prefix: &str) -> ClickHouseConfig {
     let cfg = config_for(&db);
     migrate::run(&cfg).await.expect("migrate");
     cfg
-}
-
-async fn count(client: &Client, sql: &str) -> u64 {
-    client
-        .query(sql)
-        .fetch_one::<u64>()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Polls `sql` (a count) until it equals `expected`; panics with the last value
-/// after [`DEADLINE`].
-async fn wait_for_count(client: &Client, sql: &str, expected: u64) {
-    let start = Instant::now();
-    loop {
-        let n = count(client, sql).await;
-        if n == expected {
-            return;
-        }
-        assert!(
-            n < expected,
-            "{sql}: {n} rows, more than the {expected} expected"
-        );
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{sql}: {n} rows after {DEADLINE:?}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The client multi-row reads use: the crate's default, validating reads, so every
@@ -252,82 +229,6 @@ async fn unreachable_and_hanging_servers_fail_within_the_timeout() {
 // ---------------------------------------------------------------------------------
 // events schema and writer
 
-/// An `events` row read back, with owned types.
-#[derive(Debug, Clone, PartialEq, Row, Deserialize, Serialize)]
-struct StoredRow {
-    site: String,
-    timestamp: u32,
-    name: String,
-    visitor_id: u64,
-    session_id: u64,
-    entry_page: String,
-    hostname: String,
-    pathname: String,
-    referrer_host: String,
-    referrer_path: String,
-    source: String,
-    channel: String,
-    utm_source: String,
-    utm_medium: String,
-    utm_campaign: String,
-    utm_term: String,
-    utm_content: String,
-    browser: String,
-    browser_version: String,
-    os: String,
-    os_version: String,
-    device: String,
-    country: [u8; 2],
-    region: String,
-    city_geoname_id: u32,
-    city: String,
-    props: Vec<(String, String)>,
-    revenue_micros: Option<i64>,
-    revenue_currency: String,
-    interactive: u8,
-    engagement_ms: u32,
-    scroll_depth: u8,
-}
-
-impl From<&EventRow> for StoredRow {
-    fn from(r: &EventRow) -> Self {
-        StoredRow {
-            site: r.site.to_string(),
-            timestamp: r.timestamp,
-            name: r.name.clone(),
-            visitor_id: r.visitor_id,
-            session_id: r.session_id,
-            entry_page: r.entry_page.clone(),
-            hostname: r.hostname.clone(),
-            pathname: r.pathname.clone(),
-            referrer_host: r.referrer_host.clone(),
-            referrer_path: r.referrer_path.clone(),
-            source: r.source.clone(),
-            channel: r.channel.to_owned(),
-            utm_source: r.utm_source.clone(),
-            utm_medium: r.utm_medium.clone(),
-            utm_campaign: r.utm_campaign.clone(),
-            utm_term: r.utm_term.clone(),
-            utm_content: r.utm_content.clone(),
-            browser: r.browser.to_string(),
-            browser_version: r.browser_version.to_string(),
-            os: r.os.to_string(),
-            os_version: r.os_version.to_string(),
-            device: r.device.to_owned(),
-            country: r.country,
-            region: r.region.clone(),
-            city_geoname_id: r.city_geoname_id,
-            city: r.city.clone(),
-            props: r.props.clone(),
-            revenue_micros: r.revenue_micros,
-            revenue_currency: r.revenue_currency.clone(),
-            interactive: r.interactive,
-            engagement_ms: r.engagement_ms,
-            scroll_depth: r.scroll_depth,
-        }
-    }
-}
-
 /// Row `i`, with every column carrying a value derived from `i` (so a column shifted
 /// or swapped with another shows up) and the edge cases spread over the rows.
 fn event(i: u32) -> EventRow {
@@ -466,7 +367,7 @@ async fn every_submitted_row_arrives_once_with_every_column_intact() {
     for chunk in rows.chunks(17) {
         sink.submit(chunk.to_vec()).await.unwrap();
     }
-    wait_for_count(&client, "SELECT count() FROM events", 250).await;
+    wait_for_count(&client, "SELECT count() FROM events", 250, DEADLINE).await;
 
     let expected: Vec<StoredRow> = rows.iter().map(StoredRow::from).collect();
     assert_eq!(stored_rows(&client).await, expected);
@@ -491,9 +392,9 @@ async fn a_partial_batch_is_flushed_by_time() {
         &mut Registry::default(),
     );
     sink.submit((0..3).map(event).collect()).await.unwrap();
-    wait_for_count(&client, "SELECT count() FROM events", 3).await;
+    wait_for_count(&client, "SELECT count() FROM events", 3, DEADLINE).await;
     sink.submit(vec![event(3)]).await.unwrap();
-    wait_for_count(&client, "SELECT count() FROM events", 4).await;
+    wait_for_count(&client, "SELECT count() FROM events", 4, DEADLINE).await;
     let report = handle.shutdown(Duration::from_secs(30)).await.unwrap();
     assert_eq!((report.rows_inserted, report.rows_drained), (4, 0));
 }
@@ -616,7 +517,13 @@ async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
     assert_eq!(count(&client, "SELECT count() FROM events").await, 0);
     switch.set_up(true);
 
-    wait_for_count(&client, "SELECT count() FROM events", accepted.len() as u64).await;
+    wait_for_count(
+        &client,
+        "SELECT count() FROM events",
+        accepted.len() as u64,
+        DEADLINE,
+    )
+    .await;
     let stored: Vec<u32> = rowbinary(&client)
         .query("SELECT engagement_ms FROM events ORDER BY engagement_ms")
         .fetch_all::<u32>()
