@@ -1,5 +1,7 @@
 //! Admin API over HTTP against a real ClickHouse: token checks and every endpoint.
 
+#[path = "support/db.rs"]
+mod db;
 mod support;
 
 use std::net::SocketAddr;
@@ -7,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::Client;
+use db::{insert_events, migrated_config};
 use hush::admin::{AdminState, run_admin};
 use hush::config::{AdminToken, Config};
 use hush::event::EventRow;
@@ -91,15 +94,7 @@ fn token_entry(t: &NewToken) -> AdminToken {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_end_to_end() {
-    let ch = support::clickhouse();
-    let db = ch.fresh_database("admin").await;
-    let mut config = Config::from_toml_str(TOML).unwrap();
-    config.clickhouse.url = ch.url().to_owned();
-    config.clickhouse.user = ch.user().to_owned();
-    config.clickhouse.password = ch.password().to_owned();
-    config.clickhouse.database = db.clone();
-    hush::migrate::run(&config.clickhouse).await.unwrap();
-    let client = ch.client(&db);
+    let (mut config, client) = migrated_config("admin", TOML).await;
 
     let ops = NewToken::generate("ops");
     let revoked = NewToken::generate("old");
@@ -121,11 +116,7 @@ async fn admin_api_end_to_end() {
     for i in 0..40u32 {
         rows.push(row("a.example", now - 40 * 86_400 - i * 60, 7, vec![]));
     }
-    let mut insert = client.insert::<EventRow>("events").await.unwrap();
-    for r in &rows {
-        insert.write(r).await.unwrap();
-    }
-    insert.end().await.unwrap();
+    insert_events(&client, &rows).await;
 
     let http = reqwest::Client::new();
     let admin = Admin::start(&config, &client).await;

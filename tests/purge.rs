@@ -1,5 +1,7 @@
 //! Retention purge, lease and data-subject requests against a real ClickHouse.
 
+#[path = "support/db.rs"]
+mod db;
 mod support;
 
 use std::collections::BTreeMap;
@@ -8,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clickhouse::Client;
-use hush::config::Config;
+use db::{insert_events, migrated_config};
 use hush::dsr::{self, ExportFormat, Selector};
 use hush::event::EventRow;
 use hush::purge::{self, LogProgress, PurgeMetrics, PurgeOptions, Purger};
@@ -80,27 +82,6 @@ pub fn row(site: &str, timestamp: u32, visitor_id: u64, props: Vec<(String, Stri
         props,
         ..EventRow::default()
     }
-}
-
-async fn insert(client: &Client, rows: &[EventRow]) {
-    let mut insert = client.insert::<EventRow>("events").await.unwrap();
-    for r in rows {
-        insert.write(r).await.unwrap();
-    }
-    insert.end().await.unwrap();
-}
-
-/// A fresh database with hush's schema, and the config pointing at it.
-pub async fn setup(prefix: &str, toml: &str) -> (Config, Client) {
-    let ch = support::clickhouse();
-    let db = ch.fresh_database(prefix).await;
-    let mut config = Config::from_toml_str(toml).unwrap();
-    config.clickhouse.url = ch.url().to_owned();
-    config.clickhouse.user = ch.user().to_owned();
-    config.clickhouse.password = ch.password().to_owned();
-    config.clickhouse.database = db.clone();
-    hush::migrate::run(&config.clickhouse).await.unwrap();
-    (config, ch.client(&db))
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
@@ -189,11 +170,11 @@ fn history_rows() -> Vec<EventRow> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_keeps_exactly_the_retained_days() {
-    let (config, client) = setup("purge", SITES_TOML).await;
+    let (config, client) = migrated_config("purge", SITES_TOML).await;
     let rows = history_rows();
     assert!(rows.len() > 30_000, "{}", rows.len());
     for chunk in rows.chunks(20_000) {
-        insert(&client, chunk).await;
+        insert_events(&client, chunk).await;
     }
     // Stale and current salts: the purge must remove only the stale one.
     for day in ["2025-06-10", "2025-06-14", "2025-06-15"] {
@@ -278,7 +259,7 @@ async fn purge_keeps_exactly_the_retained_days() {
                         row(site, base + (vid % 1_800) as u32, vid, vec![])
                     })
                     .collect();
-                insert(&client, &batch).await;
+                insert_events(&client, &batch).await;
                 written.extend(batch.iter().map(|r| (r.site.to_string(), r.timestamp)));
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -420,7 +401,7 @@ async fn purge_keeps_exactly_the_retained_days() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_admits_one_holder_at_a_time() {
-    let (_config, client) = setup("lease", SITES_TOML).await;
+    let (_config, client) = migrated_config("lease", SITES_TOML).await;
     let settle = Duration::from_millis(100);
     let ttl = Duration::from_secs(60);
     let a = purge::Lease::acquire(&client, "a", ttl, settle)
@@ -477,7 +458,7 @@ fn prop(k: &str, v: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_and_erase_by_property_and_visitor() {
-    let (_config, client) = setup("dsr", SITES_TOML).await;
+    let (_config, client) = migrated_config("dsr", SITES_TOML).await;
     let base = secs("2025-06-01T00:00:00Z");
     let mut rows = Vec::new();
     for i in 0..3_000u32 {
@@ -500,7 +481,7 @@ async fn export_and_erase_by_property_and_visitor() {
         };
         rows.push(row(site, base + i * 60, visitor, props));
     }
-    insert(&client, &rows).await;
+    insert_events(&client, &rows).await;
 
     let alice = Selector {
         site: "utc.example".into(),
