@@ -12,6 +12,20 @@
 //!   no request in flight for that long (HTTP/2 has no head timer, so this is what
 //!   reaps idle h2 connections); a connection that never sent a request gets only the
 //!   header timeout, which also covers clients that connect and say nothing.
+//! - A connection the watchdog asked to close must be gone within `CLOSE_GRACE` (at
+//!   least the header timeout), or it is dropped: an HTTP/2 graceful close waits for
+//!   the peer to acknowledge a PING, which a hostile peer never does.
+//!
+//! Memory per connection is bounded: HTTP/1 buffers at most `MAX_HEADER_BYTES` of
+//! unparsed input (a longer head gets 431); HTTP/2 accepts at most
+//! `H2_CONNECTION_WINDOW` bytes of request body that nobody has read yet, header
+//! lists of `MAX_HEADER_BYTES`, frames of `H2_MAX_FRAME_BYTES`, and
+//! `h2_max_concurrent_streams` streams. Floods of streams the client resets before
+//! they are served (CVE-2023-44487, "rapid reset") or that it makes the server reset
+//! (protocol errors, "MadeYouReset") end the connection with GOAWAY
+//! (`H2_MAX_PENDING_ACCEPT_RESETS`, `H2_MAX_LOCAL_ERROR_RESETS`). Request bodies are
+//! capped by the handler (`http_body_util::Limited`), requests in flight by
+//! `max_in_flight_requests`, connections by `max_connections`.
 //! - Shutdown: stop accepting, ask every connection to finish its in-flight requests
 //!   (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY), wait until all
 //!   are gone or the deadline passes.
@@ -48,6 +62,24 @@ pub type Body = Full<Bytes>;
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Most header fields in one HTTP/1 request head.
 pub const MAX_HEADERS: usize = 100;
+/// HTTP/2 flow-control window of one stream: body bytes a client may send before the
+/// handler reads them. A beacon body is well under this; batches take a few window
+/// updates.
+pub const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// HTTP/2 flow-control window of a whole connection (hyper's default is 1 MiB, which
+/// at `max_connections` would allow gigabytes of unread bodies).
+pub const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+/// Largest HTTP/2 frame payload accepted (the protocol's minimum maximum).
+pub const H2_MAX_FRAME_BYTES: u32 = 16 * 1024;
+/// Streams a client may reset before the server accepted them, at once; beyond it the
+/// connection gets GOAWAY (rapid reset, CVE-2023-44487).
+pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset because of client errors, per connection, before it
+/// sends GOAWAY ("MadeYouReset"-style floods).
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// How long a connection asked to close by the idle watchdog may take to go; at least
+/// the header read timeout.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What the server calls for every request.
 pub trait Handler: Send + Sync + 'static {
@@ -148,6 +180,12 @@ fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(config.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .max_frame_size(H2_MAX_FRAME_BYTES)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .adaptive_window(false)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         // Pings find dead peers whose FIN never arrived.
         .keep_alive_interval(Some(Duration::from_millis(
             config.keep_alive_timeout_ms.max(1_000),
@@ -171,6 +209,7 @@ pub async fn run<H: Handler>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let header_timeout = config.header_read_timeout();
     let idle_timeout = Duration::from_millis(config.keep_alive_timeout_ms);
+    let close_grace = header_timeout.max(CLOSE_GRACE);
 
     tokio::pin!(shutdown);
     loop {
@@ -239,6 +278,8 @@ pub async fn run<H: Handler>(
             if closing {
                 conn.as_mut().graceful_shutdown();
             }
+            // Set when the watchdog asked the connection to close: past it, it is dropped.
+            let mut close_by: Option<Instant> = None;
             loop {
                 tokio::select! {
                     res = conn.as_mut() => {
@@ -254,8 +295,13 @@ pub async fn run<H: Handler>(
                             conn.as_mut().graceful_shutdown();
                         }
                     }
-                    _ = tick.tick(), if !closing => {
-                        if activity.active.load(Ordering::Acquire) == 0 {
+                    _ = tick.tick(), if !closing || close_by.is_some() => {
+                        if let Some(deadline) = close_by {
+                            if Instant::now() >= deadline {
+                                tracing::debug!("connection ignored a graceful close; dropped");
+                                break;
+                            }
+                        } else if activity.active.load(Ordering::Acquire) == 0 {
                             let limit = if activity.served.load(Ordering::Relaxed) == 0 {
                                 header_timeout
                             } else {
@@ -266,6 +312,7 @@ pub async fn run<H: Handler>(
                                 .saturating_sub(activity.last_ms.load(Ordering::Relaxed));
                             if Duration::from_millis(idle_ms) >= limit {
                                 closing = true;
+                                close_by = Some(Instant::now() + close_grace);
                                 conn.as_mut().graceful_shutdown();
                             }
                         }
@@ -406,6 +453,59 @@ mod tests {
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         assert!(task.await.unwrap().complete);
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    /// HTTP/2 connection preface plus an empty SETTINGS frame.
+    const H2_PREFACE: &[u8] =
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+    /// Reads until EOF or error; `None` when the server kept the connection open.
+    async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let read_all = async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        // The bound only stops a broken implementation from hanging the test.
+        tokio::time::timeout(Duration::from_secs(20), read_all)
+            .await
+            .ok()?;
+        Some(out)
+    }
+
+    #[tokio::test]
+    async fn silent_h2_clients_are_disconnected() {
+        let config = ServerConfig {
+            header_read_timeout_ms: 200,
+            ..ServerConfig::default()
+        };
+        let (addr, stop, task) = start(config, Arc::default()).await;
+        // A preface, then silence: never acknowledges our SETTINGS or PING, so a
+        // graceful GOAWAY alone would wait forever.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(H2_PREFACE).await.unwrap();
+        assert!(
+            read_until_closed(&mut s).await.is_some(),
+            "server kept a silent h2 connection open"
+        );
+        // A HEADERS frame without END_HEADERS, then silence (CONTINUATION never comes).
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(H2_PREFACE).await.unwrap();
+        // length 1, type HEADERS, flags END_STREAM only, stream 1, block: ":method GET".
+        s.write_all(b"\x00\x00\x01\x01\x01\x00\x00\x00\x01\x82")
+            .await
+            .unwrap();
+        assert!(
+            read_until_closed(&mut s).await.is_some(),
+            "server kept a half-headers h2 connection open"
+        );
+        stop.send(()).unwrap();
+        assert!(task.await.unwrap().complete);
     }
 
     #[tokio::test]
