@@ -13,7 +13,7 @@ use clickhouse::Client;
 use db::{insert_events, migrated_config};
 use hush::dsr::{self, ExportFormat, Selector};
 use hush::event::EventRow;
-use hush::purge::{self, LogProgress, PurgeMetrics, PurgeOptions, Purger};
+use hush::purge::{self, LogProgress, PurgeMetrics, PurgeOptions, PurgeReport, Purger};
 use jiff::Timestamp;
 
 const SITES_TOML: &str = r#"
@@ -82,6 +82,21 @@ pub fn row(site: &str, timestamp: u32, visitor_id: u64, props: Vec<(String, Stri
         props,
         ..EventRow::default()
     }
+}
+
+/// One purge run at [`now`], with the test's actor name, logging its progress.
+async fn run_at_now(purger: &Purger, dry_run: bool) -> PurgeReport {
+    purger
+        .run(
+            &PurgeOptions {
+                now: now(),
+                dry_run,
+                actor: "test".into(),
+            },
+            &LogProgress,
+        )
+        .await
+        .unwrap()
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
@@ -209,17 +224,7 @@ async fn purge_keeps_exactly_the_retained_days() {
 
     // Dry run: reports per site and month exactly the rows older than the cutoff, changes nothing.
     let parts_before = active_partitions(&client).await;
-    let dry = purger
-        .run(
-            &PurgeOptions {
-                now: now(),
-                dry_run: true,
-                actor: "test".into(),
-            },
-            &LogProgress,
-        )
-        .await
-        .unwrap();
+    let dry = run_at_now(&purger, true).await;
     let mut expected_dry: BTreeMap<(String, u32), u64> = BTreeMap::new();
     for (site, t) in &all {
         if *t < cutoffs[site.as_str()] {
@@ -266,17 +271,7 @@ async fn purge_keeps_exactly_the_retained_days() {
             written
         })
     };
-    let report = purger
-        .run(
-            &PurgeOptions {
-                now: now(),
-                dry_run: false,
-                actor: "test".into(),
-            },
-            &LogProgress,
-        )
-        .await
-        .unwrap();
+    let report = run_at_now(&purger, false).await;
     stop.store(true, Ordering::Relaxed);
     let concurrent = writer.await.unwrap();
     assert!(concurrent.len() >= 500);
@@ -375,17 +370,7 @@ async fn purge_keeps_exactly_the_retained_days() {
     );
 
     // A second run deletes nothing.
-    let again = purger
-        .run(
-            &PurgeOptions {
-                now: now(),
-                dry_run: false,
-                actor: "test".into(),
-            },
-            &LogProgress,
-        )
-        .await
-        .unwrap();
+    let again = run_at_now(&purger, false).await;
     assert_eq!(again.rows_deleted, 0, "{again:?}");
     assert!(again.actions.is_empty() && again.dropped_partitions.is_empty());
     assert_eq!(again.stale_salts, 0);
