@@ -48,7 +48,7 @@ pub fn server_client(cfg: &ClickHouseConfig) -> Client {
     // https itself.
     connector.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config())
+        .with_tls_config(tls_config().clone())
         .https_or_http()
         .enable_http1()
         .wrap_connector(connector);
@@ -74,7 +74,14 @@ pub fn server_client(cfg: &ClickHouseConfig) -> Client {
 }
 
 /// TLS client settings: the system's trust store plus the bundled Mozilla roots.
-fn tls_config() -> rustls::ClientConfig {
+/// Built once per process: reading the system store costs milliseconds, and the
+/// writer, migrations, salts and admin tasks each build a client.
+fn tls_config() -> &'static rustls::ClientConfig {
+    static CONFIG: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(build_tls_config)
+}
+
+fn build_tls_config() -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     // Unreadable system certificates only narrow the trust store; the bundled roots
