@@ -1,0 +1,507 @@
+//! Hostile clients and overload against the real `hush serve` binary and ClickHouse.
+//!
+//! Each test starts a collector with small limits (64 connections, 1 s header read
+//! timeout, 32 HTTP/2 streams per connection), runs one attack from loopback with
+//! bounded counts, and while it runs sends well-behaved hits. Afterwards the collector
+//! must still answer `/health`, every good hit must be in ClickHouse, and its peak
+//! resident memory (VmHWM) must stay under `RSS_LIMIT`: a bound on memory, not on
+//! time. Deadlines only stop a broken build from hanging the suite.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+/// Peak resident memory allowed to the collector under any of these attacks.
+const RSS_LIMIT_KIB: u64 = 300 * 1024;
+const MAX_CONNECTIONS: usize = 64;
+const H2_STREAMS: u32 = 32;
+/// Good hits sent during each attack.
+const GOOD_HITS: usize = 20;
+
+/// A running `hush serve`.
+struct Collector {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+fn capture(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut log) = log.lock() {
+                // Keep the tail only: attacks make the debug log long.
+                if log.len() > 1 << 20 {
+                    log.clear();
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
+}
+
+impl Collector {
+    fn start(db: &str) -> Collector {
+        let ch = support::clickhouse();
+        let config = format!(
+            r#"
+[server]
+max_connections = {MAX_CONNECTIONS}
+max_in_flight_requests = 256
+header_read_timeout_ms = 1000
+body_read_timeout_ms = 2000
+keep_alive_timeout_ms = 5000
+h2_max_concurrent_streams = {H2_STREAMS}
+trusted_proxies = ["127.0.0.1/32"]
+shutdown_timeout_ms = 5000
+
+[clickhouse]
+url = "{url}"
+user = "{user}"
+password = "{password}"
+database = "{db}"
+
+[writer]
+batch_rows = 50
+flush_interval_ms = 100
+queue_capacity = 10000
+
+[retention]
+schedule = false
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[sites]]
+domain = "example.com"
+"#,
+            url = ch.url(),
+            user = ch.user(),
+            password = ch.password(),
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("hush.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let port_file = dir.path().join("port");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .env("RUST_LOG", "info")
+            .env_remove("HUSH_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hush");
+        let log = Arc::new(Mutex::new(String::new()));
+        capture(child.stdout.take().expect("stdout"), Arc::clone(&log));
+        capture(child.stderr.take().expect("stderr"), Arc::clone(&log));
+        let started = Instant::now();
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
+            {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("hush exited early ({status}):\n{}", log.lock().unwrap());
+            }
+            assert!(started.elapsed() < DEADLINE, "hush did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Collector {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails the test if the process died (with its log).
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "hush exited during the attack ({status}):\n{}",
+                self.log.lock().unwrap()
+            );
+        }
+    }
+
+    /// Peak resident set size so far, KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// Open sockets of the process (listeners, client connections, ClickHouse).
+    fn sockets(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+fn good_body(tag: &str, i: usize) -> String {
+    serde_json::json!({
+        "name": "pageview",
+        "url": format!("https://example.com/good/{tag}/{i}"),
+        "domain": "example.com",
+    })
+    .to_string()
+}
+
+/// Sends one good hit, like a tracker would: a 503 (overload, with Retry-After) or a
+/// connection refused/reset is retried until the deadline; anything else must be 202.
+async fn send_good(client: &reqwest::Client, addr: SocketAddr, tag: &str, i: usize) {
+    let started = Instant::now();
+    loop {
+        let result = client
+            .post(format!("http://{addr}/api/event"))
+            .header("content-type", "text/plain")
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            )
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(good_body(tag, i))
+            .send()
+            .await;
+        match result {
+            Ok(resp) if resp.status() == 202 => return,
+            Ok(resp) if resp.status() == 503 => {}
+            Ok(resp) => panic!("good hit {tag}/{i}: status {}", resp.status()),
+            Err(err) => assert!(
+                err.is_connect() || err.is_request() || err.is_timeout(),
+                "good hit {tag}/{i}: {err}"
+            ),
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "good hit {tag}/{i} not accepted in {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `GOOD_HITS` hits one after another on fresh connections (so they queue with
+/// the attackers' connections at the accept limit).
+async fn send_good_hits(addr: SocketAddr, tag: &str) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client");
+    for i in 0..GOOD_HITS {
+        send_good(&client, addr, tag, i).await;
+    }
+}
+
+/// After an attack: still healthy, every good hit stored, memory bounded.
+async fn assert_survived(c: &mut Collector, db: &str, tag: &str) {
+    c.assert_running();
+    let health = reqwest::get(c.url("/health")).await.expect("health");
+    assert_eq!(health.status(), 200);
+    let ch = support::clickhouse().client(db);
+    let sql = format!("SELECT count() FROM events WHERE pathname LIKE '/good/{tag}/%'");
+    let started = Instant::now();
+    loop {
+        let n: u64 = ch.query(&sql).fetch_one().await.expect("count good hits");
+        if n == GOOD_HITS as u64 {
+            break;
+        }
+        assert!(
+            n < GOOD_HITS as u64,
+            "{n} good hits stored, sent {GOOD_HITS}"
+        );
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{n} of {GOOD_HITS} good hits stored after {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let peak = c.peak_rss_kib();
+    eprintln!("{tag}: peak RSS {} MiB", peak / 1024);
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "{tag}: peak RSS {peak} KiB over {RSS_LIMIT_KIB} KiB"
+    );
+    c.assert_running();
+}
+
+/// Reads until the server closes the connection; the bytes it sent.
+async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let read = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) if out.len() < 64 * 1024 => out.extend_from_slice(&buf[..n]),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("server kept the connection open");
+    out
+}
+
+fn status_of(response: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(response.get(..12)?).ok()?;
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_cut_and_good_clients_served() {
+    const SLOW: usize = 200;
+    let db = support::clickhouse()
+        .fresh_database("hostile_slowloris")
+        .await;
+    let mut c = Collector::start(&db);
+    let addr = c.addr;
+    let connected = Arc::new(AtomicUsize::new(0));
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let connected = Arc::clone(&connected);
+        slow.push(tokio::spawn(async move {
+            // Connections beyond the accept limit wait in the kernel backlog.
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return (false, Vec::new());
+            };
+            connected.fetch_add(1, Ordering::Relaxed);
+            let head = b"POST /api/event HTTP/1.1\r\nHost: example.com\r\nX-Slow: ";
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            let started = Instant::now();
+            for i in 0.. {
+                let byte = head.get(i).copied().unwrap_or(b'a');
+                tokio::select! {
+                    r = s.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => return (true, got),
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    },
+                    _ = tick.tick() => {
+                        if s.write_all(&[byte]).await.is_err() {
+                            return (true, read_to_close(&mut s).await);
+                        }
+                    }
+                }
+                if started.elapsed() > DEADLINE {
+                    break;
+                }
+            }
+            (false, got)
+        }));
+    }
+    let started = Instant::now();
+    while connected.load(Ordering::Relaxed) < SLOW {
+        assert!(started.elapsed() < DEADLINE, "slow clients did not connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The attack is on: good hits queue behind it and must still get through.
+    let mut max_sockets = 0;
+    let good = send_good_hits(addr, "slowloris");
+    tokio::pin!(good);
+    loop {
+        tokio::select! {
+            () = &mut good => break,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                max_sockets = max_sockets.max(c.sockets());
+            }
+        }
+    }
+    for task in slow {
+        let (closed, response) = task.await.expect("slow client task");
+        assert!(closed, "a slow-header connection was never closed");
+        // Closed without serving anything (hyper may answer 408 first).
+        assert!(
+            response.is_empty() || status_of(&response) == Some(408),
+            "slow client got {:?}",
+            String::from_utf8_lossy(&response)
+        );
+    }
+    eprintln!("slowloris: at most {max_sockets} sockets open");
+    // Accepted connections never exceed the limit (plus listeners and ClickHouse).
+    assert!(
+        max_sockets <= MAX_CONNECTIONS + 16,
+        "{max_sockets} sockets open, limit {MAX_CONNECTIONS}"
+    );
+    assert_survived(&mut c, &db, "slowloris").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_and_bodies_are_refused_without_buffering() {
+    let db = support::clickhouse()
+        .fresh_database("hostile_oversized")
+        .await;
+    let mut c = Collector::start(&db);
+    let addr = c.addr;
+
+    // One request head far over the 32 KiB limit: 431, or the connection closes.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut head = b"GET /health HTTP/1.1\r\nHost: example.com\r\nX-Big: ".to_vec();
+    head.resize(head.len() + 100 * 1024, b'a');
+    head.extend_from_slice(b"\r\n\r\n");
+    let _ = s.write_all(&head).await;
+    let resp = read_to_close(&mut s).await;
+    assert!(
+        resp.is_empty() || status_of(&resp) == Some(431),
+        "{:?}",
+        String::from_utf8_lossy(&resp)
+    );
+
+    // A declared body over the limit is refused before it is sent.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /api/event HTTP/1.1\r\nHost: example.com\r\nContent-Type: text/plain\r\n\
+          Content-Length: 104857600\r\n\r\n{\"name\":",
+    )
+    .await
+    .unwrap();
+    let resp = read_to_close(&mut s).await;
+    assert_eq!(
+        status_of(&resp),
+        Some(413),
+        "{:?}",
+        String::from_utf8_lossy(&resp)
+    );
+
+    // Many clients at once stream endless headers or endless chunked bodies (up to
+    // 16 MiB each, 32 MiB for batches): each is cut off, and memory stays bounded.
+    let mut tasks = Vec::new();
+    for i in 0..48usize {
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let (mut rd, mut wr) = s.split();
+            let (first, filler): (Vec<u8>, &[u8]) = match i % 3 {
+                0 => (
+                    b"GET /health HTTP/1.1\r\nHost: example.com\r\nX-Big: ".to_vec(),
+                    &[b'h'; 16 * 1024],
+                ),
+                1 => (
+                    b"POST /api/event HTTP/1.1\r\nHost: example.com\r\nContent-Type: text/plain\r\n\
+                      Transfer-Encoding: chunked\r\n\r\n"
+                        .to_vec(),
+                    b"4000\r\n",
+                ),
+                _ => (
+                    b"POST /api/events HTTP/1.1\r\nHost: example.com\r\nContent-Type: application/json\r\n\
+                      Transfer-Encoding: chunked\r\n\r\n"
+                        .to_vec(),
+                    b"4000\r\n",
+                ),
+            };
+            let chunk: Vec<u8> = if filler.len() > 16 {
+                filler.to_vec()
+            } else {
+                // A 16 KiB chunk of a JSON-ish body.
+                let mut c = filler.to_vec();
+                c.extend(std::iter::repeat_n(b' ', 0x4000));
+                c.extend_from_slice(b"\r\n");
+                c
+            };
+            let limit: usize = if i % 3 == 2 { 32 << 20 } else { 16 << 20 };
+            let write = async {
+                if wr.write_all(&first).await.is_err() {
+                    return 0;
+                }
+                let mut sent = 0;
+                while sent < limit {
+                    if wr.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                    sent += chunk.len();
+                }
+                sent
+            };
+            let mut resp = Vec::new();
+            let read = async {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => resp.extend_from_slice(&buf[..n]),
+                    }
+                }
+            };
+            let (sent, ()) = tokio::time::timeout(DEADLINE, async { tokio::join!(write, read) })
+                .await
+                .expect("oversized request not cut off");
+            (i % 3, status_of(&resp), sent < limit)
+        }));
+    }
+    let good = tokio::spawn(send_good_hits(addr, "oversized"));
+    for task in tasks {
+        let (kind, status, stopped_early) = task.await.expect("oversized client");
+        match kind {
+            0 => assert!(matches!(status, None | Some(431)), "head: {status:?}"),
+            _ => assert_eq!(status, Some(413), "body kind {kind}"),
+        }
+        // The server stops reading instead of draining everything.
+        assert!(
+            stopped_early,
+            "kind {kind}: the whole oversized request was read"
+        );
+    }
+    good.await.expect("good hits");
+
+    // Over HTTP/2 the body limit holds too.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .post(c.url("/api/event"))
+        .header("content-type", "text/plain")
+        .body(vec![b' '; 1 << 20])
+        .send()
+        .await
+        .expect("h2 oversized body");
+    assert_eq!(resp.status(), 413);
+    assert_survived(&mut c, &db, "oversized").await;
+}
