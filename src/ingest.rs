@@ -329,11 +329,13 @@ impl Ingest {
         resp
     }
 
-    async fn event(
+    /// The request's headers and body, once the content type is one hits come in and
+    /// the body fits in `limit` bytes (shared by `/api/event` and `/api/events`).
+    async fn checked_body(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Result<Response<Body>, Reject> {
+        limit: usize,
+    ) -> Result<(HeaderMap, Bytes), Reject> {
         if !acceptable_content_type(req.headers()) {
             return Err(Reject::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -342,8 +344,17 @@ impl Ingest {
             ));
         }
         let headers = req.headers().clone();
-        let body = self
-            .read_body(req, self.config.limits.max_body_bytes)
+        let body = self.read_body(req, limit).await?;
+        Ok((headers, body))
+    }
+
+    async fn event(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Reject> {
+        let (headers, body) = self
+            .checked_body(req, self.config.limits.max_body_bytes)
             .await?;
         let ev = hit::parse_event(&body, &self.config.limits)
             .map_err(|e| Reject::malformed(e.to_string()))?;
@@ -359,16 +370,8 @@ impl Ingest {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<Body>, Reject> {
-        if !acceptable_content_type(req.headers()) {
-            return Err(Reject::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                RejectReason::unsupported_media_type,
-                "content type must be application/json or text/plain",
-            ));
-        }
-        let headers = req.headers().clone();
-        let body = self
-            .read_body(req, self.config.limits.max_batch_body_bytes)
+        let (headers, body) = self
+            .checked_body(req, self.config.limits.max_batch_body_bytes)
             .await?;
         let events = hit::parse_batch(&body, &self.config.limits).map_err(|e| Reject {
             status: StatusCode::BAD_REQUEST,
