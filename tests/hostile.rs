@@ -505,3 +505,325 @@ async fn oversized_heads_and_bodies_are_refused_without_buffering() {
     assert_eq!(resp.status(), 413);
     assert_survived(&mut c, &db, "oversized").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_json_flood_gets_400_while_good_hits_get_through() {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 150;
+    let db = support::clickhouse().fresh_database("hostile_json").await;
+    let mut c = Collector::start(&db);
+    let addr = c.addr;
+    let mut deep = "[".repeat(200);
+    deep.push_str(&"]".repeat(200));
+    let bad: Arc<Vec<Vec<u8>>> = Arc::new(vec![
+        b"{".to_vec(),
+        b"{\"name\":".to_vec(),
+        b"[1,2".to_vec(),
+        b"nul".to_vec(),
+        b"{\"n\":NaN,\"u\":\"https://example.com/\",\"d\":\"example.com\"}".to_vec(),
+        b"{\"n\":\"pageview\",\"u\":\"https://example.com/\",\"d\":\"example.com\",}".to_vec(),
+        b"{\"n\":\"x\",\"u\":\"https://example.com/\",\"d\":\"example.com\",\"p\":\"{not json\"}"
+            .to_vec(),
+        b"{\"n\":\"\\ud800\",\"u\":\"https://example.com/\",\"d\":\"example.com\"}".to_vec(),
+        b"{\"n\":\"\xff\xfe\",\"u\":\"https://example.com/\",\"d\":\"example.com\"}".to_vec(),
+        deep.into_bytes(),
+        "{\"a\":".repeat(1_500).into_bytes(),
+        Vec::new(),
+    ]);
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let bad = Arc::clone(&bad);
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            for i in 0..PER_TASK {
+                let body = bad[(t + i) % bad.len()].clone();
+                let resp = client
+                    .post(format!("http://{addr}/api/event"))
+                    .header("content-type", "application/json")
+                    .header("x-forwarded-for", "198.51.100.66")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("invalid hit");
+                assert_eq!(
+                    resp.status(),
+                    400,
+                    "{:?}: {:?}",
+                    String::from_utf8_lossy(&body),
+                    resp.text().await
+                );
+            }
+        }));
+    }
+    send_good_hits(addr, "json").await;
+    for task in tasks {
+        task.await.expect("flood task");
+    }
+    // Nothing from the flood was stored.
+    let n: u64 = support::clickhouse()
+        .client(&db)
+        .query("SELECT count() FROM events WHERE pathname NOT LIKE '/good/%'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_survived(&mut c, &db, "json").await;
+}
+
+/// Appends one HTTP/2 frame.
+fn h2_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).unwrap();
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+const H2_HEADERS: u8 = 0x1;
+const H2_RST_STREAM: u8 = 0x3;
+const H2_SETTINGS: u8 = 0x4;
+const H2_GOAWAY: u8 = 0x7;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// An HPACK header block from static-table entries and literals (no Huffman, no
+/// dynamic table): `:method`, `:scheme http`, `:path`, `:authority`, and a
+/// `content-type` for POST.
+fn hpack_request(post: bool, path: &str) -> Vec<u8> {
+    let mut b = vec![if post { 0x83 } else { 0x82 }, 0x86];
+    // Literal without indexing, name = static index 4 (:path).
+    b.push(0x04);
+    b.push(u8::try_from(path.len()).unwrap());
+    b.extend_from_slice(path.as_bytes());
+    // Literal without indexing, name = static index 1 (:authority).
+    b.push(0x01);
+    b.push(11);
+    b.extend_from_slice(b"example.com");
+    if post {
+        // Name = static index 31 (content-type): 4-bit prefix 15, then 16.
+        b.extend_from_slice(&[0x0f, 0x10, 10]);
+        b.extend_from_slice(b"text/plain");
+    }
+    b
+}
+
+/// Frames the server sent, by type.
+#[derive(Debug, Default)]
+struct H2Seen {
+    headers: usize,
+    resets: usize,
+    /// Error codes of RST_STREAM frames (REFUSED_STREAM = 7, ...), deduplicated.
+    reset_codes: Vec<u32>,
+    /// Error code of the GOAWAY frame, if one came (ENHANCE_YOUR_CALM = 11).
+    goaway: Option<u32>,
+}
+
+fn h2_parse(bytes: &[u8]) -> H2Seen {
+    let mut seen = H2Seen::default();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        let code = |offset: usize| {
+            bytes
+                .get(at + 9 + offset..at + 13 + offset)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        match bytes[at + 3] {
+            H2_HEADERS => seen.headers += 1,
+            H2_RST_STREAM => {
+                seen.resets += 1;
+                if let Some(code) = code(0)
+                    && !seen.reset_codes.contains(&code)
+                {
+                    seen.reset_codes.push(code);
+                }
+            }
+            H2_GOAWAY => seen.goaway = code(4),
+            _ => {}
+        }
+        at += 9 + len;
+    }
+    seen
+}
+
+/// Runs one raw HTTP/2 connection: the preface, then `frames` written in pieces of
+/// `piece` bytes (stopping when the server closes), then reads until the server
+/// closes the connection. Returns what the server sent.
+async fn h2_attack(addr: SocketAddr, frames: Vec<u8>, piece: usize) -> H2Seen {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = s.split();
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2_frame(&mut preface, H2_SETTINGS, 0, 0, &[]);
+    let write = async {
+        if wr.write_all(&preface).await.is_err() {
+            return;
+        }
+        for chunk in frames.chunks(piece) {
+            if wr.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) if got.len() < 16 << 20 => got.extend_from_slice(&buf[..n]),
+                Ok(_) => {}
+            }
+        }
+    };
+    // The server must end the connection itself: the client never closes it and never
+    // acknowledges a PING, so this also checks that idle attackers are dropped.
+    tokio::time::timeout(DEADLINE, async { tokio::join!(write, read) })
+        .await
+        .expect("server kept an attacking h2 connection open");
+    h2_parse(&got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_stream_floods_and_rapid_resets_leave_the_server_serving() {
+    const CONNS: usize = 4;
+    const FLOOD_STREAMS: u32 = 500;
+    const RESETS: u32 = 5_000;
+    let db = support::clickhouse().fresh_database("hostile_h2").await;
+    let mut c = Collector::start(&db);
+    let addr = c.addr;
+    // Control: the same hand-made frames, used politely, are valid requests.
+    let mut polite = Vec::new();
+    h2_frame(
+        &mut polite,
+        H2_HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &hpack_request(false, "/health"),
+    );
+    let seen = h2_attack(addr, polite, 1024).await;
+    assert_eq!((seen.headers, seen.resets), (1, 0), "{seen:?}");
+    let mut attacks = Vec::new();
+    for _ in 0..CONNS {
+        // Far more open streams than allowed, each waiting for a body that never comes.
+        let mut flood = Vec::new();
+        let block = hpack_request(true, "/api/event");
+        for n in 0..FLOOD_STREAMS {
+            h2_frame(&mut flood, H2_HEADERS, END_HEADERS, 2 * n + 1, &block);
+        }
+        attacks.push((true, tokio::spawn(h2_attack(addr, flood, 64 * 1024))));
+        // Rapid reset: open a stream and cancel it at once, thousands of times.
+        let mut resets = Vec::new();
+        let block = hpack_request(false, "/health");
+        for n in 0..RESETS {
+            h2_frame(
+                &mut resets,
+                H2_HEADERS,
+                END_HEADERS | END_STREAM,
+                2 * n + 1,
+                &block,
+            );
+            h2_frame(
+                &mut resets,
+                H2_RST_STREAM,
+                0,
+                2 * n + 1,
+                &8u32.to_be_bytes(),
+            );
+        }
+        attacks.push((false, tokio::spawn(h2_attack(addr, resets, 4 * 1024))));
+    }
+    send_good_hits(addr, "h2").await;
+    // Good HTTP/2 clients are served next to the attackers.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let resp = h2.get(c.url("/health")).send().await.expect("h2 health");
+        assert!(
+            matches!(resp.status().as_u16(), 200 | 503),
+            "{}",
+            resp.status()
+        );
+    }
+    for (flood, task) in attacks {
+        let seen = task.await.expect("attack task");
+        eprintln!(
+            "h2 {}: {seen:?}",
+            if flood { "stream flood" } else { "rapid reset" }
+        );
+        if flood {
+            // At most the stream limit was ever served; the rest were refused.
+            assert!(
+                seen.headers <= H2_STREAMS as usize,
+                "{} streams answered, limit {H2_STREAMS}",
+                seen.headers
+            );
+            // Excess streams are refused (REFUSED_STREAM = 7), and a client that keeps
+            // making the server reset streams is sent away (ENHANCE_YOUR_CALM = 11).
+            assert_eq!(seen.reset_codes, [7], "{seen:?}");
+            assert_eq!(seen.goaway, Some(11), "{seen:?}");
+        }
+    }
+    assert_survived(&mut c, &db, "h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_and_the_server_stays_up() {
+    const CONNS: usize = 300;
+    let db = support::clickhouse().fresh_database("hostile_conns").await;
+    let mut c = Collector::start(&db);
+    let addr = c.addr;
+    let mut tasks = Vec::new();
+    for _ in 0..CONNS {
+        tasks.push(tokio::spawn(async move {
+            // Connect, ask once, then hold the connection open until the server closes it.
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return None;
+            };
+            if s.write_all(b"GET /health HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return None;
+            }
+            Some(status_of(&read_to_close(&mut s).await))
+        }));
+    }
+    let mut max_sockets = 0;
+    let good = send_good_hits(addr, "conns");
+    tokio::pin!(good);
+    loop {
+        tokio::select! {
+            () = &mut good => break,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                max_sockets = max_sockets.max(c.sockets());
+            }
+        }
+    }
+    let mut served = 0;
+    for task in tasks {
+        match task.await.expect("connection task") {
+            Some(Some(200)) => served += 1,
+            // Refused or reset while waiting: allowed, as long as the server stays up.
+            None | Some(None) => {}
+            Some(other) => panic!("unexpected answer {other:?}"),
+        }
+    }
+    eprintln!("conns: {served} of {CONNS} served, at most {max_sockets} sockets open");
+    assert!(
+        served >= MAX_CONNECTIONS,
+        "only {served} connections served"
+    );
+    assert!(
+        max_sockets <= MAX_CONNECTIONS + 16,
+        "{max_sockets} sockets open, limit {MAX_CONNECTIONS}"
+    );
+    assert_survived(&mut c, &db, "conns").await;
+}
