@@ -827,3 +827,43 @@ async fn connections_beyond_the_limit_wait_and_the_server_stays_up() {
     );
     assert_survived(&mut c, &db, "conns").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_clients_that_never_read_are_dropped() {
+    const CONNS: usize = 32;
+    let db = support::clickhouse()
+        .fresh_database("hostile_pipeline")
+        .await;
+    let mut c = Collector::start(&db);
+    let addr = c.addr;
+    let mut tasks = Vec::new();
+    for _ in 0..CONNS {
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            // Requests pipelined without ever reading an answer: the server's writes
+            // stall, then it stops reading, then (idle, write stuck) it must drop us.
+            let batch = b"GET /health HTTP/1.1\r\nHost: example.com\r\n\r\n".repeat(100);
+            let mut sent = 0usize;
+            let write = async {
+                while sent < 256 << 20 {
+                    if s.write_all(&batch).await.is_err() {
+                        return true;
+                    }
+                    sent += batch.len();
+                }
+                false
+            };
+            tokio::time::timeout(DEADLINE, write)
+                .await
+                .expect("server kept a non-reading client open")
+        }));
+    }
+    send_good_hits(addr, "pipeline").await;
+    for task in tasks {
+        assert!(
+            task.await.expect("pipelining client"),
+            "server read 256 MiB of pipelined requests nobody read answers to"
+        );
+    }
+    assert_survived(&mut c, &db, "pipeline").await;
+}
