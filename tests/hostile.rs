@@ -767,7 +767,7 @@ async fn h2_stream_floods_and_rapid_resets_leave_the_server_serving() {
             );
             // Excess streams are refused (REFUSED_STREAM = 7), and a client that keeps
             // making the server reset streams is sent away (ENHANCE_YOUR_CALM = 11).
-            assert_eq!(seen.reset_codes, [7], "{seen:?}");
+            assert!(seen.reset_codes.contains(&7), "{seen:?}");
             assert_eq!(seen.goaway, Some(11), "{seen:?}");
         }
     }
