@@ -187,7 +187,12 @@ impl Ingest {
         resp
     }
 
-    async fn read_body(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, Reject> {
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+        limit: usize,
+    ) -> Result<Bytes, Reject> {
         let too_large = || {
             Reject::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -196,8 +201,7 @@ impl Ingest {
             )
         };
         // Refuse a declared oversized body before reading any of it.
-        if let Some(len) = req
-            .headers()
+        if let Some(len) = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
@@ -205,7 +209,7 @@ impl Ingest {
         {
             return Err(too_large());
         }
-        let body = Limited::new(req.into_body(), limit);
+        let body = Limited::new(body, limit);
         match tokio::time::timeout(self.config.server.body_read_timeout(), body.collect()).await {
             Err(_) => Err(Reject::new(
                 StatusCode::REQUEST_TIMEOUT,
@@ -343,9 +347,12 @@ impl Ingest {
                 "content type must be application/json or text/plain",
             ));
         }
-        let headers = req.headers().clone();
-        let body = self.read_body(req, limit).await?;
-        Ok((headers, body))
+        // Keep the headers by taking the request apart rather than cloning the map:
+        // the hit context reads them after the body, and a clone costs allocations
+        // (and their frees) on every request.
+        let (parts, body) = req.into_parts();
+        let body = self.read_body(&parts.headers, body, limit).await?;
+        Ok((parts.headers, body))
     }
 
     async fn event(
