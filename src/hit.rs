@@ -7,10 +7,15 @@
 //! working; everything else that is off is refused with a short reason meant for
 //! the 400 response body.
 //!
-//! The body is scanned once for nesting depth and `NaN`/`Infinity` before serde
-//! sees it, so recursion is bounded by configuration rather than by serde's stack
-//! limit. Strings are borrowed from the body where JSON escapes allow and only
-//! owned once valid. These functions are pure and must not panic on any input.
+//! Nesting depth is bounded while parsing: containers are only accepted where the
+//! format allows them (the event object, `props`, `revenue`, values of unknown keys)
+//! and those visitors refuse anything deeper than `max_json_depth`; everywhere else
+//! a container is a type error, skipped within serde_json's own recursion limit
+//! (128), so no input can exhaust the stack. Valid bodies are read once. Only a body
+//! that fails is scanned byte by byte ([`scan`]), so that depth and `NaN`/`Infinity`
+//! get their own error, reported first as if checked before parsing. Strings are
+//! borrowed from the body where JSON escapes allow and only owned once valid. These
+//! functions are pure and must not panic on any input.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -160,8 +165,10 @@ fn describe_items(items: &[(usize, HitError)]) -> String {
 /// Parses one event (`POST /api/event`).
 pub fn parse_event(body: &[u8], limits: &LimitsConfig) -> Result<IncomingEvent, HitError> {
     let text = std::str::from_utf8(body).map_err(|_| HitError::InvalidUtf8)?;
-    scan(text.as_bytes(), limits.max_json_depth)?;
-    parse_event_str(text, limits)
+    parse_event_str(text, limits).map_err(|err| match scan(body, limits.max_json_depth) {
+        Err(structural) => structural,
+        Ok(()) => err,
+    })
 }
 
 /// Parses a JSON array of up to `max_batch_events` events (`POST /api/events`).
@@ -169,7 +176,17 @@ pub fn parse_event(body: &[u8], limits: &LimitsConfig) -> Result<IncomingEvent, 
 /// The array adds one level, so events in a batch may nest as deep as single ones.
 pub fn parse_batch(body: &[u8], limits: &LimitsConfig) -> Result<Vec<IncomingEvent>, BatchError> {
     let text = std::str::from_utf8(body).map_err(|_| BatchError::Body(HitError::InvalidUtf8))?;
-    scan(text.as_bytes(), limits.max_json_depth.saturating_add(1)).map_err(BatchError::Body)?;
+    parse_batch_str(text, limits).map_err(|err| {
+        match scan(body, limits.max_json_depth.saturating_add(1)) {
+            Err(structural) => BatchError::Body(structural),
+            Ok(()) => err,
+        }
+    })
+}
+
+/// [`parse_batch`] without the structural scan of a refused body. Each item is parsed
+/// on its own with the event depth limit, which is the batch limit minus the array.
+fn parse_batch_str(text: &str, limits: &LimitsConfig) -> Result<Vec<IncomingEvent>, BatchError> {
     if !text.trim_start().starts_with('[') {
         return Err(BatchError::Body(HitError::WrongType {
             field: "body",
@@ -239,7 +256,8 @@ impl<'de> Visitor<'de> for RawItems<'_> {
     }
 }
 
-/// Parses one event whose depth was already checked (as part of a whole body).
+/// Parses one event object (a whole body, or one item of a batch), nesting at most
+/// `max_json_depth` levels.
 fn parse_event_str(text: &str, limits: &LimitsConfig) -> Result<IncomingEvent, HitError> {
     if !text.trim_start().starts_with('{') {
         return Err(HitError::WrongType {
@@ -253,7 +271,10 @@ fn parse_event_str(text: &str, limits: &LimitsConfig) -> Result<IncomingEvent, H
     };
     let mut de = serde_json::Deserializer::from_str(text);
     let result = de
-        .deserialize_map(EventVisitor { ctx: &ctx })
+        .deserialize_map(EventVisitor {
+            ctx: &ctx,
+            depth: 1,
+        })
         .and_then(|event| de.end().map(|()| event));
     result.map_err(|e| ctx.error.take().unwrap_or_else(|| not_json(&e)))
 }
@@ -268,6 +289,11 @@ fn not_json(e: &serde_json::Error) -> HitError {
 
 /// Checks nesting depth and rejects `NaN`/`Infinity` in one pass over the bytes,
 /// tracking strings so brackets and letters inside them do not count.
+///
+/// Runs only on bodies the parser refused: it turns "too deep" and "not JSON because
+/// of `NaN`" into their own errors, taking precedence over whatever the parser
+/// stumbled on, so the reason does not depend on where in the body the problem is.
+/// The parser enforces the depth limit itself on the bodies it accepts.
 fn scan(bytes: &[u8], max_depth: usize) -> Result<(), HitError> {
     let mut depth = 0usize;
     let mut in_string = false;
@@ -313,6 +339,16 @@ struct Ctx<'l> {
 }
 
 impl Ctx<'_> {
+    /// Refuses a container at nesting level `depth` (the top-level value is 1) when
+    /// that is deeper than `max_json_depth`.
+    fn enter<E: de::Error>(&self, depth: usize) -> Result<(), E> {
+        let max = self.limits.max_json_depth;
+        if depth > max {
+            return Err(self.fail(HitError::TooDeep { max }));
+        }
+        Ok(())
+    }
+
     fn fail<E: de::Error>(&self, err: HitError) -> E {
         let first = self.error.take().unwrap_or(err);
         self.error.set(Some(first));
@@ -621,6 +657,8 @@ fn parse_scroll_depth(value: Scalar<'_>) -> Result<Option<u8>, HitError> {
 
 struct EventVisitor<'c, 'l> {
     ctx: &'c Ctx<'l>,
+    /// Nesting level of the event object itself.
+    depth: usize,
 }
 
 impl<'de> Visitor<'de> for EventVisitor<'_, '_> {
@@ -632,6 +670,8 @@ impl<'de> Visitor<'de> for EventVisitor<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IncomingEvent, A::Error> {
         let ctx = self.ctx;
+        ctx.enter(self.depth)?;
+        let inner = self.depth + 1;
         let limits = ctx.limits;
         let mut seen = 0u16;
         let mut name = None;
@@ -651,7 +691,7 @@ impl<'de> Visitor<'de> for EventVisitor<'_, '_> {
         };
         while let Some(field) = map.next_key::<Field>()? {
             if field == Field::Unknown {
-                map.next_value::<IgnoredAny>()?;
+                map.next_value_seed(Skip { ctx, depth: inner })?;
                 continue;
             }
             let bit = 1u16 << (field as u16);
@@ -677,12 +717,14 @@ impl<'de> Visitor<'de> for EventVisitor<'_, '_> {
                     event.props = map.next_value_seed(PropsSeed {
                         ctx,
                         allow_encoded: true,
+                        depth: inner,
                     })?;
                 }
                 Field::Revenue => {
                     event.revenue = map.next_value_seed(RevenueSeed {
                         ctx,
                         allow_encoded: true,
+                        depth: inner,
                     })?;
                 }
                 Field::Interactive => {
@@ -723,6 +765,8 @@ struct PropsSeed<'c, 'l> {
     ctx: &'c Ctx<'l>,
     /// A string is decoded once; a string inside that string is refused.
     allow_encoded: bool,
+    /// Nesting level of the props object (1 in an embedded document).
+    depth: usize,
 }
 
 impl PropsSeed<'_, '_> {
@@ -751,6 +795,7 @@ impl<'de> Visitor<'de> for PropsSeed<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let ctx = self.ctx;
+        ctx.enter(self.depth)?;
         let limits = ctx.limits;
         let mut props: Vec<(String, String)> = Vec::new();
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
@@ -808,6 +853,7 @@ impl<'de> Visitor<'de> for PropsSeed<'_, '_> {
             de.deserialize_any(PropsSeed {
                 ctx,
                 allow_encoded: false,
+                depth: 1,
             })
         })
         .map(Option::unwrap_or_default)
@@ -832,7 +878,8 @@ impl<'de> Visitor<'de> for PropsSeed<'_, '_> {
 }
 
 /// Parses a JSON document embedded in a string value (`"p": "{\"a\":1}"`): empty or
-/// `null` is `None`; it gets the same depth and NaN checks as a body.
+/// `null` is `None`; it gets the same depth and NaN checks as a body (the depth
+/// limit while parsing, the scan when it is refused).
 fn decode_embedded<T>(
     ctx: &Ctx<'_>,
     field: &'static str,
@@ -845,18 +892,22 @@ fn decode_embedded<T>(
     if trimmed.is_empty() || trimmed == "null" {
         return Ok(None);
     }
-    scan(text.as_bytes(), ctx.limits.max_json_depth)?;
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = parse(&mut de).and_then(|v| de.end().map(|()| v));
     match parsed {
         Ok(v) => Ok(Some(v)),
-        Err(e) => Err(ctx
-            .error
-            .take()
-            .unwrap_or_else(|| HitError::EmbeddedNotJson {
-                field,
-                detail: e.to_string(),
-            })),
+        Err(e) => {
+            let err = ctx
+                .error
+                .take()
+                .unwrap_or_else(|| HitError::EmbeddedNotJson {
+                    field,
+                    detail: e.to_string(),
+                });
+            Err(scan(text.as_bytes(), ctx.limits.max_json_depth)
+                .err()
+                .unwrap_or(err))
+        }
     }
 }
 
@@ -865,6 +916,8 @@ fn decode_embedded<T>(
 struct RevenueSeed<'c, 'l> {
     ctx: &'c Ctx<'l>,
     allow_encoded: bool,
+    /// Nesting level of the revenue object (1 in an embedded document).
+    depth: usize,
 }
 
 impl RevenueSeed<'_, '_> {
@@ -892,6 +945,7 @@ impl<'de> Visitor<'de> for RevenueSeed<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let ctx = self.ctx;
+        ctx.enter(self.depth)?;
         let mut currency = None;
         let mut amount = None;
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
@@ -909,7 +963,10 @@ impl<'de> Visitor<'de> for RevenueSeed<'_, '_> {
                     amount = Some(parse_amount(map.next_value()?).map_err(|e| ctx.fail(e))?);
                 }
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value_seed(Skip {
+                        ctx,
+                        depth: self.depth + 1,
+                    })?;
                 }
             }
         }
@@ -937,6 +994,7 @@ impl<'de> Visitor<'de> for RevenueSeed<'_, '_> {
             de.deserialize_any(RevenueSeed {
                 ctx,
                 allow_encoded: false,
+                depth: 1,
             })
         })
         .map(Option::flatten)
@@ -957,6 +1015,70 @@ impl<'de> Visitor<'de> for RevenueSeed<'_, '_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
         Err(self.wrong_type())
+    }
+}
+
+/// The value of a key hush does not know (top level or inside `revenue`): accepted
+/// whatever it is, so it is the one place where arbitrary nesting would otherwise
+/// pass; containers are counted down to the depth limit.
+struct Skip<'c, 'l> {
+    ctx: &'c Ctx<'l>,
+    /// Nesting level this value has if it is a container.
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Skip<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.ctx.enter(self.depth)?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(Skip {
+                ctx: self.ctx,
+                depth: self.depth + 1,
+            })?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.ctx.enter(self.depth)?;
+        while seq
+            .next_element_seed(Skip {
+                ctx: self.ctx,
+                depth: self.depth + 1,
+            })?
+            .is_some()
+        {}
+        Ok(())
     }
 }
 
@@ -1423,6 +1545,125 @@ mod tests {
         let ev = ok(&with(r#""p":{"NaN":"Infinity"}"#));
         assert_eq!(ev.props, props(&[("NaN", "Infinity")]));
         assert!(err(&with("\"x\":Nope")).to_string().contains("JSON"));
+    }
+
+    /// The errors as if the whole body were scanned before parsing (how `hit` worked
+    /// before the depth limit moved into the parser): the oracle for the tests below.
+    fn scan_first(body: &[u8], l: &LimitsConfig) -> Result<IncomingEvent, HitError> {
+        let text = std::str::from_utf8(body).map_err(|_| HitError::InvalidUtf8)?;
+        scan(body, l.max_json_depth)?;
+        parse_event_str(text, l)
+    }
+
+    fn scan_first_batch(body: &[u8], l: &LimitsConfig) -> Result<Vec<IncomingEvent>, BatchError> {
+        let text =
+            std::str::from_utf8(body).map_err(|_| BatchError::Body(HitError::InvalidUtf8))?;
+        scan(body, l.max_json_depth + 1).map_err(BatchError::Body)?;
+        parse_batch_str(text, l)
+    }
+
+    #[test]
+    fn depth_is_limited_wherever_nesting_is_accepted() {
+        let l = LimitsConfig {
+            max_json_depth: 3,
+            ..LimitsConfig::default()
+        };
+        let too_deep = Err(HitError::TooDeep { max: 3 });
+        // (at the limit, one level more) for every place a container may appear.
+        let cases = [
+            // Unknown keys, top level: the value is level 2.
+            (r#""x":[[1]]"#, r#""x":[[[1]]]"#),
+            (r#""x":{"a":{"b":1}}"#, r#""x":{"a":{"b":{}}}"#),
+            // Unknown keys inside revenue (level 2): their values are level 3.
+            (
+                r#""$":{"currency":"EUR","amount":1,"x":[1]}"#,
+                r#""$":{"currency":"EUR","amount":1,"x":[[1]]}"#,
+            ),
+            // Embedded documents start again at level 1.
+            (
+                r#""$":"{\"currency\":\"EUR\",\"amount\":1,\"x\":[[1]]}""#,
+                r#""$":"{\"currency\":\"EUR\",\"amount\":1,\"x\":[[[1]]]}""#,
+            ),
+        ];
+        for (at_limit, over) in cases {
+            let ok_body = with(at_limit);
+            assert!(parse_event(ok_body.as_bytes(), &l).is_ok(), "{ok_body}");
+            let bad_body = with(over);
+            assert_eq!(parse_event(bad_body.as_bytes(), &l), too_deep, "{bad_body}");
+        }
+        // `props` and `revenue` themselves count: with a limit of 1 only the event
+        // object fits.
+        let flat = LimitsConfig {
+            max_json_depth: 1,
+            ..LimitsConfig::default()
+        };
+        assert!(parse_event(with(r#""p":null"#).as_bytes(), &flat).is_ok());
+        for over in [r#""p":{}"#, r#""$":{"currency":"EUR","amount":1}"#] {
+            assert_eq!(
+                parse_event(with(over).as_bytes(), &flat),
+                Err(HitError::TooDeep { max: 1 }),
+                "{over}"
+            );
+        }
+        let none = LimitsConfig {
+            max_json_depth: 0,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(
+            parse_event(with("").as_bytes(), &none),
+            Err(HitError::TooDeep { max: 0 })
+        );
+    }
+
+    #[test]
+    fn depth_errors_take_precedence_like_a_pre_scan() {
+        // The parser would stop at the empty name (or the non-object body) first; the
+        // depth of the rest of the body is still what is reported.
+        let deep = "[".repeat(20);
+        let body = format!(r#"{{"n":"","u":"https://a.com","d":"a.com","x":{deep}1}}"#);
+        assert_eq!(err(&body), HitError::TooDeep { max: 8 });
+        let body = format!(r#"{{"n":"","u":"https://a.com","d":"a.com","e":NaN}}"#);
+        assert_eq!(err(&body), HitError::NonFiniteNumber);
+        // Batches: a deep or NaN item refuses the whole body, not just the item.
+        let l = limits();
+        let body = format!(r#"[{}, {{"x":{deep}}}]"#, with(""));
+        assert_eq!(
+            parse_batch(body.as_bytes(), &l),
+            Err(BatchError::Body(HitError::TooDeep { max: 9 }))
+        );
+    }
+
+    #[test]
+    fn nesting_far_beyond_any_limit_is_refused_without_overflow() {
+        let n = 100_000;
+        let arrays = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+        for deep in [&arrays, &objects] {
+            // Everywhere a value can be: top level, known and unknown keys, props
+            // values, revenue members, embedded documents, batch items.
+            let embedded = serde_json::Value::from(deep.as_str()).to_string();
+            let bodies = [
+                deep.clone(),
+                with(&format!(r#""x":{deep}"#)),
+                with(&format!(r#""n2":1,"u":{deep}"#)),
+                with(&format!(r#""p":{{"k":{deep}}}"#)),
+                with(&format!(r#""p":{deep}"#)),
+                with(&format!(r#""$":{{"currency":"EUR","amount":{deep}}}"#)),
+                with(&format!(
+                    r#""$":{{"currency":"EUR","amount":1,"x":{deep}}}"#
+                )),
+                with(&format!(r#""p":{embedded}"#)),
+                with(&format!(r#""e":{deep}"#)),
+            ];
+            for body in &bodies {
+                assert_eq!(err(body), HitError::TooDeep { max: 8 }, "{}", &body[..60]);
+            }
+            let batch = format!("[{},{deep}]", with(""));
+            assert_eq!(
+                parse_batch(batch.as_bytes(), &limits()),
+                Err(BatchError::Body(HitError::TooDeep { max: 9 }))
+            );
+        }
     }
 
     #[test]
@@ -1980,6 +2221,14 @@ mod tests {
             }
             // Deterministic: the same body gives the same answer.
             assert_eq!(parse_event(&body, &l), parse_event(&body, &l));
+            // Depth and NaN checked while parsing give exactly the answers of a scan
+            // before parsing.
+            assert_eq!(parse_event(&body, &l), scan_first(&body, &l), "{body:?}");
+            assert_eq!(
+                parse_batch(&body, &l),
+                scan_first_batch(&body, &l),
+                "{body:?}"
+            );
         }
         // The mutations must leave some bodies valid, or this test checks little.
         assert!(
