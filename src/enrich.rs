@@ -16,7 +16,7 @@ use crate::hit::IncomingEvent;
 use crate::page_url::{self, UrlError};
 use crate::referrer;
 use crate::salt::Salts;
-use crate::session::{SessionTracker, VisitorIds};
+use crate::session::SessionTracker;
 use crate::sites::Site;
 use crate::ua::UaParser;
 use crate::visitor::visitor_id;
@@ -130,16 +130,19 @@ impl Enricher {
             (0, 0, page.pathname.clone())
         } else {
             let salts = self.salts.current();
-            let ids = VisitorIds {
-                current: visitor_id(&salts.current, &site.domain, &ctx.ip, ctx.user_agent),
-                previous: salts
+            let current = visitor_id(&salts.current, &site.domain, &ctx.ip, ctx.user_agent);
+            // Yesterday's id only matters when there is no visit under today's: hashed
+            // on demand, it costs one SHA-256 per new visit instead of per hit.
+            let previous = || {
+                salts
                     .previous
                     .as_ref()
-                    .map(|p| visitor_id(p, &site.domain, &ctx.ip, ctx.user_agent)),
+                    .map(|p| visitor_id(p, &site.domain, &ctx.ip, ctx.user_agent))
             };
             let info = self.sessions.touch(
                 &site.domain,
-                ids,
+                current,
+                previous,
                 ctx.now_secs,
                 &page.pathname,
                 is_engagement,
@@ -198,5 +201,105 @@ impl Enricher {
             engagement_ms,
             scroll_depth,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client_ip;
+    use crate::config::{Config, GeoConfig, UserAgentConfig};
+    use crate::salt::{DailySalts, SALT_LEN};
+    use crate::sites::SiteRegistry;
+
+    const DAY: u32 = 20_000;
+    const MIDNIGHT: u32 = DAY * 86_400;
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+    fn config() -> Config {
+        Config::from_toml_str("[[sites]]\ndomain = \"a.com\"\n").unwrap()
+    }
+
+    /// An enricher on `day` whose salts are derived from the day number (so the
+    /// next day's enricher knows this day's salt as `previous`).
+    fn enricher(day: u32, sessions: &Arc<SessionTracker>) -> Enricher {
+        let salt = |d: u32| [u8::try_from(d % 251).unwrap(); SALT_LEN];
+        Enricher {
+            ua: UaParser::new(&UserAgentConfig::default()).unwrap(),
+            geo: Arc::new(GeoDb::open(&GeoConfig::default()).unwrap()),
+            salts: Salts::fixed(DailySalts {
+                day,
+                current: salt(day),
+                previous: Some(salt(day - 1)),
+            }),
+            sessions: Arc::clone(sessions),
+            privacy: config().privacy,
+        }
+    }
+
+    fn event(body: &str) -> IncomingEvent {
+        crate::hit::parse_event(body.as_bytes(), &config().limits).unwrap()
+    }
+
+    fn ctx(addr: &str, now_secs: u32) -> HitContext<'static> {
+        let config = config();
+        HitContext {
+            ip: client_ip::truncate(
+                addr.parse().unwrap(),
+                config.privacy.ipv4_prefix,
+                config.privacy.ipv6_prefix,
+            ),
+            user_agent: CHROME,
+            dnt: false,
+            gpc: false,
+            now_secs,
+        }
+    }
+
+    fn stored(outcome: Result<Outcome, EnrichError>) -> EventRow {
+        match outcome {
+            Ok(Outcome::Store(row)) => row,
+            other => panic!("not stored: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_visit_spanning_midnight_keeps_its_visitor_and_session() {
+        let sessions = Arc::new(SessionTracker::new(&config().session));
+        let (before, after) = (enricher(DAY - 1, &sessions), enricher(DAY, &sessions));
+        let registry = SiteRegistry::from_config(&config());
+        let site = registry.resolve("a.com").unwrap();
+        let page = |path: &str| {
+            event(&format!(
+                r#"{{"n":"pageview","u":"https://a.com{path}","d":"a.com"}}"#
+            ))
+        };
+
+        let late = stored(before.enrich(&page("/late"), site, &ctx("203.0.113.9", MIDNIGHT - 60)));
+        let next = stored(after.enrich(&page("/next"), site, &ctx("203.0.113.9", MIDNIGHT + 60)));
+        assert_eq!(next.visitor_id, late.visitor_id);
+        assert_eq!(next.session_id, late.session_id);
+        assert_eq!(next.entry_page, "/late");
+        // And later that day it still continues (the previous-id visit was extended).
+        let again =
+            stored(after.enrich(&page("/again"), site, &ctx("203.0.113.9", MIDNIGHT + 1800)));
+        assert_eq!(again.session_id, late.session_id);
+
+        // A visitor first seen after midnight gets today's id and a new visit; its
+        // next hit continues that visit.
+        let fresh = stored(after.enrich(&page("/x"), site, &ctx("198.51.100.4", MIDNIGHT + 60)));
+        assert_ne!(fresh.visitor_id, late.visitor_id);
+        assert_ne!(fresh.session_id, late.session_id);
+        assert_eq!(fresh.entry_page, "/x");
+        let fresh2 = stored(after.enrich(&page("/y"), site, &ctx("198.51.100.4", MIDNIGHT + 90)));
+        assert_eq!(fresh2.visitor_id, fresh.visitor_id);
+        assert_eq!(fresh2.session_id, fresh.session_id);
+
+        // After the timeout the old visit is over: a new one under today's id.
+        let much_later = MIDNIGHT + 1800 + 1800;
+        let new_visit = stored(after.enrich(&page("/z"), site, &ctx("203.0.113.9", much_later)));
+        assert_ne!(new_visit.session_id, late.session_id);
+        assert_ne!(new_visit.visitor_id, late.visitor_id);
+        assert_eq!(new_visit.entry_page, "/z");
     }
 }

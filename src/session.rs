@@ -14,20 +14,12 @@ use quick_cache::sync::{Cache, EntryAction, EntryResult};
 
 use crate::config::SessionConfig;
 
-/// The two ids one visitor has today: under today's salt and, when the previous
-/// day's salt is still known, under yesterday's, so a visit that spans UTC midnight
-/// continues instead of splitting in two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VisitorIds {
-    pub current: u64,
-    pub previous: Option<u64>,
-}
-
 /// The visit a hit belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
-    /// The id the visit continues under: the previous-salt id if that visitor has an
-    /// active visit, else the current one. Store this as the row's `visitor_id`.
+    /// The id the visit continues under: the current one, unless only the
+    /// previous-salt id has an active visit (a visit spanning UTC midnight). Store
+    /// this as the row's `visitor_id`.
     pub visitor_id: u64,
     /// Random, never 0 (0 marks anonymous rows).
     pub session_id: u64,
@@ -80,6 +72,12 @@ impl SessionTracker {
 
     /// Records a hit at `now_secs` (Unix seconds) on `pathname` and returns its visit.
     ///
+    /// `current` is the visitor's id under today's salt. `previous` gives its id
+    /// under yesterday's salt, when that salt is still known, so a visit that spans
+    /// UTC midnight continues instead of splitting in two. It is called only when
+    /// there is no active visit under `current`: that id is a hash the caller would
+    /// otherwise compute for every hit, and almost always in vain.
+    ///
     /// Within `timeout_secs` of the visitor's previous hit the visit continues (same
     /// session id and entry page) and its timer restarts; otherwise a page view starts
     /// a new visit with `pathname` as entry page. Engagement hits extend an active
@@ -88,29 +86,37 @@ impl SessionTracker {
     pub fn touch(
         &self,
         site: &str,
-        ids: VisitorIds,
+        current: u64,
+        previous: impl FnOnce() -> Option<u64>,
         now_secs: u32,
         pathname: &str,
         is_engagement: bool,
     ) -> SessionInfo {
         let site = site_hash(site);
-        if let Some(previous) = ids.previous.filter(|p| *p != ids.current) {
+        let key = SessionKey {
+            site,
+            visitor: current,
+        };
+        // Most hits belong to an active visit under today's id: one lookup, done.
+        if let Some(info) = self.extend(&key, now_secs) {
+            return info;
+        }
+        if let Some(previous) = previous().filter(|p| *p != current) {
             let key = SessionKey {
                 site,
                 visitor: previous,
             };
-            // Read-locked probe first: nearly every hit carries a previous id and
-            // nearly none has a visit under it, so skip the write lock then.
+            // Read-locked probe first: nearly no visitor has a visit under the
+            // previous id, so skip the write lock then.
             if self.visits.contains_key(&key)
                 && let Some(info) = self.extend(&key, now_secs)
             {
                 return info;
             }
         }
-        let key = SessionKey {
-            site,
-            visitor: ids.current,
-        };
+        // A new visit under today's id, or one that another request for the same
+        // visitor has just started or continued since the lookup above: `entry`
+        // decides atomically.
         let timeout = self.timeout_secs;
         let result = self.visits.entry(&key, None, |_, visit| {
             if !is_active(visit, now_secs, timeout) {
@@ -123,10 +129,10 @@ impl SessionTracker {
                     last_seen: now_secs,
                     entry_page: Arc::from(pathname),
                 };
-                return EntryAction::Retain(Some(info(ids.current, visit, true)));
+                return EntryAction::Retain(Some(info(current, visit, true)));
             }
             visit.last_seen = visit.last_seen.max(now_secs);
-            EntryAction::Retain(Some(info(ids.current, visit, false)))
+            EntryAction::Retain(Some(info(current, visit, false)))
         });
         match result {
             EntryResult::Retained(Some(info)) => info,
@@ -136,7 +142,7 @@ impl SessionTracker {
                     last_seen: now_secs,
                     entry_page: Arc::from(pathname),
                 };
-                let info = info(ids.current, &visit, true);
+                let info = info(current, &visit, true);
                 // Err only if the placeholder was already filled, which cannot happen
                 // while we hold the guard; either way the visit is as good as new.
                 let _ = guard.insert(visit);
@@ -145,7 +151,7 @@ impl SessionTracker {
             // Engagement without an active visit, or (impossible with no timeout) a
             // placeholder wait timeout: a one-off visit that is not remembered.
             _ => SessionInfo {
-                visitor_id: ids.current,
+                visitor_id: current,
                 session_id: new_session_id(),
                 entry_page: Arc::from(pathname),
                 new_visit: true,
@@ -233,35 +239,33 @@ mod tests {
         })
     }
 
-    fn ids(current: u64) -> VisitorIds {
-        VisitorIds {
-            current,
-            previous: None,
-        }
+    /// No previous day's salt (the first day, or it was lost).
+    fn none() -> Option<u64> {
+        None
     }
 
     #[test]
     fn same_visitor_within_timeout_continues_the_visit() {
         let t = tracker(1800, 1000);
-        let first = t.touch("a.com", ids(7), T0, "/landing", false);
+        let first = t.touch("a.com", 7, none, T0, "/landing", false);
         assert!(first.new_visit);
         assert_ne!(first.session_id, 0);
         assert_eq!(&*first.entry_page, "/landing");
         assert_eq!(first.visitor_id, 7);
-        let second = t.touch("a.com", ids(7), T0 + 1799, "/pricing", false);
+        let second = t.touch("a.com", 7, none, T0 + 1799, "/pricing", false);
         assert!(!second.new_visit);
         assert_eq!(second.session_id, first.session_id);
         assert_eq!(&*second.entry_page, "/landing");
         // The timer restarted at the second hit.
-        let third = t.touch("a.com", ids(7), T0 + 1799 + 1799, "/buy", false);
+        let third = t.touch("a.com", 7, none, T0 + 1799 + 1799, "/buy", false);
         assert_eq!(third.session_id, first.session_id);
     }
 
     #[test]
     fn after_the_timeout_a_new_visit_starts() {
         let t = tracker(1800, 1000);
-        let first = t.touch("a.com", ids(7), T0, "/landing", false);
-        let later = t.touch("a.com", ids(7), T0 + 1800, "/again", false);
+        let first = t.touch("a.com", 7, none, T0, "/landing", false);
+        let later = t.touch("a.com", 7, none, T0 + 1800, "/again", false);
         assert!(later.new_visit);
         assert_ne!(later.session_id, first.session_id);
         assert_eq!(&*later.entry_page, "/again");
@@ -270,14 +274,14 @@ mod tests {
     #[test]
     fn visitors_and_sites_are_separate() {
         let t = tracker(1800, 1000);
-        let a = t.touch("a.com", ids(7), T0, "/a", false);
-        let b = t.touch("b.com", ids(7), T0, "/b", false);
-        let c = t.touch("a.com", ids(8), T0, "/c", false);
+        let a = t.touch("a.com", 7, none, T0, "/a", false);
+        let b = t.touch("b.com", 7, none, T0, "/b", false);
+        let c = t.touch("a.com", 8, none, T0, "/c", false);
         assert_ne!(a.session_id, b.session_id);
         assert_ne!(a.session_id, c.session_id);
         assert_eq!(&*b.entry_page, "/b");
         assert_eq!(
-            t.touch("a.com", ids(7), T0 + 5, "/x", false).session_id,
+            t.touch("a.com", 7, none, T0 + 5, "/x", false).session_id,
             a.session_id
         );
     }
@@ -285,32 +289,32 @@ mod tests {
     #[test]
     fn engagement_extends_but_keeps_the_entry_page() {
         let t = tracker(1800, 1000);
-        let first = t.touch("a.com", ids(7), T0, "/landing", false);
-        let e = t.touch("a.com", ids(7), T0 + 1000, "/other", true);
+        let first = t.touch("a.com", 7, none, T0, "/landing", false);
+        let e = t.touch("a.com", 7, none, T0 + 1000, "/other", true);
         assert_eq!(e.session_id, first.session_id);
         assert_eq!(&*e.entry_page, "/landing");
         assert!(!e.new_visit);
         // 1000 + 1500 > 1800 after the first hit, but the engagement restarted the timer.
-        let next = t.touch("a.com", ids(7), T0 + 2500, "/next", false);
+        let next = t.touch("a.com", 7, none, T0 + 2500, "/next", false);
         assert_eq!(next.session_id, first.session_id);
     }
 
     #[test]
     fn engagement_never_starts_a_visit() {
         let t = tracker(1800, 1000);
-        let orphan = t.touch("a.com", ids(9), T0, "/read", true);
+        let orphan = t.touch("a.com", 9, none, T0, "/read", true);
         assert!(orphan.new_visit);
         assert_ne!(orphan.session_id, 0);
         assert!(t.is_empty());
-        let pv = t.touch("a.com", ids(9), T0 + 1, "/first", false);
+        let pv = t.touch("a.com", 9, none, T0 + 1, "/first", false);
         assert!(pv.new_visit);
         assert_ne!(pv.session_id, orphan.session_id);
         assert_eq!(&*pv.entry_page, "/first");
         // An engagement after expiry does not revive or replace the old visit.
-        let late = t.touch("a.com", ids(9), T0 + 5000, "/first", true);
+        let late = t.touch("a.com", 9, none, T0 + 5000, "/first", true);
         assert!(late.new_visit);
         assert_ne!(late.session_id, pv.session_id);
-        let fresh = t.touch("a.com", ids(9), T0 + 5001, "/second", false);
+        let fresh = t.touch("a.com", 9, none, T0 + 5001, "/second", false);
         assert!(fresh.new_visit);
         assert_ne!(fresh.session_id, pv.session_id);
         assert_eq!(&*fresh.entry_page, "/second");
@@ -319,13 +323,11 @@ mod tests {
     #[test]
     fn visits_spanning_midnight_continue_under_the_previous_id() {
         let t = tracker(1800, 1000);
-        let before = t.touch("a.com", ids(100), T0, "/late-night", false);
+        let before = t.touch("a.com", 100, none, T0, "/late-night", false);
         let after = t.touch(
             "a.com",
-            VisitorIds {
-                current: 200,
-                previous: Some(100),
-            },
+            200,
+            || Some(100),
             T0 + 600,
             "/after-midnight",
             false,
@@ -335,16 +337,7 @@ mod tests {
         assert_eq!(&*after.entry_page, "/late-night");
         assert!(!after.new_visit);
         // The previous-id visit was extended, so it still wins later.
-        let later = t.touch(
-            "a.com",
-            VisitorIds {
-                current: 200,
-                previous: Some(100),
-            },
-            T0 + 600 + 1700,
-            "/x",
-            false,
-        );
+        let later = t.touch("a.com", 200, || Some(100), T0 + 600 + 1700, "/x", false);
         assert_eq!(later.visitor_id, 100);
         assert_eq!(later.session_id, before.session_id);
     }
@@ -352,30 +345,74 @@ mod tests {
     #[test]
     fn expired_previous_visit_is_not_continued() {
         let t = tracker(1800, 1000);
-        let before = t.touch("a.com", ids(100), T0, "/old", false);
-        let ids = VisitorIds {
-            current: 200,
-            previous: Some(100),
-        };
-        let after = t.touch("a.com", ids, T0 + 1800, "/new", false);
+        let before = t.touch("a.com", 100, none, T0, "/old", false);
+        let after = t.touch("a.com", 200, || Some(100), T0 + 1800, "/new", false);
         assert_eq!(after.visitor_id, 200);
         assert_ne!(after.session_id, before.session_id);
         assert_eq!(&*after.entry_page, "/new");
         assert!(after.new_visit);
         // Without any previous visit the current id is used and remembered.
-        let again = t.touch("a.com", ids, T0 + 1900, "/more", false);
+        let again = t.touch("a.com", 200, || Some(100), T0 + 1900, "/more", false);
         assert_eq!(again.visitor_id, 200);
         assert_eq!(again.session_id, after.session_id);
     }
 
     #[test]
+    fn previous_id_is_computed_only_without_an_active_current_visit() {
+        use std::cell::Cell;
+        let t = tracker(1800, 1000);
+        let calls = Cell::new(0);
+        let previous = || {
+            calls.set(calls.get() + 1);
+            Some(100)
+        };
+        // New visitor: the previous id is asked for (and has no visit).
+        let first = t.touch("a.com", 200, previous, T0, "/a", false);
+        assert_eq!(calls.get(), 1);
+        assert!(first.new_visit);
+        assert_eq!(first.visitor_id, 200);
+        // Active visit under today's id: not asked again.
+        let second = t.touch("a.com", 200, previous, T0 + 10, "/b", false);
+        assert_eq!(calls.get(), 1);
+        assert_eq!(second.session_id, first.session_id);
+        let engaged = t.touch("a.com", 200, previous, T0 + 20, "/b", true);
+        assert_eq!(calls.get(), 1);
+        assert_eq!(engaged.session_id, first.session_id);
+        // Expired: asked again, and a new visit starts under today's id.
+        let later = t.touch("a.com", 200, previous, T0 + 20 + 1800, "/c", false);
+        assert_eq!(calls.get(), 2);
+        assert!(later.new_visit);
+        assert_ne!(later.session_id, first.session_id);
+        // A previous id equal to today's (salt unchanged) is not looked up twice
+        // and changes nothing.
+        let same = t.touch("a.com", 7, || Some(7), T0, "/s", false);
+        assert!(same.new_visit);
+        assert_eq!(same.visitor_id, 7);
+    }
+
+    #[test]
+    fn a_visit_under_todays_id_wins_over_yesterdays() {
+        // Both ids active can only happen when two requests race across midnight;
+        // today's is the one kept, and it is stable.
+        let t = tracker(1800, 1000);
+        let old = t.touch("a.com", 100, none, T0, "/old", false);
+        let new = t.touch("a.com", 200, none, T0 + 5, "/new", false);
+        assert_ne!(old.session_id, new.session_id);
+        for dt in [10, 20] {
+            let hit = t.touch("a.com", 200, || Some(100), T0 + dt, "/x", false);
+            assert_eq!(hit.visitor_id, 200);
+            assert_eq!(hit.session_id, new.session_id);
+        }
+    }
+
+    #[test]
     fn clock_going_backwards_does_not_shorten_a_visit() {
         let t = tracker(100, 1000);
-        let a = t.touch("a.com", ids(1), T0 + 50, "/", false);
-        let b = t.touch("a.com", ids(1), T0, "/", false);
+        let a = t.touch("a.com", 1, none, T0 + 50, "/", false);
+        let b = t.touch("a.com", 1, none, T0, "/", false);
         assert_eq!(a.session_id, b.session_id);
         // last_seen stayed at T0 + 50.
-        let c = t.touch("a.com", ids(1), T0 + 149, "/", false);
+        let c = t.touch("a.com", 1, none, T0 + 149, "/", false);
         assert_eq!(a.session_id, c.session_id);
     }
 
@@ -383,10 +420,10 @@ mod tests {
     fn sweep_drops_expired_visits() {
         let t = tracker(100, 1000);
         for v in 0..10 {
-            t.touch("a.com", ids(v), T0, "/", false);
+            t.touch("a.com", v, none, T0, "/", false);
         }
         for v in 10..15 {
-            t.touch("a.com", ids(v), T0 + 50, "/", false);
+            t.touch("a.com", v, none, T0 + 50, "/", false);
         }
         assert_eq!(t.len(), 15);
         t.sweep(T0 + 99);
@@ -401,20 +438,20 @@ mod tests {
     fn size_is_bounded() {
         let t = tracker(1800, 100);
         for v in 0..10_000u64 {
-            t.touch("a.com", ids(v), T0, "/", false);
+            t.touch("a.com", v, none, T0, "/", false);
             assert!(t.len() <= 100, "{} tracked after {v}", t.len());
         }
         // A visitor that is seen again and again survives the churn.
         let t = tracker(1800, 100);
-        let hot = t.touch("a.com", ids(u64::MAX), T0, "/", false);
+        let hot = t.touch("a.com", u64::MAX, none, T0, "/", false);
         for v in 0..10_000u64 {
-            t.touch("a.com", ids(v), T0, "/", false);
+            t.touch("a.com", v, none, T0, "/", false);
             if v % 10 == 0 {
-                t.touch("a.com", ids(u64::MAX), T0, "/", false);
+                t.touch("a.com", u64::MAX, none, T0, "/", false);
             }
         }
         assert_eq!(
-            t.touch("a.com", ids(u64::MAX), T0, "/", false).session_id,
+            t.touch("a.com", u64::MAX, none, T0, "/", false).session_id,
             hot.session_id
         );
     }
@@ -423,7 +460,7 @@ mod tests {
     fn session_ids_are_random_and_non_zero() {
         let t = tracker(1800, 10_000);
         let ids: HashSet<u64> = (0..1000)
-            .map(|v| t.touch("a.com", ids(v), T0, "/", false).session_id)
+            .map(|v| t.touch("a.com", v, none, T0, "/", false).session_id)
             .collect();
         assert_eq!(ids.len(), 1000);
         assert!(!ids.contains(&0));
@@ -439,8 +476,8 @@ mod tests {
                     let mut shared = HashSet::new();
                     let mut own = Vec::new();
                     for i in 0..500u64 {
-                        shared.insert(t.touch("a.com", ids(42), T0, "/", false).session_id);
-                        own.push(t.touch("a.com", ids(1000 * (n + 1) + i), T0, "/", false));
+                        shared.insert(t.touch("a.com", 42, none, T0, "/", false).session_id);
+                        own.push(t.touch("a.com", 1000 * (n + 1) + i, none, T0, "/", false));
                     }
                     (shared, own)
                 })
