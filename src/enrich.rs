@@ -94,7 +94,41 @@ impl Enricher {
         Ok(anonymous)
     }
 
+    /// Enriches a hit that is still needed afterwards (one hit counted for several
+    /// sites): its name and props are copied into the row.
     pub fn enrich(
+        &self,
+        ev: &IncomingEvent,
+        site: &Arc<Site>,
+        ctx: &HitContext<'_>,
+    ) -> Result<Outcome, EnrichError> {
+        let mut outcome = self.enrich_fields(ev, site, ctx)?;
+        if let Outcome::Store(row) = &mut outcome {
+            row.name.clone_from(&ev.name);
+            row.props.clone_from(&ev.props);
+        }
+        Ok(outcome)
+    }
+
+    /// [`Enricher::enrich`] for the last (usually only) use of a hit: its name and
+    /// props move into the row, no copy.
+    pub fn enrich_owned(
+        &self,
+        ev: IncomingEvent,
+        site: &Arc<Site>,
+        ctx: &HitContext<'_>,
+    ) -> Result<Outcome, EnrichError> {
+        let mut outcome = self.enrich_fields(&ev, site, ctx)?;
+        if let Outcome::Store(row) = &mut outcome {
+            row.name = ev.name;
+            row.props = ev.props;
+        }
+        Ok(outcome)
+    }
+
+    /// Everything but the hit's own strings (`name`, `props`: left empty, which
+    /// allocates nothing), so the callers can move or copy them.
+    fn enrich_fields(
         &self,
         ev: &IncomingEvent,
         site: &Arc<Site>,
@@ -166,7 +200,7 @@ impl Enricher {
         Ok(Outcome::Store(EventRow {
             site: Arc::clone(&site.domain),
             timestamp: ctx.now_secs,
-            name: ev.name.clone(),
+            name: String::new(),
             visitor_id: visitor,
             session_id: session,
             entry_page,
@@ -190,7 +224,7 @@ impl Enricher {
             region: geo.region,
             city_geoname_id: geo.city_geoname_id,
             city: geo.city,
-            props: ev.props.clone(),
+            props: Vec::new(),
             revenue_micros: ev.revenue.as_ref().map(|r| r.amount_micros),
             revenue_currency: ev
                 .revenue
@@ -275,31 +309,60 @@ mod tests {
             ))
         };
 
-        let late = stored(before.enrich(&page("/late"), site, &ctx("203.0.113.9", MIDNIGHT - 60)));
-        let next = stored(after.enrich(&page("/next"), site, &ctx("203.0.113.9", MIDNIGHT + 60)));
+        let late =
+            stored(before.enrich_owned(page("/late"), site, &ctx("203.0.113.9", MIDNIGHT - 60)));
+        let next =
+            stored(after.enrich_owned(page("/next"), site, &ctx("203.0.113.9", MIDNIGHT + 60)));
         assert_eq!(next.visitor_id, late.visitor_id);
         assert_eq!(next.session_id, late.session_id);
         assert_eq!(next.entry_page, "/late");
         // And later that day it still continues (the previous-id visit was extended).
         let again =
-            stored(after.enrich(&page("/again"), site, &ctx("203.0.113.9", MIDNIGHT + 1800)));
+            stored(after.enrich_owned(page("/again"), site, &ctx("203.0.113.9", MIDNIGHT + 1800)));
         assert_eq!(again.session_id, late.session_id);
 
         // A visitor first seen after midnight gets today's id and a new visit; its
         // next hit continues that visit.
-        let fresh = stored(after.enrich(&page("/x"), site, &ctx("198.51.100.4", MIDNIGHT + 60)));
+        let fresh =
+            stored(after.enrich_owned(page("/x"), site, &ctx("198.51.100.4", MIDNIGHT + 60)));
         assert_ne!(fresh.visitor_id, late.visitor_id);
         assert_ne!(fresh.session_id, late.session_id);
         assert_eq!(fresh.entry_page, "/x");
-        let fresh2 = stored(after.enrich(&page("/y"), site, &ctx("198.51.100.4", MIDNIGHT + 90)));
+        let fresh2 =
+            stored(after.enrich_owned(page("/y"), site, &ctx("198.51.100.4", MIDNIGHT + 90)));
         assert_eq!(fresh2.visitor_id, fresh.visitor_id);
         assert_eq!(fresh2.session_id, fresh.session_id);
 
         // After the timeout the old visit is over: a new one under today's id.
         let much_later = MIDNIGHT + 1800 + 1800;
-        let new_visit = stored(after.enrich(&page("/z"), site, &ctx("203.0.113.9", much_later)));
+        let new_visit =
+            stored(after.enrich_owned(page("/z"), site, &ctx("203.0.113.9", much_later)));
         assert_ne!(new_visit.session_id, late.session_id);
         assert_ne!(new_visit.visitor_id, late.visitor_id);
         assert_eq!(new_visit.entry_page, "/z");
+    }
+
+    #[test]
+    fn owned_and_borrowed_hits_give_the_same_row() {
+        let sessions = Arc::new(SessionTracker::new(&config().session));
+        let e = enricher(DAY, &sessions);
+        let registry = SiteRegistry::from_config(&config());
+        let site = registry.resolve("a.com").unwrap();
+        let ev = event(
+            r#"{"n":"Signup","u":"https://a.com/join","d":"a.com","p":{"plan":"team","seats":5},"$":{"currency":"EUR","amount":"9.5"}}"#,
+        );
+        let borrowed = stored(e.enrich(&ev, site, &ctx("203.0.113.9", MIDNIGHT + 5)));
+        let owned = stored(e.enrich_owned(ev.clone(), site, &ctx("203.0.113.9", MIDNIGHT + 5)));
+        assert_eq!(owned, borrowed);
+        assert_eq!(owned.name, "Signup");
+        assert_eq!(
+            owned.props,
+            [
+                ("plan".to_owned(), "team".to_owned()),
+                ("seats".to_owned(), "5".to_owned())
+            ]
+        );
+        assert_eq!(owned.revenue_micros, Some(9_500_000));
+        assert_eq!(owned.revenue_currency, "EUR");
     }
 }
