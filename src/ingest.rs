@@ -488,6 +488,17 @@ impl Ingest {
     }
 }
 
+/// Answers given before (or instead of) reading the whole request body.
+fn body_left_unread(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+    )
+}
+
 fn enrich_message(err: &EnrichError) -> String {
     err.to_string()
 }
@@ -510,6 +521,7 @@ fn batch_error_body(err: &hit::BatchError) -> serde_json::Value {
 impl Handler for Ingest {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
+        let http1 = req.version() < http::Version::HTTP_2;
         let (route, method_ok) = Self::route(req.method(), req.uri().path());
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut resp = if !method_ok {
@@ -540,6 +552,13 @@ impl Handler for Ingest {
         };
         if matches!(route, Route::event | Route::events | Route::preflight) {
             self.cors(origin.as_ref(), &mut resp);
+        }
+        if http1 && body_left_unread(resp.status()) {
+            // hyper closes an HTTP/1 connection whose request body was not read to
+            // the end; saying so stops a keep-alive client from sending its next
+            // request into a socket that is about to close.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         self.metrics
             .request(route, resp.status().as_u16(), started.elapsed());
