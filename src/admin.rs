@@ -121,8 +121,10 @@ pub async fn run_admin(
 }
 
 /// `serve` wiring: registers the purge metrics, sets the TTL backstop, starts the
-/// daily purge scheduler and the admin listener (when `admin.listen` is set). Both
-/// tasks end when `stop` turns true.
+/// daily purge scheduler and the admin listener (when `admin.listen` is set). The
+/// admin API ends when `stop` turns true; the scheduler when `purge_stop` does (serve
+/// fires it at the signal, so a running purge gets the whole shutdown budget to reach a
+/// safe point and release its lease). Await the scheduler task; do not abort it.
 ///
 /// An admin address that cannot be bound is logged, not fatal: ingestion matters more
 /// than the admin API, and several collectors on one host would otherwise fight over
@@ -132,6 +134,7 @@ pub async fn start_in_serve(
     client: &Client,
     registry: &mut prometheus_client::registry::Registry,
     stop: tokio::sync::watch::Receiver<bool>,
+    purge_stop: purge::StopSignal,
 ) -> Result<
     (
         Option<tokio::task::JoinHandle<()>>,
@@ -144,7 +147,7 @@ pub async fn start_in_serve(
     if let Err(err) = purger.ensure_ttl().await {
         tracing::warn!(error = %err, "cannot set the events TTL backstop");
     }
-    let scheduler = purge::spawn_scheduler(purger.clone(), config.retention.clone(), stop.clone());
+    let scheduler = purge::spawn_scheduler(purger.clone(), config.retention.clone(), purge_stop);
     let admin = match config.admin.listen {
         None => None,
         Some(addr) => match TcpListener::bind(addr).await {

@@ -95,7 +95,10 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
     let client = store::client(&config.clickhouse);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let retention_stop = stop_rx.clone();
+    let admin_stop = stop_rx.clone();
+    // Fired at the signal, not after the flush: a purge in progress needs the budget to
+    // reach a safe point and release its lease.
+    let (purge_stop_tx, purge_stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -133,7 +136,8 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
     let mut registry = Registry::default();
     let metrics = HttpMetrics::new(&mut registry);
     let (purge_scheduler, admin_api) =
-        crate::admin::start_in_serve(&config, &client, &mut registry, retention_stop).await?;
+        crate::admin::start_in_serve(&config, &client, &mut registry, admin_stop, purge_stop_rx)
+            .await?;
     // One writer loop either way; the spool only changes where accepted rows wait.
     let (sink, writer) = match config.spool.dir.clone() {
         Some(dir) => {
@@ -205,13 +209,17 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
     let mut server_config = config.server.clone();
     server_config.shutdown_timeout_ms = budget.mul_f64(DRAIN_SHARE).as_millis() as u64;
     let signaled = Arc::new(OnceLock::new());
-    let drained = server::run(
-        listener,
-        &server_config,
-        Arc::clone(&ingest),
-        shutdown_signal(Arc::clone(&signaled)),
-    )
-    .await;
+    let signal = {
+        let signaled = Arc::clone(&signaled);
+        let purge_stop = purge_stop_tx.clone();
+        async move {
+            shutdown_signal(signaled).await;
+            let _ = purge_stop.send(true);
+        }
+    };
+    let drained = server::run(listener, &server_config, Arc::clone(&ingest), signal).await;
+    // Also when the server ended without a signal.
+    let _ = purge_stop_tx.send(true);
     let since_signal = signaled.get().map_or(Duration::ZERO, Instant::elapsed);
     // The handler (and its sink) must go before the writer can see its queue end.
     drop(ingest);
@@ -221,8 +229,16 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), rotation).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), sweeper).await;
-    if let Some(task) = purge_scheduler {
-        task.abort();
+    if let Some(mut task) = purge_scheduler {
+        // Whatever is left of the budget; a purge step that outlasts it is abandoned and
+        // its lease expires by itself.
+        let left = budget.saturating_sub(signaled.get().map_or(Duration::ZERO, Instant::elapsed));
+        if tokio::time::timeout(left, &mut task).await.is_err() {
+            tracing::warn!(
+                "purge still in a step at the end of the shutdown budget; its lease stays until it expires"
+            );
+            task.abort();
+        }
     }
     if let Some(task) = admin_api {
         let _ = tokio::time::timeout(Duration::from_secs(6), task).await;

@@ -61,6 +61,22 @@ pub enum PurgeError {
     Verify(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The process is shutting down; the run stopped between two steps. Every step is
+    /// idempotent, so the next run simply continues where this one stopped.
+    #[error("stopped for shutdown before finishing")]
+    Stopped,
+}
+
+/// A shutdown signal a purge checks between steps (never in the middle of one).
+pub type StopSignal = tokio::sync::watch::Receiver<bool>;
+
+/// `Err(Stopped)` once `stop` says so; the safe point between two purge steps.
+fn check_stop(stop: Option<&StopSignal>) -> Result<(), PurgeError> {
+    if stop.is_some_and(|s| *s.borrow()) {
+        Err(PurgeError::Stopped)
+    } else {
+        Ok(())
+    }
 }
 
 fn time_err(what: impl Into<String>) -> impl FnOnce(jiff::Error) -> PurgeError {
@@ -204,7 +220,7 @@ pub struct PurgeLogRow {
     /// Unix milliseconds.
     pub started: i64,
     pub finished: i64,
-    /// `success`, `error`, `busy`.
+    /// `success`, `error`, `stopped` (shutdown between steps), `busy`.
     pub outcome: String,
     pub error: String,
 }
@@ -250,7 +266,7 @@ impl PurgeMetrics {
         let metrics = Self::default();
         registry.register(
             "hush_purge_runs",
-            "Retention purge runs by outcome (success, error, busy)",
+            "Retention purge runs by outcome (success, error, stopped, busy)",
             metrics.runs.clone(),
         );
         registry.register(
@@ -485,14 +501,37 @@ impl Purger {
         opts: &PurgeOptions,
         progress: &dyn Progress,
     ) -> Result<PurgeReport, PurgeError> {
+        self.run_stoppable(opts, progress, None).await
+    }
+
+    /// [`Purger::run`] that ends with [`PurgeError::Stopped`] at the first safe point
+    /// (between two steps) after `stop` turns true. What was done until then is logged.
+    pub async fn run_until(
+        &self,
+        opts: &PurgeOptions,
+        progress: &dyn Progress,
+        stop: &StopSignal,
+    ) -> Result<PurgeReport, PurgeError> {
+        self.run_stoppable(opts, progress, Some(stop)).await
+    }
+
+    async fn run_stoppable(
+        &self,
+        opts: &PurgeOptions,
+        progress: &dyn Progress,
+        stop: Option<&StopSignal>,
+    ) -> Result<PurgeReport, PurgeError> {
         let run_id = new_run_id();
         let started = now_millis(Timestamp::now());
         let mut log = Vec::new();
-        let result = self.run_inner(&run_id, opts, progress, &mut log).await;
+        let result = self
+            .run_inner(&run_id, opts, progress, stop, &mut log)
+            .await;
         progress.finish();
         let finished = now_millis(Timestamp::now());
         let (outcome, error, rows) = match &result {
             Ok(report) => ("success", String::new(), report.rows_deleted),
+            Err(e @ PurgeError::Stopped) => ("stopped", e.to_string(), 0),
             Err(e) => ("error", e.to_string(), 0),
         };
         log.push(PurgeLogRow {
@@ -533,6 +572,7 @@ impl Purger {
         run_id: &str,
         opts: &PurgeOptions,
         progress: &dyn Progress,
+        stop: Option<&StopSignal>,
         log: &mut Vec<PurgeLogRow>,
     ) -> Result<PurgeReport, PurgeError> {
         let ttl_changed = if opts.dry_run {
@@ -640,6 +680,7 @@ impl Purger {
             if opts.dry_run {
                 continue;
             }
+            check_stop(stop)?;
             let started = now_millis(Timestamp::now());
             self.drop_partition(month).await?;
             let finished = now_millis(Timestamp::now());
@@ -682,6 +723,7 @@ impl Purger {
                 report.rows_deleted += s.expired;
                 continue;
             }
+            check_stop(stop)?;
             let started = now_millis(Timestamp::now());
             let before = self.count_expired(&s.site, s.month, cutoff).await?;
             self.delete_expired(&s.site, s.month, cutoff).await?;
@@ -714,6 +756,7 @@ impl Purger {
             }
         }
 
+        check_stop(stop)?;
         progress.step("salts");
         report.stale_salts = self.check_salts(opts, run_id, log).await?;
         Ok(report)
@@ -955,6 +998,28 @@ pub async fn run_with_lease(
     opts: &PurgeOptions,
     progress: &dyn Progress,
 ) -> Result<PurgeReport, PurgeError> {
+    lease_and_run(purger, opts, progress, None).await
+}
+
+/// [`run_with_lease`] that stops at the next safe point once `stop` turns true, and
+/// releases the lease before returning either way: a lease left behind by a stopped
+/// process would hold off every other instance's purge until it expires.
+pub async fn run_with_lease_until(
+    purger: &Purger,
+    opts: &PurgeOptions,
+    progress: &dyn Progress,
+    stop: &StopSignal,
+) -> Result<PurgeReport, PurgeError> {
+    lease_and_run(purger, opts, progress, Some(stop)).await
+}
+
+async fn lease_and_run(
+    purger: &Purger,
+    opts: &PurgeOptions,
+    progress: &dyn Progress,
+    stop: Option<&StopSignal>,
+) -> Result<PurgeReport, PurgeError> {
+    check_stop(stop)?;
     let owner = lease_owner_id();
     let lease = match Lease::acquire(purger.client(), &owner, LEASE_TTL, LEASE_SETTLE).await {
         Ok(lease) => lease,
@@ -965,7 +1030,11 @@ pub async fn run_with_lease(
             return Err(e);
         }
     };
-    let result = purger.run(opts, progress).await;
+    // Stopped during the settle wait: nothing done yet, nothing to log.
+    let result = match check_stop(stop) {
+        Ok(()) => purger.run_stoppable(opts, progress, stop).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = lease.release().await {
         // The claim expires by itself; a failed release only delays the next run.
         tracing::warn!(error = %e, "could not release the purge lease");
@@ -999,7 +1068,9 @@ pub fn next_run_delay(now: Timestamp, at_utc: (u8, u8)) -> Duration {
 
 /// Starts the daily purge in the background: at `retention.at_utc` plus a random delay
 /// up to `retention.jitter_secs`, under the lease. Returns `None` when
-/// `retention.schedule` is off. The task ends when `shutdown` fires.
+/// `retention.schedule` is off. The task ends when `shutdown` fires (or its sender goes):
+/// a purge in progress stops at its next safe point and releases the lease first, so
+/// await the task rather than aborting it.
 pub fn spawn_scheduler(
     purger: Purger,
     retention: RetentionConfig,
@@ -1030,7 +1101,7 @@ pub fn spawn_scheduler(
                 dry_run: false,
                 actor: "scheduler".into(),
             };
-            match run_with_lease(&purger, &opts, &LogProgress).await {
+            match run_with_lease_until(&purger, &opts, &LogProgress, &shutdown).await {
                 Ok(report) => tracing::info!(
                     run_id = %report.run_id,
                     rows_deleted = report.rows_deleted,
@@ -1039,6 +1110,10 @@ pub fn spawn_scheduler(
                 ),
                 Err(PurgeError::Busy { owner }) => {
                     tracing::info!(%owner, "purge skipped: another instance holds the lease")
+                }
+                Err(PurgeError::Stopped) => {
+                    tracing::info!("scheduled purge stopped for shutdown; the next run continues");
+                    return;
                 }
                 Err(e) => tracing::error!(error = %e, "scheduled purge failed"),
             }

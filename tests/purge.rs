@@ -437,6 +437,101 @@ async fn lease_admits_one_holder_at_a_time() {
     drop(short);
 }
 
+/// Sends the shutdown signal when the purge reports its `at`-th step, i.e. while the
+/// run holds the lease and is between two steps.
+struct StopAtStep {
+    seen: std::sync::atomic::AtomicUsize,
+    at: usize,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl purge::Progress for StopAtStep {
+    fn start(&self, _steps: u64) {}
+    fn step(&self, _message: &str) {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            let _ = self.stop.send(true);
+        }
+    }
+    fn finish(&self) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_a_purge_between_steps_and_releases_the_lease() {
+    let (config, client) = migrated_config("purge_stop", SITES_TOML).await;
+    // Three months older than every site's cutoff: three DROP PARTITION steps.
+    let rows: Vec<EventRow> = [
+        "2022-01-10T12:00:00Z",
+        "2022-02-10T12:00:00Z",
+        "2022-03-10T12:00:00Z",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, t)| row("utc.example", secs(t), i as u64 + 1, vec![]))
+    .collect();
+    insert_events(&client, &rows).await;
+    assert_eq!(active_partitions(&client).await, [202201, 202202, 202203]);
+    let purger = Purger::new(client.clone(), &config, PurgeMetrics::default()).unwrap();
+    let opts = PurgeOptions {
+        now: now(),
+        dry_run: false,
+        actor: "test".into(),
+    };
+
+    // Already shutting down: no lease is taken and nothing is touched.
+    let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(true);
+    let err = purge::run_with_lease_until(&purger, &opts, &LogProgress, &stopped_rx)
+        .await
+        .expect_err("a stopped process must not purge");
+    assert!(matches!(err, purge::PurgeError::Stopped), "{err}");
+    assert_eq!(active_partitions(&client).await, [202201, 202202, 202203]);
+    drop(stopped_tx);
+
+    // Shutdown arrives while the first partition's step is done and the second's is
+    // about to start: the task ends on its own, like serve awaits it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let progress = StopAtStep {
+        seen: Default::default(),
+        at: 2,
+        stop: stop_tx,
+    };
+    let task = tokio::spawn(async move {
+        purge::run_with_lease_until(&purger, &opts, &progress, &stop_rx).await
+    });
+    let result = tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .expect("the purge must end after the shutdown signal")
+        .unwrap();
+    let err = result.expect_err("the run must stop, not finish");
+    assert!(matches!(err, purge::PurgeError::Stopped), "{err}");
+    // Stopped between steps: the first month went, the others wait for the next run.
+    assert_eq!(active_partitions(&client).await, [202202, 202203]);
+
+    // The lease (6 h TTL) was released: another instance gets it on its first try.
+    let other = purge::Lease::acquire(
+        &client,
+        "other-instance",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+    )
+    .await
+    .expect("the stopped run must have released its lease");
+    other.release().await.unwrap();
+
+    // The audit log says the run stopped (not success), next to the step it completed.
+    let log = purge::history(&client, 20).await.unwrap();
+    let run = log
+        .iter()
+        .find(|r| r.method == "run" && r.actor == "test")
+        .expect("the stopped run is logged");
+    assert_eq!(run.outcome, "stopped", "{run:?}");
+    let drops: Vec<&str> = log
+        .iter()
+        .filter(|r| r.run_id == run.run_id && r.method == "drop_partition")
+        .map(|r| r.partition.as_str())
+        .collect();
+    assert_eq!(drops, ["202201"]);
+}
+
 fn prop(k: &str, v: &str) -> Vec<(String, String)> {
     vec![(k.to_owned(), v.to_owned())]
 }
