@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use hush::config::{FsyncPolicy, SpoolConfig};
 use hush::event::EventRow;
 use hush::spool::Spool;
-use hush_process::HushProcess;
+use hush_process::{HushProcess, test_config};
 use prometheus_client::registry::Registry;
 use support::LocalClickHouse;
 
@@ -69,20 +69,20 @@ impl Default for Opts {
 }
 
 fn config(ch: &LocalClickHouse, spool: &Path, o: &Opts) -> String {
-    format!(
-        r#"
+    test_config(
+        ch.url(),
+        None,
+        DB,
+        &format!(
+            r#"
 [server]
 shutdown_timeout_ms = {shutdown}
 
 [clickhouse]
-url = "{url}"
-database = "{DB}"
 request_timeout_ms = {timeout}
 
 [writer]
-batch_rows = 50
 flush_interval_ms = 50
-queue_capacity = 10000
 retry_base_ms = 50
 retry_max_ms = 400
 
@@ -92,23 +92,14 @@ fsync = "{fsync}"
 fsync_interval_ms = 20
 segment_bytes = {segment}
 max_bytes = {max}
-
-[retention]
-schedule = false
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[sites]]
-domain = "example.com"
 "#,
-        shutdown = o.shutdown_timeout_ms,
-        url = ch.url(),
-        timeout = o.request_timeout_ms,
-        spool = spool.display(),
-        fsync = o.fsync,
-        segment = o.segment_bytes,
-        max = o.max_bytes,
+            shutdown = o.shutdown_timeout_ms,
+            timeout = o.request_timeout_ms,
+            spool = spool.display(),
+            fsync = o.fsync,
+            segment = o.segment_bytes,
+            max = o.max_bytes,
+        ),
     )
 }
 

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use hush_process::HushProcess;
+use hush_process::{HushProcess, test_config};
 use stored::StoredRow;
 use wait::{count, wait_for_count};
 
@@ -122,29 +122,15 @@ fn spool_dir(db: &str) -> std::path::PathBuf {
 
 fn config(db: &str, extra: &str) -> String {
     let ch = support::clickhouse();
-    format!(
-        r#"
+    test_config(
+        ch.url(),
+        Some((ch.user(), ch.password())),
+        db,
+        &format!(
+            r#"
 [server]
 trusted_proxies = ["127.0.0.1/32", "::1/128"]
 shutdown_timeout_ms = 30000
-
-[clickhouse]
-url = "{url}"
-user = "{user}"
-password = "{password}"
-database = "{db}"
-
-[writer]
-batch_rows = 50
-flush_interval_ms = 100
-queue_capacity = 10000
-
-[retention]
-schedule = false
-
-[admin]
-# Tests run collectors side by side; the admin API must not claim a fixed port.
-listen = "127.0.0.1:0"
 
 [spool]
 dir = "{spool}"
@@ -159,11 +145,9 @@ aliases = ["www.example.com"]
 [[sites]]
 domain = "blog.example.org"
 "#,
-        url = support::clickhouse().url(),
-        user = ch.user(),
-        password = ch.password(),
-        geo = geo_config(),
-        spool = spool_dir(db).display(),
+            geo = geo_config(),
+            spool = spool_dir(db).display(),
+        ),
     )
 }
 

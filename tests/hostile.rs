@@ -7,15 +7,16 @@
 //! resident memory (VmHWM) must stay under `RSS_LIMIT`: a bound on memory, not on
 //! time. Deadlines only stop a broken build from hanging the suite.
 
+#[path = "support/hush.rs"]
+mod hush_process;
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hush_process::{HushProcess, test_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -27,35 +28,23 @@ const H2_STREAMS: u32 = 32;
 /// Good hits sent during each attack.
 const GOOD_HITS: usize = 20;
 
-/// A running `hush serve`.
+/// A running `hush serve` (the shared [`HushProcess`]) in a temporary directory that
+/// lives as long as it does.
 struct Collector {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+    // Declared first so it is dropped (killed) before its directory is removed.
+    hush: HushProcess,
     _dir: tempfile::TempDir,
-}
-
-fn capture(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut log) = log.lock() {
-                // Keep the tail only: attacks make the debug log long.
-                if log.len() > 1 << 20 {
-                    log.clear();
-                }
-                log.push_str(&line);
-                log.push('\n');
-            }
-        }
-    });
 }
 
 impl Collector {
     fn start(db: &str) -> Collector {
         let ch = support::clickhouse();
-        let config = format!(
-            r#"
+        let config = test_config(
+            ch.url(),
+            Some((ch.user(), ch.password())),
+            db,
+            &format!(
+                r#"
 [server]
 max_connections = {MAX_CONNECTIONS}
 max_in_flight_requests = 256
@@ -65,85 +54,32 @@ keep_alive_timeout_ms = 5000
 h2_max_concurrent_streams = {H2_STREAMS}
 trusted_proxies = ["127.0.0.1/32"]
 shutdown_timeout_ms = 5000
-
-[clickhouse]
-url = "{url}"
-user = "{user}"
-password = "{password}"
-database = "{db}"
-
-[writer]
-batch_rows = 50
-flush_interval_ms = 100
-queue_capacity = 10000
-
-[retention]
-schedule = false
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[sites]]
-domain = "example.com"
-"#,
-            url = ch.url(),
-            user = ch.user(),
-            password = ch.password(),
+"#
+            ),
         );
         let dir = tempfile::tempdir().expect("temp dir");
-        let config_path = dir.path().join("hush.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let port_file = dir.path().join("port");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .env("RUST_LOG", "info")
-            .env_remove("HUSH_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hush");
-        let log = Arc::new(Mutex::new(String::new()));
-        capture(child.stdout.take().expect("stdout"), Arc::clone(&log));
-        capture(child.stderr.take().expect("stderr"), Arc::clone(&log));
-        let started = Instant::now();
-        let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file)
-                && let Ok(addr) = text.trim().parse::<SocketAddr>()
-            {
-                break addr;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("hush exited early ({status}):\n{}", log.lock().unwrap());
-            }
-            assert!(started.elapsed() < DEADLINE, "hush did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Collector {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
+        let hush = HushProcess::start_with_log_filter(dir.path(), &config, "info");
+        Collector { hush, _dir: dir }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.hush.addr()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.hush.url(path)
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.hush.pid()
     }
 
     /// Fails the test if the process died (with its log).
     fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(status) = self.hush.try_wait() {
             panic!(
                 "hush exited during the attack ({status}):\n{}",
-                self.log.lock().unwrap()
+                self.hush.log()
             );
         }
     }
@@ -165,13 +101,6 @@ domain = "example.com"
                     .count()
             })
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -302,7 +231,7 @@ async fn slowloris_connections_are_cut_and_good_clients_served() {
         .fresh_database("hostile_slowloris")
         .await;
     let mut c = Collector::start(&db);
-    let addr = c.addr;
+    let addr = c.addr();
     let connected = Arc::new(AtomicUsize::new(0));
     let mut slow = Vec::new();
     for _ in 0..SLOW {
@@ -380,7 +309,7 @@ async fn oversized_heads_and_bodies_are_refused_without_buffering() {
         .fresh_database("hostile_oversized")
         .await;
     let mut c = Collector::start(&db);
-    let addr = c.addr;
+    let addr = c.addr();
 
     // One request head far over the 32 KiB limit: 431, or the connection closes.
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -512,7 +441,7 @@ async fn invalid_json_flood_gets_400_while_good_hits_get_through() {
     const PER_TASK: usize = 150;
     let db = support::clickhouse().fresh_database("hostile_json").await;
     let mut c = Collector::start(&db);
-    let addr = c.addr;
+    let addr = c.addr();
     let mut deep = "[".repeat(200);
     deep.push_str(&"]".repeat(200));
     let bad: Arc<Vec<Vec<u8>>> = Arc::new(vec![
@@ -696,7 +625,7 @@ async fn h2_stream_floods_and_rapid_resets_leave_the_server_serving() {
     const RESETS: u32 = 5_000;
     let db = support::clickhouse().fresh_database("hostile_h2").await;
     let mut c = Collector::start(&db);
-    let addr = c.addr;
+    let addr = c.addr();
     // Control: the same hand-made frames, used politely, are valid requests.
     let mut polite = Vec::new();
     h2_frame(
@@ -779,7 +708,7 @@ async fn connections_beyond_the_limit_wait_and_the_server_stays_up() {
     const CONNS: usize = 300;
     let db = support::clickhouse().fresh_database("hostile_conns").await;
     let mut c = Collector::start(&db);
-    let addr = c.addr;
+    let addr = c.addr();
     let mut tasks = Vec::new();
     for _ in 0..CONNS {
         tasks.push(tokio::spawn(async move {
@@ -835,7 +764,7 @@ async fn pipelining_clients_that_never_read_are_dropped() {
         .fresh_database("hostile_pipeline")
         .await;
     let mut c = Collector::start(&db);
-    let addr = c.addr;
+    let addr = c.addr();
     let mut tasks = Vec::new();
     for _ in 0..CONNS {
         tasks.push(tokio::spawn(async move {

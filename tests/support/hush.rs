@@ -105,6 +105,13 @@ impl HushProcess {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The exit status if the process has exited (or was stopped by this handle).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|child| child.try_wait().expect("wait for hush"))
+    }
+
     /// SIGTERM, then waits (up to `timeout`) for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("hush is running");
@@ -140,6 +147,64 @@ impl HushProcess {
 impl Drop for HushProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The configuration every collector test starts from: the given ClickHouse database
+/// (`login` = user and password; the defaults without it), writer batches small enough
+/// to flush within a test, retention not scheduled, the admin API on an ephemeral port
+/// (collectors run side by side, so none may claim a fixed one), one site `example.com`.
+///
+/// `overrides` is TOML merged over it, so a test spells out only what it changes: its
+/// tables add keys to the base's or replace them; arrays (`[[sites]]`) replace whole.
+pub fn test_config(
+    url: &str,
+    login: Option<(&str, &str)>,
+    database: &str,
+    overrides: &str,
+) -> String {
+    let mut config: toml::Table = r#"
+[writer]
+batch_rows = 50
+flush_interval_ms = 100
+queue_capacity = 10000
+
+[retention]
+schedule = false
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[sites]]
+domain = "example.com"
+"#
+    .parse()
+    .expect("base test config");
+    let mut clickhouse = toml::Table::new();
+    clickhouse.insert("url".into(), url.into());
+    if let Some((user, password)) = login {
+        clickhouse.insert("user".into(), user.into());
+        clickhouse.insert("password".into(), password.into());
+    }
+    clickhouse.insert("database".into(), database.into());
+    config.insert("clickhouse".into(), clickhouse.into());
+    merge(
+        &mut config,
+        overrides.parse().expect("test config overrides"),
+    );
+    toml::to_string(&config).expect("serialize test config")
+}
+
+fn merge(base: &mut toml::Table, overrides: toml::Table) {
+    for (key, value) in overrides {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(overrides)) => {
+                merge(base, overrides);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
