@@ -203,6 +203,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
         metrics,
         registry: Arc::new(registry),
         clickhouse: client.clone(),
+        ready_cache: crate::ingest::ReadyCache::default(),
     });
 
     let budget = config.server.shutdown_timeout();

@@ -31,6 +31,10 @@ use crate::writer::{EventSink, SubmitError};
 
 /// How long `/ready` waits for ClickHouse before answering 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a `/ready` answer is reused. Short, so an outage (or a recovery) shows
+/// within a second; long enough that load balancers probing every second from many
+/// nodes cost ClickHouse about one check per second per collector.
+pub const READY_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Browsers cache a preflight answer this long (seconds); Chrome caps it at 2 hours.
 const PREFLIGHT_MAX_AGE: &str = "86400";
 
@@ -44,6 +48,64 @@ pub struct Ingest {
     pub registry: Arc<prometheus_client::registry::Registry>,
     /// Client for readiness checks (database set).
     pub clickhouse: clickhouse::Client,
+    /// The last readiness answer, shared by concurrent `/ready` probes.
+    pub ready_cache: ReadyCache,
+}
+
+/// Caches the readiness check and runs at most one at a time.
+///
+/// A tokio mutex around the last `(checked at, ready)`: probes arriving while a check
+/// runs wait for it and reuse its answer instead of starting their own, so a slow
+/// ClickHouse sees one check, not a pile of them. Failures are cached too (for the
+/// same TTL): otherwise, with ClickHouse down, waiting probes would each run another
+/// slow check one after the other. `/ready` is not on the hit path, so this lock never
+/// touches ingestion.
+#[derive(Debug)]
+pub struct ReadyCache {
+    ttl: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+impl ReadyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The cached answer when younger than the TTL, else `check()`'s (then cached).
+    /// The age counts from when the check finished.
+    pub async fn get<F, Fut>(&self, check: F) -> bool
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        self.get_with_clock(Instant::now, check).await
+    }
+
+    /// [`ReadyCache::get`] with the clock injected, for tests.
+    async fn get_with_clock<F, Fut>(&self, now: impl Fn() -> Instant, check: F) -> bool
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, ready)) = *last
+            && now().saturating_duration_since(at) < self.ttl
+        {
+            return ready;
+        }
+        let ready = check().await;
+        *last = Some((now(), ready));
+        ready
+    }
+}
+
+impl Default for ReadyCache {
+    fn default() -> Self {
+        Self::new(READY_CACHE_TTL)
+    }
 }
 
 /// A refused request: status, metric reason, short public message.
@@ -458,17 +520,27 @@ impl Ingest {
     }
 
     async fn ready(&self) -> Response<Body> {
-        let check = crate::migrate::check_current(&self.clickhouse);
-        match tokio::time::timeout(READY_TIMEOUT, check).await {
-            Ok(Ok(())) => simple(StatusCode::OK, "ready\n"),
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "not ready");
-                simple(StatusCode::SERVICE_UNAVAILABLE, "clickhouse not ready\n")
-            }
-            Err(_) => {
-                tracing::warn!("not ready: ClickHouse did not answer in time");
-                simple(StatusCode::SERVICE_UNAVAILABLE, "clickhouse not ready\n")
-            }
+        let ready = self
+            .ready_cache
+            .get(|| async {
+                let check = crate::migrate::check_current(&self.clickhouse);
+                match tokio::time::timeout(READY_TIMEOUT, check).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "not ready");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!("not ready: ClickHouse did not answer in time");
+                        false
+                    }
+                }
+            })
+            .await;
+        if ready {
+            simple(StatusCode::OK, "ready\n")
+        } else {
+            simple(StatusCode::SERVICE_UNAVAILABLE, "clickhouse not ready\n")
         }
     }
 
@@ -573,5 +645,146 @@ impl Handler for Ingest {
     fn on_panic(&self) -> Response<Body> {
         self.metrics.rejected(RejectReason::internal, 1);
         simple(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A check that counts its runs and answers `answer`.
+    fn counting(
+        runs: &Arc<AtomicUsize>,
+        answer: bool,
+    ) -> impl FnOnce() -> std::future::Ready<bool> + use<> {
+        let runs = Arc::clone(runs);
+        move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(answer)
+        }
+    }
+
+    /// A clock the test moves by hand.
+    struct Clock {
+        base: Instant,
+        offset_ms: AtomicUsize,
+    }
+
+    impl Clock {
+        fn new() -> Self {
+            Self {
+                base: Instant::now(),
+                offset_ms: AtomicUsize::new(0),
+            }
+        }
+        fn advance(&self, ms: usize) {
+            self.offset_ms.fetch_add(ms, Ordering::SeqCst);
+        }
+        fn now(&self) -> Instant {
+            self.base + Duration::from_millis(self.offset_ms.load(Ordering::SeqCst) as u64)
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_reused_within_the_ttl_only() {
+        let cache = ReadyCache::new(Duration::from_secs(1));
+        let clock = Clock::new();
+        let now = || clock.now();
+        let runs = Arc::new(AtomicUsize::new(0));
+        assert!(cache.get_with_clock(now, counting(&runs, true)).await);
+        // Within the TTL the cached success stands, whatever ClickHouse would say now.
+        clock.advance(999);
+        assert!(cache.get_with_clock(now, counting(&runs, false)).await);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // At the TTL, an outage shows.
+        clock.advance(1);
+        assert!(!cache.get_with_clock(now, counting(&runs, false)).await);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // A failure is cached just as briefly, and a recovery shows after it.
+        clock.advance(500);
+        assert!(!cache.get_with_clock(now, counting(&runs, true)).await);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        clock.advance(500);
+        assert!(cache.get_with_clock(now, counting(&runs, true)).await);
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn without_a_ttl_every_probe_checks() {
+        let cache = ReadyCache::new(Duration::ZERO);
+        let runs = Arc::new(AtomicUsize::new(0));
+        assert!(cache.get(counting(&runs, true)).await);
+        assert!(!cache.get(counting(&runs, false)).await);
+        assert!(cache.get(counting(&runs, true)).await);
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_probes_share_one_check() {
+        // A TTL no test run reaches, so only coalescing can explain a single check.
+        let cache = Arc::new(ReadyCache::new(Duration::from_secs(3600)));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::oneshot::channel::<bool>();
+        // The first probe's check hangs until released, like a slow ClickHouse.
+        let first = {
+            let cache = Arc::clone(&cache);
+            let runs = Arc::clone(&runs);
+            tokio::spawn(async move {
+                cache
+                    .get(|| async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        released.await.unwrap_or(false)
+                    })
+                    .await
+            })
+        };
+        // Let it take the lock and start its check.
+        for _ in 0..1000 {
+            if runs.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the first check never started"
+        );
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                let check = counting(&runs, true);
+                tokio::spawn(async move { cache.get(check).await })
+            })
+            .collect();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(waiting.iter().all(|t| !t.is_finished()), "probes must wait");
+        // The slow check ends in failure: everyone gets it, nobody else checked.
+        release.send(false).unwrap();
+        assert!(!first.await.unwrap());
+        for t in waiting {
+            assert!(!t.await.unwrap());
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_check_that_was_cancelled_is_not_cached() {
+        let cache = ReadyCache::new(Duration::from_secs(3600));
+        let runs = Arc::new(AtomicUsize::new(0));
+        // A probe whose connection went away mid-check drops the future.
+        let pending = cache.get(std::future::pending::<bool>);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), pending)
+                .await
+                .is_err()
+        );
+        assert!(!cache.get(counting(&runs, false)).await);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 }
