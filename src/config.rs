@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Requests being handled at once across all connections (HTTP/2 multiplexes many).
     pub max_in_flight_requests: usize,
+    /// Requests in flight on one connection at once: its fair share of
+    /// `max_in_flight_requests`, so a few HTTP/2 connections with stalled streams
+    /// cannot take every slot.
+    pub max_in_flight_per_connection: usize,
     /// A client must send its complete request head within this time (slowloris guard).
     pub header_read_timeout_ms: u64,
     /// A client must send its complete body within this time.
@@ -86,6 +90,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_connections: 10_000,
             max_in_flight_requests: 4_096,
+            max_in_flight_per_connection: 32,
             header_read_timeout_ms: 5_000,
             body_read_timeout_ms: 10_000,
             keep_alive_timeout_ms: 60_000,
@@ -507,6 +512,13 @@ impl Config {
                 "must be positive",
             ));
         }
+        if self.server.max_in_flight_per_connection == 0 {
+            return Err(invalid(
+                "server.max_in_flight_per_connection",
+                0,
+                "must be positive",
+            ));
+        }
         let url = &self.clickhouse.url;
         if !(url.starts_with("http://") || url.starts_with("https://"))
             || url::Url::parse(url).is_err()
@@ -654,6 +666,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("batch_rowz"), "{err}");
+        let err = Config::from_toml_str("[server]\nmax_in_flight_per_connection = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.max_in_flight_per_connection"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //!   limit new connections wait in the kernel backlog instead of costing memory here.
 //! - `server.max_in_flight_requests`: requests beyond it get 503 at once (the handler
 //!   decides the body), so HTTP/2 multiplexing cannot queue unbounded work.
+//! - `server.max_in_flight_per_connection`: each connection's fair share of those
+//!   slots. A request over it gets the same 503 without touching the shared pool, and
+//!   while fewer than a quarter of the shared slots are free (`PRESSURE_DIVISOR`), a
+//!   connection already holding half its share is refused before the pool runs dry.
+//!   Otherwise a few HTTP/2 connections whose streams send headers and then stall the
+//!   body (each holding a slot until the body read timeout) starve every other client.
 //! - `server.header_read_timeout_ms`: hyper's HTTP/1 head timer. In hyper 1.x it also
 //!   runs while an idle keep-alive connection waits for its next request, so idle HTTP/1
 //!   connections close after min(header timeout, keep-alive timeout).
@@ -80,6 +86,10 @@ pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 /// How long a connection asked to close by the idle watchdog may take to go; at least
 /// the header read timeout.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The shared in-flight pool is "under pressure" when fewer than 1/`PRESSURE_DIVISOR`
+/// of its slots are free; then connections already holding half their share are
+/// refused first, which keeps the last slots for connections holding few.
+const PRESSURE_DIVISOR: usize = 4;
 
 /// What the server calls for every request.
 pub trait Handler: Send + Sync + 'static {
@@ -144,6 +154,8 @@ pub struct Drained {
 /// Per-connection activity, for the idle watchdog.
 struct ConnActivity {
     active: AtomicUsize,
+    /// Shared in-flight slots this connection holds (its fair-share counter).
+    slots: AtomicUsize,
     served: AtomicU64,
     /// Milliseconds since `epoch` of the last request start or end.
     last_ms: AtomicU64,
@@ -163,6 +175,48 @@ impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.last_ms.store(self.0.now_ms(), Ordering::Relaxed);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The per-connection and shared in-flight limits, checked for every request.
+struct InFlight {
+    pool: Semaphore,
+    total: usize,
+    per_connection: usize,
+}
+
+/// One connection's claim on a slot: counted per connection first, so a connection at
+/// its cap is refused without touching the shared pool.
+struct SlotClaim<'a>(&'a ConnActivity);
+
+impl Drop for SlotClaim<'_> {
+    fn drop(&mut self) {
+        self.0.slots.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    /// A slot for one request on `conn`, or `None` when the connection is over its
+    /// share or the shared pool is (nearly) exhausted. Lock-free: one atomic add on
+    /// the connection, one CAS on the pool.
+    fn acquire<'a>(
+        &'a self,
+        conn: &'a ConnActivity,
+    ) -> Option<(SlotClaim<'a>, tokio::sync::SemaphorePermit<'a>)> {
+        let held = conn.slots.fetch_add(1, Ordering::AcqRel);
+        let claim = SlotClaim(conn);
+        if held >= self.per_connection {
+            return None;
+        }
+        // Under pressure, a connection already holding half its share goes first, so
+        // a handful of greedy connections cannot take the last slots either.
+        if held >= (self.per_connection / 2).max(1)
+            && self.pool.available_permits() < self.total / PRESSURE_DIVISOR
+        {
+            return None;
+        }
+        let permit = self.pool.try_acquire().ok()?;
+        Some((claim, permit))
     }
 }
 
@@ -205,7 +259,11 @@ pub async fn run<H: Handler>(
     let builder = Arc::new(builder(config));
     let max_conns = config.max_connections;
     let conn_limit = Arc::new(Semaphore::new(max_conns));
-    let in_flight = Arc::new(Semaphore::new(config.max_in_flight_requests));
+    let in_flight = Arc::new(InFlight {
+        pool: Semaphore::new(config.max_in_flight_requests),
+        total: config.max_in_flight_requests,
+        per_connection: config.max_in_flight_per_connection.max(1),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let header_timeout = config.header_read_timeout();
     let idle_timeout = Duration::from_millis(config.keep_alive_timeout_ms);
@@ -243,6 +301,7 @@ pub async fn run<H: Handler>(
             let _permit = permit;
             let activity = Arc::new(ConnActivity {
                 active: AtomicUsize::new(0),
+                slots: AtomicUsize::new(0),
                 served: AtomicU64::new(0),
                 last_ms: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -256,7 +315,7 @@ pub async fn run<H: Handler>(
                     activity.active.fetch_add(1, Ordering::AcqRel);
                     activity.served.fetch_add(1, Ordering::Relaxed);
                     let _guard = ActiveGuard(&activity);
-                    let Ok(_slot) = in_flight.try_acquire() else {
+                    let Some(_slot) = in_flight.acquire(&activity) else {
                         return Ok::<_, Infallible>(handler.on_overload());
                     };
                     let resp = AssertUnwindSafe(handler.handle(req, peer))
@@ -453,6 +512,56 @@ mod tests {
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         assert!(task.await.unwrap().complete);
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    fn conn() -> ConnActivity {
+        ConnActivity {
+            active: AtomicUsize::new(0),
+            slots: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_connection_gets_its_share_and_refusals_cost_the_pool_nothing() {
+        let limits = InFlight {
+            pool: Semaphore::new(100),
+            total: 100,
+            per_connection: 4,
+        };
+        let greedy = conn();
+        let held: Vec<_> = (0..10).map_while(|_| limits.acquire(&greedy)).collect();
+        assert_eq!(held.len(), 4);
+        // Refused requests take no shared slot and leave the connection's count as is.
+        assert!(limits.acquire(&greedy).is_none());
+        assert_eq!(limits.pool.available_permits(), 96);
+        assert_eq!(greedy.slots.load(Ordering::Acquire), 4);
+        drop(held);
+        assert_eq!(limits.pool.available_permits(), 100);
+        assert_eq!(greedy.slots.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn under_pressure_connections_holding_half_their_share_go_first() {
+        let limits = InFlight {
+            pool: Semaphore::new(100),
+            total: 100,
+            per_connection: 4,
+        };
+        // 80 of 100 slots busy elsewhere: fewer than a quarter free.
+        let _busy = limits.pool.try_acquire_many(80).unwrap();
+        let greedy = conn();
+        let first = limits.acquire(&greedy);
+        let second = limits.acquire(&greedy);
+        assert!(first.is_some() && second.is_some());
+        // Holding 2 of 4 under pressure: refused, while a fresh connection is served.
+        assert!(limits.acquire(&greedy).is_none());
+        let fresh = conn();
+        let served = limits.acquire(&fresh);
+        assert!(served.is_some());
+        assert_eq!(limits.pool.available_permits(), 17);
     }
 
     /// HTTP/2 connection preface plus an empty SETTINGS frame.

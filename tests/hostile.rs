@@ -28,6 +28,23 @@ const H2_STREAMS: u32 = 32;
 /// Good hits sent during each attack.
 const GOOD_HITS: usize = 20;
 
+/// The in-flight limits and body timeout a collector runs with.
+struct InFlightLimits {
+    total: usize,
+    per_connection: usize,
+    body_read_timeout_ms: u64,
+}
+
+impl Default for InFlightLimits {
+    fn default() -> Self {
+        InFlightLimits {
+            total: 256,
+            per_connection: H2_STREAMS as usize,
+            body_read_timeout_ms: 2000,
+        }
+    }
+}
+
 /// A running `hush serve` (the shared [`HushProcess`]) in a temporary directory that
 /// lives as long as it does.
 struct Collector {
@@ -38,6 +55,15 @@ struct Collector {
 
 impl Collector {
     fn start(db: &str) -> Collector {
+        Self::start_with(db, &InFlightLimits::default())
+    }
+
+    fn start_with(db: &str, limits: &InFlightLimits) -> Collector {
+        let InFlightLimits {
+            total,
+            per_connection,
+            body_read_timeout_ms,
+        } = limits;
         let ch = support::clickhouse();
         let config = test_config(
             ch.url(),
@@ -47,9 +73,10 @@ impl Collector {
                 r#"
 [server]
 max_connections = {MAX_CONNECTIONS}
-max_in_flight_requests = 256
+max_in_flight_requests = {total}
+max_in_flight_per_connection = {per_connection}
 header_read_timeout_ms = 1000
-body_read_timeout_ms = 2000
+body_read_timeout_ms = {body_read_timeout_ms}
 keep_alive_timeout_ms = 5000
 h2_max_concurrent_streams = {H2_STREAMS}
 trusted_proxies = ["127.0.0.1/32"]
@@ -795,4 +822,160 @@ async fn pipelining_clients_that_never_read_are_dropped() {
         );
     }
     assert_survived(&mut c, &db, "pipeline").await;
+}
+
+/// One HTTP/2 connection (hyper's client, which answers SETTINGS and PINGs like a real
+/// client) that opens `streams` POSTs whose bodies never come. Counts the streams the
+/// server answered (each must be a 503: over the connection's share or the pool) and
+/// sets `closed` when the connection ends.
+async fn h2_stalled_streams(
+    addr: SocketAddr,
+    streams: u32,
+    answered: Arc<AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use http_body_util::StreamBody;
+    use hyper::body::{Bytes, Frame};
+    type Stalled =
+        StreamBody<futures_util::stream::Pending<Result<Frame<Bytes>, std::convert::Infallible>>>;
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
+    let (sender, conn) = hyper::client::conn::http2::handshake::<_, _, Stalled>(
+        hyper_util::rt::TokioExecutor::new(),
+        io,
+    )
+    .await
+    .expect("h2 handshake");
+    let mut requests = Vec::new();
+    for n in 0..streams {
+        let mut sender = sender.clone();
+        let answered = Arc::clone(&answered);
+        let req = http::Request::post(format!("http://{addr}/api/event"))
+            .header("content-type", "text/plain")
+            .header("x-forwarded-for", format!("198.51.100.{}", n % 200))
+            .body(StreamBody::new(futures_util::stream::pending()))
+            .expect("request");
+        requests.push(tokio::spawn(async move {
+            if let Ok(resp) = sender.send_request(req).await {
+                assert_eq!(resp.status(), 503, "stalled stream answered");
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let _ = conn.await;
+    closed.store(true, Ordering::SeqCst);
+    for r in requests {
+        r.abort();
+    }
+}
+
+/// Sends one good hit that must be accepted at once: no 503, no retry.
+async fn send_good_now(client: &reqwest::Client, addr: SocketAddr, tag: &str, i: usize) {
+    let resp = client
+        .post(format!("http://{addr}/api/event"))
+        .header("content-type", "text/plain")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+        )
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(good_body(tag, i))
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("good hit {tag}/{i}: {err}"));
+    assert_eq!(
+        resp.status(),
+        202,
+        "good hit {tag}/{i} during the stalled-stream attack"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_h2_streams_cannot_take_every_in_flight_slot() {
+    const CONNS: usize = 8;
+    const PER_CONNECTION: usize = 4;
+    const TOTAL: usize = 64;
+    // Fair shares fit in the pool; streams on all connections together do not.
+    const _: () = assert!(CONNS * PER_CONNECTION < TOTAL);
+    const _: () = assert!(CONNS * H2_STREAMS as usize > TOTAL);
+    let db = support::clickhouse().fresh_database("hostile_stall").await;
+    // Stalled bodies hold their slot far longer than the good hits take, so the attack
+    // is still in place while they are sent (checked below, not assumed).
+    let mut c = Collector::start_with(
+        &db,
+        &InFlightLimits {
+            total: TOTAL,
+            per_connection: PER_CONNECTION,
+            body_read_timeout_ms: 60_000,
+        },
+    );
+    let addr = c.addr();
+    let mut attackers = Vec::new();
+    for _ in 0..CONNS {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(h2_stalled_streams(
+            addr,
+            H2_STREAMS,
+            Arc::clone(&answered),
+            Arc::clone(&closed),
+        ));
+        attackers.push((answered, closed, task));
+    }
+    let answered = |attackers: &[(Arc<AtomicUsize>, _, _)]| -> Vec<usize> {
+        attackers
+            .iter()
+            .map(|(a, _, _)| a.load(Ordering::SeqCst))
+            .collect()
+    };
+    // Wait until at most TOTAL streams are unanswered: without a per-connection share,
+    // that is the moment the stalled streams hold every slot of the pool.
+    let started = Instant::now();
+    loop {
+        let total: usize = answered(&attackers).iter().sum();
+        if total + TOTAL >= CONNS * H2_STREAMS as usize {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "stalled streams never settled: {:?} answered",
+            answered(&attackers)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client");
+    for i in 0..GOOD_HITS {
+        send_good_now(&client, addr, "stall", i).await;
+    }
+    // The attack was in place all along: every attacking connection is still open.
+    for (_, closed, _) in &attackers {
+        assert!(
+            !closed.load(Ordering::SeqCst),
+            "an attacking connection ended before the good hits were sent"
+        );
+    }
+    // No connection ever held more than its share: all its other streams got 503.
+    let started = Instant::now();
+    loop {
+        let per_conn = answered(&attackers);
+        if per_conn
+            .iter()
+            .all(|&n| n + PER_CONNECTION >= H2_STREAMS as usize)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "a connection holds more than {PER_CONNECTION} streams: {per_conn:?} answered \
+             of {H2_STREAMS} each"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (_, _, task) in attackers {
+        task.abort();
+    }
+    assert_survived(&mut c, &db, "stall").await;
 }
