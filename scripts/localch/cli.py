@@ -295,6 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not stopping.is_set():
             log.info("received signal %d, shutting down", signum)
             stopping.set()
+            server.stopping.set()
             # shutdown() blocks until serve_forever returns: not from this thread.
             threading.Thread(target=server.shutdown, daemon=True).start()
 

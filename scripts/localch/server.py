@@ -124,6 +124,9 @@ class Server(ThreadingHTTPServer):
         self.display_name = socket.gethostname()
         self._active = 0
         self._active_cv = threading.Condition()
+        # Set at shutdown: kept-alive connections then take no new request, as a
+        # ClickHouse server does, so a busy client cannot keep the process alive.
+        self.stopping = threading.Event()
         super().__init__(address, Handler)
 
     def begin_request(self) -> None:
@@ -236,9 +239,14 @@ class Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def handle_one_request(self) -> None:
+        if self.server.stopping.is_set():
+            self.close_connection = True
+            return
         self.connection.settimeout(self.server.config.keep_alive_timeout)
         try:
             super().handle_one_request()
+            if self.server.stopping.is_set():
+                self.close_connection = True
         except _ClientGone as err:
             log.info("closing connection from %s: %s", self.client_address[0], err)
             self.close_connection = True
