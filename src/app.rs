@@ -34,30 +34,31 @@ const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// flushing the writer, which is what actually protects accepted hits.
 const DRAIN_SHARE: f64 = 0.75;
 
-/// Resolves on SIGTERM or SIGINT and records when.
-async fn shutdown_signal(at: Arc<OnceLock<Instant>>) {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = term => tracing::info!("SIGTERM received, shutting down"),
+/// SIGTERM and SIGINT handlers, installed as the first thing `serve` does: a signal
+/// that arrives during start-up (after the port file is written, say, but before the
+/// server loop runs) then starts a graceful shutdown instead of killing the process.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
     }
-    let _ = at.set(Instant::now());
+
+    /// Resolves on SIGTERM or SIGINT and records when.
+    async fn recv(mut self, at: Arc<OnceLock<Instant>>) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        }
+        let _ = at.set(Instant::now());
+    }
 }
 
 fn now_secs() -> u32 {
@@ -81,6 +82,7 @@ async fn write_port_file(path: &std::path::Path, addr: std::net::SocketAddr) -> 
 
 /// Runs the collector until SIGTERM/SIGINT.
 pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let signals = ShutdownSignals::install()?;
     let config = Arc::new(config);
     if config.sites.is_empty() {
         tracing::warn!("no [[sites]] configured: every hit will be refused with 403");
@@ -214,7 +216,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
         let signaled = Arc::clone(&signaled);
         let purge_stop = purge_stop_tx.clone();
         async move {
-            shutdown_signal(signaled).await;
+            signals.recv(signaled).await;
             let _ = purge_stop.send(true);
         }
     };

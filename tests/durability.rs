@@ -566,7 +566,8 @@ async fn a_batch_stored_before_the_crash_is_not_stored_twice_on_replay() {
     let w = World::new();
     // Start once so the schema exists, then stop cleanly.
     let mut h = w.start_hush(&Opts::default());
-    assert!(blocking(|| h.terminate(Duration::from_secs(60))).success());
+    let status = blocking(|| h.terminate(Duration::from_secs(60)));
+    assert!(status.success(), "hush exited with {status}:\n{}", h.log());
 
     let seqs: Vec<u64> = (1_000_000..1_000_040).collect();
     let spool = open_spool(&w.spool_dir());
@@ -731,7 +732,8 @@ async fn a_batch_clickhouse_refuses_becomes_a_dead_letter_and_the_rest_flows() {
     }
     let w = World::new();
     let mut h = w.start_hush(&Opts::default());
-    assert!(blocking(|| h.terminate(Duration::from_secs(60))).success());
+    let status = blocking(|| h.terminate(Duration::from_secs(60)));
+    assert!(status.success(), "hush exited with {status}:\n{}", h.log());
 
     // A record that is not a RowBinary row, in its own segment (batches never span
     // segments), then good rows in the next one.
