@@ -331,7 +331,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("stopped")
         if args.ephemeral:
             shutil.rmtree(data_dir, ignore_errors=True)
-    return 0
+    # Every acknowledged insert is a committed part on disk by now. Leave without the
+    # interpreter's and the engine's exit-time teardown: chDB's process-wide
+    # destructors wait for background merges, which under load can take minutes and
+    # made SIGTERM look like a hang. An interrupted merge is discarded on the next
+    # start, as after any server stop.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 _on_parent_exit = None
