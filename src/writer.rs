@@ -1218,26 +1218,34 @@ mod tests {
         }
     }
 
-    /// A writer pointed at a closed port: inserts fail, so rows stay queued.
-    fn stalled_writer(capacity: usize) -> (EventSink, WriterHandle) {
+    /// A client for a port nothing listens on: every insert fails fast.
+    fn closed_port_client() -> Client {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let cfg = crate::config::ClickHouseConfig {
+        store::client(&crate::config::ClickHouseConfig {
             url: format!("http://127.0.0.1:{port}"),
             ..Default::default()
-        };
-        let wcfg = WriterConfig {
+        })
+    }
+
+    /// Small batches and quick retries, so a stalled writer keeps retrying.
+    fn stalled_writer_config(queue_capacity: usize) -> WriterConfig {
+        WriterConfig {
             batch_rows: 2,
             flush_interval_ms: 10,
-            queue_capacity: capacity,
+            queue_capacity,
             retry_base_ms: 5,
             retry_max_ms: 20,
-        };
+        }
+    }
+
+    /// A writer pointed at a closed port: inserts fail, so rows stay queued.
+    fn stalled_writer(capacity: usize) -> (EventSink, WriterHandle) {
         Writer::spawn(
-            store::client(&cfg),
-            &wcfg,
+            closed_port_client(),
+            &stalled_writer_config(capacity),
             Duration::from_secs(1),
             "events",
             &mut Registry::default(),
@@ -1340,26 +1348,11 @@ mod tests {
         dir: &std::path::Path,
         max_bytes: u64,
     ) -> (EventSink, WriterHandle, Spool) {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let cfg = crate::config::ClickHouseConfig {
-            url: format!("http://127.0.0.1:{port}"),
-            ..Default::default()
-        };
-        let wcfg = WriterConfig {
-            batch_rows: 2,
-            flush_interval_ms: 10,
-            queue_capacity: 10,
-            retry_base_ms: 5,
-            retry_max_ms: 20,
-        };
         let mut registry = Registry::default();
         let spool = Spool::open(&spool_config(dir, max_bytes), &mut registry).unwrap();
         let (sink, handle) = Writer::spawn_spooled(
-            store::client(&cfg),
-            &wcfg,
+            closed_port_client(),
+            &stalled_writer_config(10),
             Duration::from_secs(1),
             "events",
             spool.clone(),

@@ -149,22 +149,30 @@ fn good_body(tag: &str, i: usize) -> String {
     .to_string()
 }
 
+/// One well-behaved tracker hit (sendBeacon-style text/plain body, a real browser).
+fn good_request(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    tag: &str,
+    i: usize,
+) -> reqwest::RequestBuilder {
+    client
+        .post(format!("http://{addr}/api/event"))
+        .header("content-type", "text/plain")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+        )
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(good_body(tag, i))
+}
+
 /// Sends one good hit, like a tracker would: a 503 (overload, with Retry-After) or a
 /// connection refused/reset is retried until the deadline; anything else must be 202.
 async fn send_good(client: &reqwest::Client, addr: SocketAddr, tag: &str, i: usize) {
     let started = Instant::now();
     loop {
-        let result = client
-            .post(format!("http://{addr}/api/event"))
-            .header("content-type", "text/plain")
-            .header(
-                "user-agent",
-                "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-            )
-            .header("x-forwarded-for", "203.0.113.9")
-            .body(good_body(tag, i))
-            .send()
-            .await;
+        let result = good_request(client, addr, tag, i).send().await;
         match result {
             Ok(resp) if resp.status() == 202 => return,
             Ok(resp) if resp.status() == 503 => {}
@@ -870,15 +878,7 @@ async fn h2_stalled_streams(
 
 /// Sends one good hit that must be accepted at once: no 503, no retry.
 async fn send_good_now(client: &reqwest::Client, addr: SocketAddr, tag: &str, i: usize) {
-    let resp = client
-        .post(format!("http://{addr}/api/event"))
-        .header("content-type", "text/plain")
-        .header(
-            "user-agent",
-            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-        )
-        .header("x-forwarded-for", "203.0.113.9")
-        .body(good_body(tag, i))
+    let resp = good_request(client, addr, tag, i)
         .send()
         .await
         .unwrap_or_else(|err| panic!("good hit {tag}/{i}: {err}"));
