@@ -735,3 +735,50 @@ async fn append_throughput() {
     );
     assert_eq!(spool.status().pending_records, u64::from(tasks * per_task));
 }
+
+/// Scheduling policy (`/proc` stat field 41) of every thread of this process named
+/// `name` (as the kernel truncates it, 15 bytes).
+#[cfg(target_os = "linux")]
+fn thread_policies(name: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .flatten()
+    {
+        let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let after_comm = &stat[stat.rfind(')').expect("stat has a comm") + 1..];
+        let policy = after_comm
+            .split_whitespace()
+            .nth(38)
+            .expect("stat has a policy");
+        out.push(policy.parse().expect("numeric policy"));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_appender_does_not_preempt_the_thread_that_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _registry) = open(&config(dir.path(), FsyncPolicy::Interval));
+    append_blocking(&spool, &[rec(1, 1)]).unwrap();
+    // The policy is set as the thread starts; other tests' appenders may be starting
+    // too, so wait (bounded) until every one of them has it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let policies = thread_policies("hush-spool-appe");
+        assert!(!policies.is_empty(), "no appender thread found");
+        if policies.iter().all(|&p| p == libc::SCHED_BATCH) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "appender policies: {policies:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    spool.close_blocking();
+}
