@@ -179,8 +179,14 @@ impl Drop for ActiveGuard<'_> {
 }
 
 /// The per-connection and shared in-flight limits, checked for every request.
+///
+/// The shared pool is a counter, not a semaphore: requests never wait for a slot (over
+/// the limit they are refused at once), and releasing a `tokio::sync::Semaphore` permit
+/// takes the semaphore's waiter-list lock, a cost paid on every request for waiting
+/// that never happens.
 struct InFlight {
-    pool: Semaphore,
+    /// Slots of the shared pool in use.
+    used: AtomicUsize,
     total: usize,
     per_connection: usize,
 }
@@ -195,14 +201,33 @@ impl Drop for SlotClaim<'_> {
     }
 }
 
+/// A slot of the shared pool, given back on drop.
+struct PoolSlot<'a>(&'a AtomicUsize);
+
+impl Drop for PoolSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl InFlight {
+    fn new(total: usize, per_connection: usize) -> Self {
+        InFlight {
+            used: AtomicUsize::new(0),
+            total,
+            per_connection: per_connection.max(1),
+        }
+    }
+
+    /// Free slots of the shared pool.
+    fn available(&self) -> usize {
+        self.total.saturating_sub(self.used.load(Ordering::Acquire))
+    }
+
     /// A slot for one request on `conn`, or `None` when the connection is over its
     /// share or the shared pool is (nearly) exhausted. Lock-free: one atomic add on
-    /// the connection, one CAS on the pool.
-    fn acquire<'a>(
-        &'a self,
-        conn: &'a ConnActivity,
-    ) -> Option<(SlotClaim<'a>, tokio::sync::SemaphorePermit<'a>)> {
+    /// the connection, one on the pool (taken back when over the limit).
+    fn acquire<'a>(&'a self, conn: &'a ConnActivity) -> Option<(SlotClaim<'a>, PoolSlot<'a>)> {
         let held = conn.slots.fetch_add(1, Ordering::AcqRel);
         let claim = SlotClaim(conn);
         if held >= self.per_connection {
@@ -211,12 +236,16 @@ impl InFlight {
         // Under pressure, a connection already holding half its share goes first, so
         // a handful of greedy connections cannot take the last slots either.
         if held >= (self.per_connection / 2).max(1)
-            && self.pool.available_permits() < self.total / PRESSURE_DIVISOR
+            && self.available() < self.total / PRESSURE_DIVISOR
         {
             return None;
         }
-        let permit = self.pool.try_acquire().ok()?;
-        Some((claim, permit))
+        // Taken optimistically; the guard gives it back when it was one too many.
+        let slot = PoolSlot(&self.used);
+        if self.used.fetch_add(1, Ordering::AcqRel) >= self.total {
+            return None;
+        }
+        Some((claim, slot))
     }
 }
 
@@ -259,11 +288,10 @@ pub async fn run<H: Handler>(
     let builder = Arc::new(builder(config));
     let max_conns = config.max_connections;
     let conn_limit = Arc::new(Semaphore::new(max_conns));
-    let in_flight = Arc::new(InFlight {
-        pool: Semaphore::new(config.max_in_flight_requests),
-        total: config.max_in_flight_requests,
-        per_connection: config.max_in_flight_per_connection.max(1),
-    });
+    let in_flight = Arc::new(InFlight::new(
+        config.max_in_flight_requests,
+        config.max_in_flight_per_connection,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let header_timeout = config.header_read_timeout();
     let idle_timeout = Duration::from_millis(config.keep_alive_timeout_ms);
@@ -526,32 +554,24 @@ mod tests {
 
     #[test]
     fn a_connection_gets_its_share_and_refusals_cost_the_pool_nothing() {
-        let limits = InFlight {
-            pool: Semaphore::new(100),
-            total: 100,
-            per_connection: 4,
-        };
+        let limits = InFlight::new(100, 4);
         let greedy = conn();
         let held: Vec<_> = (0..10).map_while(|_| limits.acquire(&greedy)).collect();
         assert_eq!(held.len(), 4);
         // Refused requests take no shared slot and leave the connection's count as is.
         assert!(limits.acquire(&greedy).is_none());
-        assert_eq!(limits.pool.available_permits(), 96);
+        assert_eq!(limits.available(), 96);
         assert_eq!(greedy.slots.load(Ordering::Acquire), 4);
         drop(held);
-        assert_eq!(limits.pool.available_permits(), 100);
+        assert_eq!(limits.available(), 100);
         assert_eq!(greedy.slots.load(Ordering::Acquire), 0);
     }
 
     #[test]
     fn under_pressure_connections_holding_half_their_share_go_first() {
-        let limits = InFlight {
-            pool: Semaphore::new(100),
-            total: 100,
-            per_connection: 4,
-        };
+        let limits = InFlight::new(100, 4);
         // 80 of 100 slots busy elsewhere: fewer than a quarter free.
-        let _busy = limits.pool.try_acquire_many(80).unwrap();
+        limits.used.fetch_add(80, Ordering::AcqRel);
         let greedy = conn();
         let first = limits.acquire(&greedy);
         let second = limits.acquire(&greedy);
@@ -561,7 +581,21 @@ mod tests {
         let fresh = conn();
         let served = limits.acquire(&fresh);
         assert!(served.is_some());
-        assert_eq!(limits.pool.available_permits(), 17);
+        assert_eq!(limits.available(), 17);
+    }
+
+    #[test]
+    fn the_shared_pool_never_goes_over_its_total() {
+        let limits = InFlight::new(3, 4);
+        let conns: Vec<_> = (0..5).map(|_| conn()).collect();
+        let held: Vec<_> = conns.iter().filter_map(|c| limits.acquire(c)).collect();
+        assert_eq!(held.len(), 3);
+        // The two refused took their optimistic slot back.
+        assert_eq!(limits.used.load(Ordering::Acquire), 3);
+        assert_eq!(limits.available(), 0);
+        drop(held);
+        assert_eq!(limits.available(), 3);
+        assert!(conns.iter().all(|c| c.slots.load(Ordering::Acquire) == 0));
     }
 
     /// HTTP/2 connection preface plus an empty SETTINGS frame.
