@@ -161,7 +161,7 @@ impl Enricher {
         let geo = self.geo.lookup(ctx.ip.addr());
         let is_engagement = ev.name == ENGAGEMENT;
         let (visitor, session, entry_page) = if anonymous {
-            (0, 0, page.pathname.clone())
+            (0, 0, Arc::from(page.pathname.as_str()))
         } else {
             let salts = self.salts.current();
             let current = visitor_id(&salts.current, &site.domain, &ctx.ip, ctx.user_agent);
@@ -181,11 +181,7 @@ impl Enricher {
                 &page.pathname,
                 is_engagement,
             );
-            (
-                info.visitor_id,
-                info.session_id,
-                info.entry_page.to_string(),
-            )
+            (info.visitor_id, info.session_id, info.entry_page)
         };
 
         let (engagement_ms, scroll_depth) = if is_engagement {
@@ -315,7 +311,7 @@ mod tests {
             stored(after.enrich_owned(page("/next"), site, &ctx("203.0.113.9", MIDNIGHT + 60)));
         assert_eq!(next.visitor_id, late.visitor_id);
         assert_eq!(next.session_id, late.session_id);
-        assert_eq!(next.entry_page, "/late");
+        assert_eq!(&*next.entry_page, "/late");
         // And later that day it still continues (the previous-id visit was extended).
         let again =
             stored(after.enrich_owned(page("/again"), site, &ctx("203.0.113.9", MIDNIGHT + 1800)));
@@ -327,7 +323,7 @@ mod tests {
             stored(after.enrich_owned(page("/x"), site, &ctx("198.51.100.4", MIDNIGHT + 60)));
         assert_ne!(fresh.visitor_id, late.visitor_id);
         assert_ne!(fresh.session_id, late.session_id);
-        assert_eq!(fresh.entry_page, "/x");
+        assert_eq!(&*fresh.entry_page, "/x");
         let fresh2 =
             stored(after.enrich_owned(page("/y"), site, &ctx("198.51.100.4", MIDNIGHT + 90)));
         assert_eq!(fresh2.visitor_id, fresh.visitor_id);
@@ -339,7 +335,7 @@ mod tests {
             stored(after.enrich_owned(page("/z"), site, &ctx("203.0.113.9", much_later)));
         assert_ne!(new_visit.session_id, late.session_id);
         assert_ne!(new_visit.visitor_id, late.visitor_id);
-        assert_eq!(new_visit.entry_page, "/z");
+        assert_eq!(&*new_visit.entry_page, "/z");
     }
 
     #[test]

@@ -22,8 +22,9 @@ pub struct EventRow {
     pub visitor_id: u64,
     /// Visit identifier; 0 for anonymous hits. `UInt64`.
     pub session_id: u64,
-    /// Pathname of the first page of this visit. `String`.
-    pub entry_page: String,
+    /// Pathname of the first page of this visit, shared with the visit's session
+    /// entry (no copy per hit). `String`.
+    pub entry_page: Arc<str>,
     /// Page host name, lower-case, without `www.` stripping. `LowCardinality(String)`.
     pub hostname: String,
     /// Page path (plus `#fragment` in hash mode); no query string. `String`.
@@ -88,7 +89,7 @@ impl Default for EventRow {
             name: String::new(),
             visitor_id: 0,
             session_id: 0,
-            entry_page: String::new(),
+            entry_page: Arc::from(""),
             hostname: String::new(),
             pathname: String::new(),
             referrer_host: String::new(),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -272,16 +273,30 @@ impl Ingest {
         {
             return Err(too_large());
         }
-        let body = Limited::new(body, limit);
-        match tokio::time::timeout(self.config.server.body_read_timeout(), body.collect()).await {
-            Err(_) => Err(Reject::new(
-                StatusCode::REQUEST_TIMEOUT,
-                RejectReason::body_timeout,
-                "body not received in time",
-            )),
-            Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-            Ok(Err(_)) => Err(Reject::malformed("body could not be read")),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        let collect = Limited::new(body, limit).collect();
+        tokio::pin!(collect);
+        // A beacon's body nearly always arrives with its head: then it is read without
+        // arming the timer (a timer entry per request is measurable at this rate).
+        let read = match collect.as_mut().now_or_never() {
+            Some(read) => read,
+            None => {
+                let deadline = self.config.server.body_read_timeout();
+                match tokio::time::timeout(deadline, collect).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        return Err(Reject::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            RejectReason::body_timeout,
+                            "body not received in time",
+                        ));
+                    }
+                }
+            }
+        };
+        match read {
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+            Err(_) => Err(Reject::malformed("body could not be read")),
+            Ok(collected) => Ok(collected.to_bytes()),
         }
     }
 

@@ -63,6 +63,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use clickhouse::Client;
+use futures_util::FutureExt;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -398,12 +399,33 @@ impl std::fmt::Debug for EventSink {
     }
 }
 
-/// A per-thread encode buffer: the spool copies records while `append` is called, so
-/// the bytes need not outlive the call and the buffer is reused by the next request.
+/// A per-thread encode buffer, reused by the next request: the spool copies records
+/// while `append` is called, and the in-memory queue gets one copy of exactly the
+/// encoded bytes, so the bytes need not outlive the call.
 #[derive(Default)]
 struct Scratch {
     buf: Vec<u8>,
+    /// Where each row ends in `buf`.
     ends: Vec<usize>,
+}
+
+impl Scratch {
+    /// Encodes `rows` back to back into `buf`.
+    fn encode(&mut self, rows: &[EventRow]) {
+        self.buf.clear();
+        self.ends.clear();
+        for row in rows {
+            rowbinary::encode_event(row, &mut self.buf);
+            self.ends.push(self.buf.len());
+        }
+    }
+
+    /// Gives back the memory of an unusually large request.
+    fn trim(&mut self) {
+        if self.buf.capacity() > KEEP_SCRATCH_BYTES {
+            self.buf = Vec::new();
+        }
+    }
 }
 
 thread_local! {
@@ -438,22 +460,28 @@ impl EventSink {
             return Err(SubmitError::TooLarge { rows: n, capacity });
         }
         match tx.try_reserve_many(n) {
-            Ok(permits) => {
-                // One allocation per request; each row is a slice of it.
-                let mut buf = Vec::with_capacity(rows.iter().map(rowbinary::encoded_len).sum());
-                for row in rows {
-                    rowbinary::encode_event(row, &mut buf);
-                }
-                let buf = Bytes::from(buf);
-                // Counted before sending so the task's decrement never runs first.
-                self.shared.queue_depth.inc_by(n as i64);
-                self.shared.unflushed.fetch_add(n as u64, Ordering::Relaxed);
-                let mut start = 0;
-                for (permit, row) in permits.zip(rows) {
-                    let end = start + rowbinary::encoded_len(row);
-                    permit.send(buf.slice(start..end));
-                    start = end;
-                }
+            Ok(mut permits) => {
+                SCRATCH.with_borrow_mut(|scratch| {
+                    scratch.encode(rows);
+                    // One allocation per request; each row is a slice of it (a lone
+                    // row is sent whole: slicing would allocate a shared header).
+                    let all = Bytes::copy_from_slice(&scratch.buf);
+                    // Counted before sending so the task's decrement never runs first.
+                    self.shared.queue_depth.inc_by(n as i64);
+                    self.shared.unflushed.fetch_add(n as u64, Ordering::Relaxed);
+                    if n == 1 {
+                        if let Some(permit) = permits.next() {
+                            permit.send(all);
+                        }
+                    } else {
+                        let mut start = 0;
+                        for (permit, &end) in permits.zip(&scratch.ends) {
+                            permit.send(all.slice(start..end));
+                            start = end;
+                        }
+                    }
+                    scratch.trim();
+                });
                 Ok(())
             }
             Err(TrySendError::Full(())) => Err(SubmitError::QueueFull {
@@ -465,13 +493,8 @@ impl EventSink {
 
     async fn submit_spool(&self, spool: &Spool, rows: &[EventRow]) -> Result<(), SubmitError> {
         let append = SCRATCH.with_borrow_mut(|scratch| {
-            let Scratch { buf, ends } = scratch;
-            buf.clear();
-            ends.clear();
-            for row in rows {
-                rowbinary::encode_event(row, buf);
-                ends.push(buf.len());
-            }
+            scratch.encode(rows);
+            let Scratch { buf, ends } = &*scratch;
             let append = if let [end] = ends[..] {
                 spool.append(&[&buf[..end]])
             } else {
@@ -486,9 +509,7 @@ impl EventSink {
                     .collect();
                 spool.append(&records)
             };
-            if buf.capacity() > KEEP_SCRATCH_BYTES {
-                *buf = Vec::new();
-            }
+            scratch.trim();
             append
         });
         match append.await {
@@ -719,6 +740,20 @@ struct Pace {
     flush_interval: Duration,
 }
 
+/// Longest a source waits before looking again at rows that arrived while a batch is
+/// filling. Sources do not wake for every row: that is one more task poll per request
+/// on the runtime that serves the requests, while a batch only needs cutting when it
+/// is full or due, which a look every few milliseconds notices in time.
+const LOOK_EVERY_MAX: Duration = Duration::from_millis(25);
+
+impl Pace {
+    /// How often a filling batch is looked at: often enough that a batch fills at most
+    /// a few milliseconds past `batch_rows` time, at most an eighth of the flush delay.
+    fn look_every(&self) -> Duration {
+        (self.flush_interval / 8).clamp(Duration::from_millis(1), LOOK_EVERY_MAX)
+    }
+}
+
 /// The shutdown request as the sources see it.
 struct Stop {
     rx: oneshot::Receiver<()>,
@@ -830,6 +865,32 @@ impl MemorySource {
             if room == 0 {
                 return Some(self.cut());
             }
+            if let Some(flush_at) = self.flush_at
+                && !stop.requested
+            {
+                // A batch is filling: look again shortly (or at its deadline) and take
+                // what arrived meanwhile, rather than waking for every row.
+                let look_at = flush_at.min(Instant::now() + pace.look_every());
+                tokio::select! {
+                    biased;
+                    () = stop.wait() => {
+                        self.rx.close();
+                        continue;
+                    }
+                    () = tokio::time::sleep_until(look_at) => {}
+                }
+                // Ready at once when rows are queued or the queue is closed.
+                if let Some(received) = self.rx.recv_many(&mut self.rows, room).now_or_never() {
+                    if received == 0 {
+                        return Some(self.cut());
+                    }
+                    shared.queue_depth.dec_by(received as i64);
+                }
+                if self.rows.len() >= pace.batch_rows || Instant::now() >= flush_at {
+                    return Some(self.cut());
+                }
+                continue;
+            }
             tokio::select! {
                 biased;
                 () = stop.wait() => {
@@ -926,7 +987,11 @@ impl SpoolSource {
             } else if status.pending_records > 0 && self.first_seen.is_none() {
                 self.first_seen = Some(Instant::now());
             }
-            let flush_at = self.first_seen.map(|t| t + pace.flush_interval);
+            // Rows are waiting: look again shortly (or at the flush deadline) instead
+            // of waking for every append; with nothing waiting, the first append wakes.
+            let look_at = self
+                .first_seen
+                .map(|t| (t + pace.flush_interval).min(Instant::now() + pace.look_every()));
             tokio::select! {
                 biased;
                 () = stop.wait() => {
@@ -935,8 +1000,8 @@ impl SpoolSource {
                     self.spool.close().await;
                     self.draining = true;
                 }
-                () = shared.appended.notified() => {}
-                () = sleep_until(flush_at), if flush_at.is_some() => {}
+                () = shared.appended.notified(), if look_at.is_none() => {}
+                () = sleep_until(look_at), if look_at.is_some() => {}
             }
         }
     }

@@ -529,7 +529,7 @@ fn row(seq: u64) -> EventRow {
         name: "pageview".into(),
         visitor_id: seq,
         session_id: seq,
-        entry_page: format!("/s/{seq}"),
+        entry_page: format!("/s/{seq}").into(),
         hostname: "example.com".into(),
         pathname: format!("/s/{seq}"),
         browser: Arc::from("Firefox"),

@@ -48,7 +48,7 @@ fn rows() -> Vec<EventRow> {
     r.timestamp = 0;
     r.name = String::new();
     r.session_id = 0;
-    r.entry_page = String::new();
+    r.entry_page = "".into();
     r.hostname = String::new();
     r.pathname = String::new();
     r.referrer_host = String::new();
@@ -69,7 +69,7 @@ fn rows() -> Vec<EventRow> {
     // Lengths around the LEB128 boundaries: 127/128 (1 -> 2 bytes), 16383/16384 (2 -> 3).
     let mut r = base(2);
     r.pathname = "p".repeat(127);
-    r.entry_page = "e".repeat(128);
+    r.entry_page = "e".repeat(128).into();
     r.referrer_path = "r".repeat(16_383);
     r.utm_term = "t".repeat(16_384);
     r.utm_content = "c".repeat(100_000);

@@ -249,7 +249,7 @@ fn event(i: u32) -> EventRow {
         },
         visitor_id: u64::MAX - u64::from(i),
         session_id: 0x0123_4567_89ab_cdef ^ u64::from(i),
-        entry_page: format!("/entry/{i}"),
+        entry_page: format!("/entry/{i}").into(),
         hostname: "www.example.com".into(),
         pathname: format!("/path/{i}/ünïcödé/\u{1F600}"),
         referrer_host: if i.is_multiple_of(3) {

@@ -52,7 +52,7 @@ impl From<&EventRow> for StoredRow {
             name: r.name.clone(),
             visitor_id: r.visitor_id,
             session_id: r.session_id,
-            entry_page: r.entry_page.clone(),
+            entry_page: r.entry_page.to_string(),
             hostname: r.hostname.clone(),
             pathname: r.pathname.clone(),
             referrer_host: r.referrer_host.clone(),
