@@ -239,10 +239,10 @@ function done(summary, latency, reqs)
   local secs = math.min(summary.duration / 1e6, measure_secs)
   local e = summary.errors
   local line = string.format(
-    '{"mode":"%s","requests":%d,"seconds":%.3f,"rps":%.1f,"rps_202":%.1f,"measured_dropped":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d,'
+    '{"mode":"%s","requests":%d,"all_requests":%d,"seconds":%.3f,"rps":%.1f,"rps_202":%.1f,"measured_dropped":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d,'
       .. '"max_us":%d,"acked":%d,"dropped":%d,"refused":%d,"stored_in_batches":%d,'
       .. '"dropped_in_batches":%d,"socket_errors":%d,"statuses":{%s}}',
-    mode, t.measured, secs, t.measured / secs, t.measured_202 / secs, t.measured_dropped,
+    mode, t.measured, summary.requests, secs, t.measured / secs, t.measured_202 / secs, t.measured_dropped,
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
     t.acked, t.dropped, t.refused, t.stored_in_batches, t.dropped_in_batches,
     e.connect + e.read + e.write + e.timeout, table.concat(parts, ","))
