@@ -12,11 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use smallvec::SmallVec;
 
@@ -273,15 +273,15 @@ impl Ingest {
         {
             return Err(too_large());
         }
-        let collect = Limited::new(body, limit).collect();
-        tokio::pin!(collect);
+        let read = read_limited(body, limit);
+        tokio::pin!(read);
         // A beacon's body nearly always arrives with its head: then it is read without
         // arming the timer (a timer entry per request is measurable at this rate).
-        let read = match collect.as_mut().now_or_never() {
+        let read = match read.as_mut().now_or_never() {
             Some(read) => read,
             None => {
                 let deadline = self.config.server.body_read_timeout();
-                match tokio::time::timeout(deadline, collect).await {
+                match tokio::time::timeout(deadline, read).await {
                     Ok(read) => read,
                     Err(_) => {
                         return Err(Reject::new(
@@ -294,9 +294,9 @@ impl Ingest {
             }
         };
         match read {
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-            Err(_) => Err(Reject::malformed("body could not be read")),
-            Ok(collected) => Ok(collected.to_bytes()),
+            Err(BodyError::TooLarge) => Err(too_large()),
+            Err(BodyError::Broken) => Err(Reject::malformed("body could not be read")),
+            Ok(body) => Ok(body),
         }
     }
 
@@ -334,7 +334,7 @@ impl Ingest {
         &self,
         ev: IncomingEvent,
         ctx: &HitContext<'_>,
-        rows: &mut Vec<EventRow>,
+        rows: &mut impl Extend<EventRow>,
     ) -> Result<Option<DropReason>, Reject> {
         let sites = self.resolve_sites(&ev)?;
         let Some((last, others)) = sites.split_last() else {
@@ -343,7 +343,7 @@ impl Ingest {
         let mut dropped = None;
         let mut take = |outcome: Result<Outcome, EnrichError>| match outcome {
             Ok(Outcome::Store(row)) => {
-                rows.push(row);
+                rows.extend(std::iter::once(row));
                 Ok(())
             }
             Ok(Outcome::Dropped(reason)) => {
@@ -380,7 +380,7 @@ impl Ingest {
         }
     }
 
-    async fn submit(&self, rows: Vec<EventRow>) -> Result<(), Reject> {
+    async fn submit(&self, rows: &[EventRow]) -> Result<(), Reject> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -457,9 +457,10 @@ impl Ingest {
         let ev = hit::parse_event(&body, &self.config.limits)
             .map_err(|e| Reject::malformed(e.to_string()))?;
         let ctx = self.context(&headers, peer);
-        let mut rows = Vec::with_capacity(1);
+        // One hit makes one row, or one per site of a multi-domain hit: kept inline.
+        let mut rows: SmallVec<[EventRow; 1]> = SmallVec::new();
         let dropped = self.enrich_hit(ev, &ctx, &mut rows)?;
-        self.submit(rows).await?;
+        self.submit(&rows).await?;
         Ok(self.accepted(dropped))
     }
 
@@ -483,7 +484,7 @@ impl Ingest {
         for (index, ev) in events.iter().enumerate() {
             let problem = match self.resolve_sites(ev) {
                 Err(reject) => Some(reject.body.get("error").cloned().unwrap_or_default()),
-                Ok(_) => crate::page_url::parse(&ev.url, ev.hash_mode)
+                Ok(_) => crate::page_url::validate(&ev.url, ev.hash_mode)
                     .err()
                     .map(|e| serde_json::Value::from(e.to_string())),
             };
@@ -527,7 +528,7 @@ impl Ingest {
             });
         }
         let stored = rows.len();
-        self.submit(rows).await?;
+        self.submit(&rows).await?;
         Ok(json_response(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "accepted": accepted, "stored": stored, "dropped": dropped }),
@@ -576,6 +577,45 @@ impl Ingest {
 }
 
 /// Answers given before (or instead of) reading the whole request body.
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyError {
+    /// More than the limit.
+    TooLarge,
+    /// The connection failed or the client broke the framing.
+    Broken,
+}
+
+/// Reads a whole body of at most `limit` bytes. A body that arrives in one chunk (a
+/// beacon, nearly always) is returned as that chunk: no copy and no list of chunks.
+async fn read_limited<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| BodyError::Broken)?.into_data() else {
+            continue; // trailers carry nothing a hit needs
+        };
+        let so_far = joined.as_ref().map_or(first.len(), BytesMut::len);
+        if so_far + data.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        match &mut joined {
+            Some(all) => all.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut all = BytesMut::with_capacity(first.len() + data.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+        }
+    }
+    Ok(joined.map_or(first, BytesMut::freeze))
+}
+
 fn body_left_unread(status: StatusCode) -> bool {
     matches!(
         status,
@@ -669,6 +709,55 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    type Frames = Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>>;
+    type TestBody = http_body_util::StreamBody<
+        futures_util::stream::Iter<
+            std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::io::Error>>,
+        >,
+    >;
+
+    /// A body delivered as these chunks, then `trailers` when set.
+    fn chunked(chunks: &[&'static str], trailers: bool) -> TestBody {
+        let mut frames: Frames = chunks
+            .iter()
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        if trailers {
+            frames.push(Ok(hyper::body::Frame::trailers(HeaderMap::new())));
+        }
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_up_to_the_limit() {
+        assert_eq!(read_limited(chunked(&[], false), 8).await, Ok(Bytes::new()));
+        assert_eq!(
+            read_limited(chunked(&["abc"], true), 8).await,
+            Ok(Bytes::from_static(b"abc"))
+        );
+        assert_eq!(
+            read_limited(chunked(&["ab", "", "cd", "efgh"], false), 8).await,
+            Ok(Bytes::from_static(b"abcdefgh"))
+        );
+        assert_eq!(
+            read_limited(chunked(&["", "abc", "d"], false), 8).await,
+            Ok(Bytes::from_static(b"abcd"))
+        );
+        assert_eq!(
+            read_limited(chunked(&["abcdefghi"], false), 8).await,
+            Err(BodyError::TooLarge)
+        );
+        assert_eq!(
+            read_limited(chunked(&["abcd", "efgh", "i"], false), 8).await,
+            Err(BodyError::TooLarge)
+        );
+        let broken = http_body_util::StreamBody::new(futures_util::stream::iter(vec![
+            Ok(hyper::body::Frame::data(Bytes::from_static(b"ab"))),
+            Err(std::io::Error::other("reset")),
+        ]));
+        assert_eq!(read_limited(broken, 8).await, Err(BodyError::Broken));
+    }
 
     /// A check that counts its runs and answers `answer`.
     fn counting(

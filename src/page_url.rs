@@ -61,13 +61,7 @@ pub enum UrlError {
 
 /// Parses a page URL as sent by the tracker (`location.href`).
 pub fn parse(url: &str, hash_mode: bool) -> Result<PageUrl, UrlError> {
-    let url = url.trim_ascii();
-    if url.is_empty() {
-        return Err(UrlError::Empty);
-    }
-    if url.len() > MAX_URL_BYTES {
-        return Err(UrlError::TooLong);
-    }
+    let url = checked_len(url)?;
     if let Some(simple) = split_simple(url) {
         return Ok(build(
             simple.host,
@@ -94,6 +88,28 @@ pub fn parse(url: &str, hash_mode: bool) -> Result<PageUrl, UrlError> {
         parsed.fragment(),
         hash_mode,
     ))
+}
+
+/// Whether [`parse`] accepts `url`, without building the result: for a simple URL
+/// (most of them) nothing is allocated. Used to check every item of a batch before
+/// any of them is enriched.
+pub fn validate(url: &str, hash_mode: bool) -> Result<(), UrlError> {
+    if split_simple(checked_len(url)?).is_some() {
+        return Ok(());
+    }
+    parse(url, hash_mode).map(drop)
+}
+
+/// `url` without surrounding ASCII white space, when it is neither empty nor too long.
+fn checked_len(url: &str) -> Result<&str, UrlError> {
+    let url = url.trim_ascii();
+    if url.is_empty() {
+        return Err(UrlError::Empty);
+    }
+    if url.len() > MAX_URL_BYTES {
+        return Err(UrlError::TooLong);
+    }
+    Ok(url)
 }
 
 fn build(
@@ -545,6 +561,47 @@ mod tests {
             "https://",
         ] {
             assert!(split_simple(odd).is_none(), "{odd}");
+        }
+    }
+
+    #[test]
+    fn validate_accepts_exactly_what_parse_accepts() {
+        let mut urls: Vec<String> = [
+            "",
+            "   ",
+            "/relative/path",
+            "example.com/page",
+            "http://",
+            "http://./",
+            "https://exa mple.com/",
+            "javascript:alert(1)",
+            "ftp://example.com/",
+            "https://Example.com/",
+            "https://xn--mnchen-3ya.de/",
+            "https://example.com/a/../b",
+            " https://example.com/?utm_source=x ",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        urls.push(format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES)));
+        for base in ["https://example.com/a?b=c#d", "http://www.example.co.uk/"] {
+            for special in [
+                " ", "%", "..", "#", "?", "@", ":", ":99999", "\n", "é", "[", "A",
+            ] {
+                for at in (0..=base.len()).filter(|&i| base.is_char_boundary(i)) {
+                    urls.push(format!("{}{special}{}", &base[..at], &base[at..]));
+                }
+            }
+        }
+        for url in &urls {
+            for hash_mode in [false, true] {
+                assert_eq!(
+                    validate(url, hash_mode),
+                    parse(url, hash_mode).map(drop),
+                    "{url:?}"
+                );
+            }
         }
     }
 

@@ -435,7 +435,7 @@ thread_local! {
 impl EventSink {
     /// Buffers all `rows` or none. Never waits for ClickHouse; with a spool, waits
     /// until the rows are durable per `spool.fsync`.
-    pub async fn submit(&self, rows: Vec<EventRow>) -> Result<(), SubmitError> {
+    pub async fn submit(&self, rows: &[EventRow]) -> Result<(), SubmitError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -444,8 +444,8 @@ impl EventSink {
             return Err(SubmitError::ShuttingDown);
         }
         match &self.buffer {
-            Buffer::Memory(tx) => self.submit_memory(tx, &rows),
-            Buffer::Spool(spool) => self.submit_spool(spool, &rows).await,
+            Buffer::Memory(tx) => self.submit_memory(tx, rows),
+            Buffer::Spool(spool) => self.submit_spool(spool, rows).await,
         }
     }
 
@@ -1323,18 +1323,20 @@ mod tests {
     async fn a_request_is_accepted_whole_or_not_at_all() {
         let (sink, handle) = stalled_writer(5);
         assert_eq!(sink.capacity(), 5);
-        sink.submit(vec![]).await.unwrap();
+        sink.submit(&[]).await.unwrap();
         assert_eq!(sink.queue_depth(), 0);
         assert_eq!(
-            sink.submit((0..6).map(row).collect()).await,
+            sink.submit(&(0..6).map(row).collect::<Vec<_>>()).await,
             Err(SubmitError::TooLarge {
                 rows: 6,
                 capacity: 5
             })
         );
-        sink.submit((0..4).map(row).collect()).await.unwrap();
+        sink.submit(&(0..4).map(row).collect::<Vec<_>>())
+            .await
+            .unwrap();
         assert_eq!(sink.queue_depth(), 4);
-        let result = sink.submit((0..2).map(row).collect()).await;
+        let result = sink.submit(&(0..2).map(row).collect::<Vec<_>>()).await;
         match result {
             Err(SubmitError::QueueFull { retry_after }) => {
                 assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}")
@@ -1346,10 +1348,10 @@ mod tests {
             4,
             "nothing of the refused request was queued"
         );
-        sink.submit(vec![row(9)]).await.unwrap();
+        sink.submit(&[row(9)]).await.unwrap();
         assert_eq!(sink.queue_depth(), 5);
         assert!(matches!(
-            sink.submit(vec![row(10)]).await,
+            sink.submit(&[row(10)]).await,
             Err(SubmitError::QueueFull { .. })
         ));
 
@@ -1363,10 +1365,7 @@ mod tests {
             ShutdownError::Deadline { rows, .. } => assert_eq!(rows, 5),
             other => panic!("{other}"),
         }
-        assert_eq!(
-            sink.submit(vec![row(1)]).await,
-            Err(SubmitError::ShuttingDown)
-        );
+        assert_eq!(sink.submit(&[row(1)]).await, Err(SubmitError::ShuttingDown));
     }
 
     #[test]
@@ -1434,7 +1433,7 @@ mod tests {
         assert_eq!((sink.capacity(), sink.queue_depth()), (0, 0));
         let mut accepted = 0u64;
         let refused = loop {
-            match sink.submit(vec![row(accepted as u32), row(1)]).await {
+            match sink.submit(&[row(accepted as u32), row(1)]).await {
                 Ok(()) => accepted += 2,
                 Err(e) => break e,
             }
@@ -1454,10 +1453,7 @@ mod tests {
         let report = handle.shutdown(Duration::from_millis(300)).await.unwrap();
         assert_eq!(report.rows_inserted, 0);
         assert_eq!(report.rows_left_in_spool, accepted);
-        assert_eq!(
-            sink.submit(vec![row(1)]).await,
-            Err(SubmitError::ShuttingDown)
-        );
+        assert_eq!(sink.submit(&[row(1)]).await, Err(SubmitError::ShuttingDown));
         drop((sink, spool));
         let on_disk = Spool::inspect(dir.path()).unwrap();
         assert_eq!(on_disk.pending_records, accepted);
@@ -1467,8 +1463,10 @@ mod tests {
     async fn spooled_rows_are_encoded_once_per_row_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let (sink, handle, spool) = stalled_spooled_writer(dir.path(), 1 << 20);
-        sink.submit((0..3).map(row).collect()).await.unwrap();
-        sink.submit(vec![row(7)]).await.unwrap();
+        sink.submit(&(0..3).map(row).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        sink.submit(&[row(7)]).await.unwrap();
         handle.shutdown(Duration::from_millis(100)).await.unwrap();
         // The aborted writer's batch is handed out again after a restart, then the rest.
         drop((sink, spool));

@@ -365,7 +365,7 @@ async fn every_submitted_row_arrives_once_with_every_column_intact() {
 
     let rows: Vec<EventRow> = (0..250).map(event).collect();
     for chunk in rows.chunks(17) {
-        sink.submit(chunk.to_vec()).await.unwrap();
+        sink.submit(chunk).await.unwrap();
     }
     wait_for_count(&client, "SELECT count() FROM events", 250, DEADLINE).await;
 
@@ -391,9 +391,11 @@ async fn a_partial_batch_is_flushed_by_time() {
         &writer_config(10_000, 200, 10_000),
         &mut Registry::default(),
     );
-    sink.submit((0..3).map(event).collect()).await.unwrap();
+    sink.submit(&(0..3).map(event).collect::<Vec<_>>())
+        .await
+        .unwrap();
     wait_for_count(&client, "SELECT count() FROM events", 3, DEADLINE).await;
-    sink.submit(vec![event(3)]).await.unwrap();
+    sink.submit(&[event(3)]).await.unwrap();
     wait_for_count(&client, "SELECT count() FROM events", 4, DEADLINE).await;
     let report = handle.shutdown(Duration::from_secs(30)).await.unwrap();
     assert_eq!((report.rows_inserted, report.rows_drained), (4, 0));
@@ -410,14 +412,14 @@ async fn shutdown_stores_everything_accepted() {
         &mut Registry::default(),
     );
     for i in 0..7 {
-        sink.submit(vec![event(i)]).await.unwrap();
+        sink.submit(&[event(i)]).await.unwrap();
     }
     let report = handle.shutdown(Duration::from_secs(30)).await.unwrap();
     assert_eq!(report.rows_inserted, 7);
     assert_eq!(report.rows_drained, 7);
     assert_eq!(count(&client, "SELECT count() FROM events").await, 7);
     assert_eq!(
-        sink.submit(vec![event(8)]).await,
+        sink.submit(&[event(8)]).await,
         Err(SubmitError::ShuttingDown)
     );
 }
@@ -488,7 +490,7 @@ async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
     let mut accepted = Vec::new();
     let mut refused = None;
     for i in 0..1_000 {
-        match sink.submit(vec![event(i)]).await {
+        match sink.submit(&[event(i)]).await {
             Ok(()) => accepted.push(i),
             Err(e) => {
                 refused = Some((i, e));
@@ -504,7 +506,7 @@ async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
     assert!((20..=25).contains(&accepted.len()), "{}", accepted.len());
     // A multi-row request is refused whole while full.
     assert!(matches!(
-        sink.submit(vec![event(5_000), event(5_001)]).await,
+        sink.submit(&[event(5_000), event(5_001)]).await,
         Err(SubmitError::QueueFull { .. })
     ));
 
@@ -534,7 +536,7 @@ async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
     assert!(!stored.contains(&(refused_i * 1_000)));
 
     // Accepting again once the queue drained.
-    sink.submit(vec![event(2_000)]).await.unwrap();
+    sink.submit(&[event(2_000)]).await.unwrap();
     let report = handle.shutdown(Duration::from_secs(30)).await.unwrap();
     assert_eq!(report.rows_inserted, accepted.len() as u64 + 1);
     assert_eq!(
