@@ -32,6 +32,9 @@
 //! (`H2_MAX_PENDING_ACCEPT_RESETS`, `H2_MAX_LOCAL_ERROR_RESETS`). Request bodies are
 //! capped by the handler (`http_body_util::Limited`), requests in flight by
 //! `max_in_flight_requests`, connections by `max_connections`.
+//! - HTTP/1 half-close is allowed: a client that shuts down its sending side after its
+//!   request still gets the answer, and hyper does not read on while a handler works
+//!   (which cost a `recv` and often a read-buffer reallocation per request).
 //! - Shutdown: stop accepting, ask every connection to finish its in-flight requests
 //!   (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY), wait until all
 //!   are gone or the deadline passes.
@@ -255,6 +258,12 @@ fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout())
+        // While a handler waits (for the spool), hyper otherwise reads the socket to
+        // notice a client that went away mid-request: one more `recv` per request,
+        // and a read buffer still shared with the request is reallocated for it.
+        // Nothing is gained by noticing: an accepted hit is stored either way, and a
+        // client that closed only its sending side still gets its answer.
+        .half_close(true)
         .keep_alive(true)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEADER_BYTES.max(8192));
@@ -540,6 +549,27 @@ mod tests {
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         assert!(task.await.unwrap().complete);
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_half_closes_still_gets_its_answer() {
+        let (addr, stop, task) = start(ServerConfig::default(), Arc::default()).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // A whole request, then the client's sending side closes while the handler
+        // is still working (it sleeps): the answer must still come.
+        s.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("server kept the half-closed connection open")
+            .unwrap();
+        let resp = String::from_utf8_lossy(&out);
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+        stop.send(()).unwrap();
+        assert!(task.await.unwrap().complete);
     }
 
     fn conn() -> ConnActivity {
