@@ -576,7 +576,6 @@ impl Ingest {
     }
 }
 
-/// Answers given before (or instead of) reading the whole request body.
 /// Why a body could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyError {
@@ -616,6 +615,7 @@ where
     Ok(joined.map_or(first, BytesMut::freeze))
 }
 
+/// Answers given before (or instead of) reading the whole request body.
 fn body_left_unread(status: StatusCode) -> bool {
     matches!(
         status,
@@ -710,16 +710,13 @@ mod tests {
 
     use super::*;
 
-    type Frames = Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>>;
-    type TestBody = http_body_util::StreamBody<
-        futures_util::stream::Iter<
-            std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::io::Error>>,
-        >,
-    >;
+    type TestFrame = Result<hyper::body::Frame<Bytes>, std::io::Error>;
+    type TestBody =
+        http_body_util::StreamBody<futures_util::stream::Iter<std::vec::IntoIter<TestFrame>>>;
 
     /// A body delivered as these chunks, then `trailers` when set.
     fn chunked(chunks: &[&'static str], trailers: bool) -> TestBody {
-        let mut frames: Frames = chunks
+        let mut frames: Vec<TestFrame> = chunks
             .iter()
             .map(|c| Ok(hyper::body::Frame::data(Bytes::from_static(c.as_bytes()))))
             .collect();

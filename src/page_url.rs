@@ -62,15 +62,20 @@ pub enum UrlError {
 /// Parses a page URL as sent by the tracker (`location.href`).
 pub fn parse(url: &str, hash_mode: bool) -> Result<PageUrl, UrlError> {
     let url = checked_len(url)?;
-    if let Some(simple) = split_simple(url) {
-        return Ok(build(
+    match split_simple(url) {
+        Some(simple) => Ok(build(
             simple.host,
             simple.path,
             simple.query,
             simple.fragment,
             hash_mode,
-        ));
+        )),
+        None => parse_full(url, hash_mode),
     }
+}
+
+/// The url crate's WHATWG parse of a checked URL that `split_simple` did not claim.
+fn parse_full(url: &str, hash_mode: bool) -> Result<PageUrl, UrlError> {
     let parsed = Url::parse(url).map_err(|_| UrlError::Invalid)?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(UrlError::Scheme);
@@ -94,10 +99,11 @@ pub fn parse(url: &str, hash_mode: bool) -> Result<PageUrl, UrlError> {
 /// (most of them) nothing is allocated. Used to check every item of a batch before
 /// any of them is enriched.
 pub fn validate(url: &str, hash_mode: bool) -> Result<(), UrlError> {
-    if split_simple(checked_len(url)?).is_some() {
-        return Ok(());
+    let url = checked_len(url)?;
+    match split_simple(url) {
+        Some(_) => Ok(()),
+        None => parse_full(url, hash_mode).map(drop),
     }
-    parse(url, hash_mode).map(drop)
 }
 
 /// `url` without surrounding ASCII white space, when it is neither empty nor too long.

@@ -21,6 +21,12 @@
 //! - A connection the watchdog asked to close must be gone within `CLOSE_GRACE` (at
 //!   least the header timeout), or it is dropped: an HTTP/2 graceful close waits for
 //!   the peer to acknowledge a PING, which a hostile peer never does.
+//! - HTTP/1 half-close is allowed: a client that shuts down its sending side after its
+//!   request still gets the answer, and hyper does not read on while a handler works
+//!   (which cost a `recv` and often a read-buffer reallocation per request).
+//! - Shutdown: stop accepting, ask every connection to finish its in-flight requests
+//!   (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY), wait until all
+//!   are gone or the deadline passes.
 //!
 //! Memory per connection is bounded: HTTP/1 buffers at most `MAX_HEADER_BYTES` of
 //! unparsed input (a longer head gets 431); HTTP/2 accepts at most
@@ -30,14 +36,8 @@
 //! they are served (CVE-2023-44487, "rapid reset") or that it makes the server reset
 //! (protocol errors, "MadeYouReset") end the connection with GOAWAY
 //! (`H2_MAX_PENDING_ACCEPT_RESETS`, `H2_MAX_LOCAL_ERROR_RESETS`). Request bodies are
-//! capped by the handler (`http_body_util::Limited`), requests in flight by
+//! capped by the handler (it reads at most its limit), requests in flight by
 //! `max_in_flight_requests`, connections by `max_connections`.
-//! - HTTP/1 half-close is allowed: a client that shuts down its sending side after its
-//!   request still gets the answer, and hyper does not read on while a handler works
-//!   (which cost a `recv` and often a read-buffer reallocation per request).
-//! - Shutdown: stop accepting, ask every connection to finish its in-flight requests
-//!   (HTTP/1 closes after the current response, HTTP/2 sends GOAWAY), wait until all
-//!   are gone or the deadline passes.
 //!
 //! A panic in a handler is caught per request and answered by `Handler::on_panic`, so
 //! neither the connection nor the server goes down with it.
@@ -166,6 +166,16 @@ struct ConnActivity {
 }
 
 impl ConnActivity {
+    fn new() -> Self {
+        ConnActivity {
+            active: AtomicUsize::new(0),
+            slots: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -336,13 +346,7 @@ pub async fn run<H: Handler>(
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let activity = Arc::new(ConnActivity {
-                active: AtomicUsize::new(0),
-                slots: AtomicUsize::new(0),
-                served: AtomicU64::new(0),
-                last_ms: AtomicU64::new(0),
-                epoch: Instant::now(),
-            });
+            let activity = Arc::new(ConnActivity::new());
             let svc_activity = activity.clone();
             let service = service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
@@ -561,31 +565,19 @@ mod tests {
             .await
             .unwrap();
         s.shutdown().await.unwrap();
-        let mut out = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        let out = read_until_closed(&mut s)
             .await
-            .expect("server kept the half-closed connection open")
-            .unwrap();
+            .expect("server kept the half-closed connection open");
         let resp = String::from_utf8_lossy(&out);
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
         stop.send(()).unwrap();
         assert!(task.await.unwrap().complete);
     }
 
-    fn conn() -> ConnActivity {
-        ConnActivity {
-            active: AtomicUsize::new(0),
-            slots: AtomicUsize::new(0),
-            served: AtomicU64::new(0),
-            last_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
-    }
-
     #[test]
     fn a_connection_gets_its_share_and_refusals_cost_the_pool_nothing() {
         let limits = InFlight::new(100, 4);
-        let greedy = conn();
+        let greedy = ConnActivity::new();
         let held: Vec<_> = (0..10).map_while(|_| limits.acquire(&greedy)).collect();
         assert_eq!(held.len(), 4);
         // Refused requests take no shared slot and leave the connection's count as is.
@@ -602,13 +594,13 @@ mod tests {
         let limits = InFlight::new(100, 4);
         // 80 of 100 slots busy elsewhere: fewer than a quarter free.
         limits.used.fetch_add(80, Ordering::AcqRel);
-        let greedy = conn();
+        let greedy = ConnActivity::new();
         let first = limits.acquire(&greedy);
         let second = limits.acquire(&greedy);
         assert!(first.is_some() && second.is_some());
         // Holding 2 of 4 under pressure: refused, while a fresh connection is served.
         assert!(limits.acquire(&greedy).is_none());
-        let fresh = conn();
+        let fresh = ConnActivity::new();
         let served = limits.acquire(&fresh);
         assert!(served.is_some());
         assert_eq!(limits.available(), 17);
@@ -617,7 +609,7 @@ mod tests {
     #[test]
     fn the_shared_pool_never_goes_over_its_total() {
         let limits = InFlight::new(3, 4);
-        let conns: Vec<_> = (0..5).map(|_| conn()).collect();
+        let conns: Vec<_> = (0..5).map(|_| ConnActivity::new()).collect();
         let held: Vec<_> = conns.iter().filter_map(|c| limits.acquire(c)).collect();
         assert_eq!(held.len(), 3);
         // The two refused took their optimistic slot back.

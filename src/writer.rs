@@ -420,6 +420,14 @@ impl Scratch {
         }
     }
 
+    /// Where each encoded row lies in `buf`, in order.
+    fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| start..end)
+    }
+
     /// Gives back the memory of an unusually large request.
     fn trim(&mut self) {
         if self.buf.capacity() > KEEP_SCRATCH_BYTES {
@@ -474,10 +482,8 @@ impl EventSink {
                             permit.send(all);
                         }
                     } else {
-                        let mut start = 0;
-                        for (permit, &end) in permits.zip(&scratch.ends) {
-                            permit.send(all.slice(start..end));
-                            start = end;
+                        for (permit, range) in permits.zip(scratch.ranges()) {
+                            permit.send(all.slice(range));
                         }
                     }
                     scratch.trim();
@@ -494,19 +500,10 @@ impl EventSink {
     async fn submit_spool(&self, spool: &Spool, rows: &[EventRow]) -> Result<(), SubmitError> {
         let append = SCRATCH.with_borrow_mut(|scratch| {
             scratch.encode(rows);
-            let Scratch { buf, ends } = &*scratch;
-            let append = if let [end] = ends[..] {
-                spool.append(&[&buf[..end]])
+            let append = if let [_] = rows {
+                spool.append(&[&scratch.buf])
             } else {
-                let mut start = 0;
-                let records: Vec<&[u8]> = ends
-                    .iter()
-                    .map(|&end| {
-                        let r = &buf[start..end];
-                        start = end;
-                        r
-                    })
-                    .collect();
+                let records: Vec<&[u8]> = scratch.ranges().map(|r| &scratch.buf[r]).collect();
                 spool.append(&records)
             };
             scratch.trim();
@@ -886,7 +883,8 @@ impl MemorySource {
                     }
                     shared.queue_depth.dec_by(received as i64);
                 }
-                if self.rows.len() >= pace.batch_rows || Instant::now() >= flush_at {
+                // A full batch is cut at the top of the loop.
+                if Instant::now() >= flush_at {
                     return Some(self.cut());
                 }
                 continue;
