@@ -23,17 +23,18 @@ use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use hush::client_ip::{self, TruncatedIp};
+use hush::collect::client_ip::{self, TruncatedIp};
+use hush::collect::hit::{self, IncomingEvent};
+use hush::collect::sites::{Site, SiteRegistry};
 use hush::config::{Config, GeoConfig, UserAgentConfig};
+use hush::enrich::geo::GeoDb;
+use hush::enrich::row::EventRow;
+use hush::enrich::salt::{DailySalts, SALT_LEN, Salts};
+use hush::enrich::session::SessionTracker;
+use hush::enrich::ua::UaParser;
 use hush::enrich::{Enricher, HitContext, Outcome};
-use hush::event::EventRow;
-use hush::geo::GeoDb;
-use hush::hit::{self, IncomingEvent};
-use hush::salt::{DailySalts, SALT_LEN, Salts};
-use hush::session::SessionTracker;
-use hush::sites::{Site, SiteRegistry};
-use hush::ua::UaParser;
-use hush::{page_url, referrer, rowbinary, visitor};
+use hush::enrich::{page_url, referrer, visitor};
+use hush::pipeline::rowbinary;
 
 #[path = "../tests/geo_fixture/mod.rs"]
 mod geo_fixture;

@@ -11,11 +11,11 @@
 //! returns whether the input was accepted (reached the interesting, "parsed" side),
 //! so the mutation test can tell that it exercises both sides of every parser.
 
+use hush::collect::hit::{BatchError, IncomingEvent, MAX_DOMAIN_BYTES, MAX_DOMAINS};
 use hush::config::LimitsConfig;
-use hush::hit::{BatchError, IncomingEvent, MAX_DOMAIN_BYTES, MAX_DOMAINS};
-use hush::page_url::{self, MAX_URL_BYTES, MAX_UTM_CHARS, UrlError, Utm};
-use hush::referrer;
-use hush::spool::{DecodedSegment, decode_segment};
+use hush::enrich::page_url::{self, MAX_URL_BYTES, MAX_UTM_CHARS, UrlError, Utm};
+use hush::enrich::referrer;
+use hush::pipeline::spool::{DecodedSegment, decode_segment};
 use url::Url;
 
 /// The configured defaults and a tight set, so both ordinary inputs and the limit
@@ -79,7 +79,7 @@ pub fn check_event(ev: &IncomingEvent, limits: &LimitsConfig) {
 pub fn parse_event(body: &[u8]) -> bool {
     let mut accepted = false;
     for limits in limit_sets() {
-        match hush::hit::parse_event(body, &limits) {
+        match hush::collect::hit::parse_event(body, &limits) {
             Ok(ev) => {
                 check_event(&ev, &limits);
                 accepted = true;
@@ -96,7 +96,7 @@ pub fn parse_event(body: &[u8]) -> bool {
 pub fn parse_batch(body: &[u8]) -> bool {
     let mut accepted = false;
     for limits in limit_sets() {
-        match hush::hit::parse_batch(body, &limits) {
+        match hush::collect::hit::parse_batch(body, &limits) {
             Ok(events) => {
                 assert!(!events.is_empty(), "empty batch accepted");
                 assert!(events.len() <= limits.max_batch_events);

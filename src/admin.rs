@@ -31,8 +31,8 @@ use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::dsr::{self, ExportFormat, Selector, SelectorBody};
-use crate::purge::{self, LogProgress, PurgeError, PurgeOptions, Purger};
+use crate::store::dsr::{self, ExportFormat, Selector, SelectorBody};
+use crate::store::purge::{self, LogProgress, PurgeError, PurgeOptions, Purger};
 use crate::token::TokenSet;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

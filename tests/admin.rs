@@ -12,8 +12,8 @@ use clickhouse::Client;
 use db::{insert_events, migrated_config};
 use hush::admin::{AdminState, run_admin};
 use hush::config::{AdminToken, Config};
-use hush::event::EventRow;
-use hush::purge::{PurgeMetrics, Purger};
+use hush::enrich::row::EventRow;
+use hush::store::purge::{PurgeMetrics, Purger};
 use hush::token::{NewToken, TokenSet};
 use reqwest::StatusCode;
 

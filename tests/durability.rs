@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hush::config::{FsyncPolicy, SpoolConfig};
-use hush::event::EventRow;
-use hush::spool::Spool;
+use hush::enrich::row::EventRow;
+use hush::pipeline::spool::Spool;
 use hush_process::{HushProcess, test_config};
 use prometheus_client::registry::Registry;
 use support::LocalClickHouse;
@@ -542,7 +542,7 @@ fn row(seq: u64) -> EventRow {
 
 fn encoded(seq: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    hush::rowbinary::encode_event(&row(seq), &mut out);
+    hush::pipeline::rowbinary::encode_event(&row(seq), &mut out);
     out
 }
 
@@ -582,7 +582,7 @@ async fn a_batch_stored_before_the_crash_is_not_stored_twice_on_replay() {
     assert_eq!(batch.records(), 40);
     // Exactly what the writer does, then "crash" before the ack.
     let client = w.client().with_validation(false);
-    hush::writer::insert_payload(
+    hush::pipeline::writer::insert_payload(
         &client,
         "events",
         batch.token(),
@@ -615,7 +615,7 @@ async fn a_batch_stored_before_the_crash_is_not_stored_twice_on_replay() {
 
     // The control: the same bytes under another token are a new batch and counted,
     // so the check above could fail.
-    hush::writer::insert_payload(
+    hush::pipeline::writer::insert_payload(
         &client,
         "events",
         &format!("{token}-other"),

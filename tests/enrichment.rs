@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hush::config::{GeoConfig, UserAgentConfig};
-use hush::geo::GeoDb;
-use hush::page_url::{self, Utm};
-use hush::referrer;
-use hush::ua::UaParser;
+use hush::enrich::geo::GeoDb;
+use hush::enrich::page_url::{self, Utm};
+use hush::enrich::referrer;
+use hush::enrich::ua::UaParser;
 
 /// (weight, text) rows of a corpus TSV, header skipped.
 fn corpus(name: &str) -> Vec<(u64, String)> {

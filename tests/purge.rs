@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use clickhouse::Client;
 use db::{insert_events, migrated_config};
-use hush::dsr::{self, ExportFormat, Selector};
-use hush::event::EventRow;
-use hush::purge::{self, LogProgress, PurgeMetrics, PurgeOptions, PurgeReport, Purger};
+use hush::enrich::row::EventRow;
+use hush::store::dsr::{self, ExportFormat, Selector};
+use hush::store::purge::{self, LogProgress, PurgeMetrics, PurgeOptions, PurgeReport, Purger};
 use jiff::Timestamp;
 
 const SITES_TOML: &str = r#"

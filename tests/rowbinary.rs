@@ -1,4 +1,4 @@
-//! `hush::rowbinary::encode_event` against a real ClickHouse: rows inserted from its
+//! `hush::pipeline::rowbinary::encode_event` against a real ClickHouse: rows inserted from its
 //! bytes and the same rows inserted through the `clickhouse` crate's own serializer
 //! must be stored identically, and ClickHouse must give back exactly our bytes when
 //! asked for the table in RowBinary.
@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hush::config::ClickHouseConfig;
-use hush::event::EventRow;
-use hush::rowbinary::{encode_event, encoded_len};
+use hush::enrich::row::EventRow;
+use hush::pipeline::rowbinary::{encode_event, encoded_len};
 
 fn base(visitor_id: u64) -> EventRow {
     EventRow {
@@ -138,7 +138,7 @@ async fn setup(prefix: &str) -> (clickhouse::Client, String) {
         database: db.clone(),
         ..ClickHouseConfig::default()
     };
-    hush::migrate::run(&cfg).await.expect("migrations");
+    hush::store::migrate::run(&cfg).await.expect("migrations");
     (ch.client(&db), db)
 }
 

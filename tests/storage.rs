@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row};
-use hush::client_ip::truncate;
+use hush::collect::client_ip::truncate;
 use hush::config::{ClickHouseConfig, Compression, WriterConfig};
-use hush::event::EventRow;
-use hush::migrate::{self, MigrateError};
-use hush::salt::{SALT_LEN, Salts};
-use hush::store;
-use hush::visitor::visitor_id;
-use hush::writer::{self, BatchId, EventSink, SubmitError, Writer};
+use hush::db;
+use hush::enrich::row::EventRow;
+use hush::enrich::salt::{SALT_LEN, Salts};
+use hush::enrich::visitor::visitor_id;
+use hush::pipeline::writer::{self, BatchId, EventSink, SubmitError, Writer};
+use hush::store::migrate::{self, MigrateError};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use stored::StoredRow;
@@ -68,7 +68,7 @@ fn closed_port_url() -> String {
 async fn migrate_applies_everything_once() {
     let db = support::clickhouse().fresh_database("migrate_once").await;
     let cfg = config_for(&db);
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
 
     match migrate::check_current(&client).await {
         Err(MigrateError::Pending(names)) => assert_eq!(names.len(), migrate::migrations().len()),
@@ -114,13 +114,13 @@ async fn migrate_creates_the_database() {
         migrate::run(&cfg).await.unwrap().len(),
         migrate::migrations().len()
     );
-    migrate::check_current(&store::client(&cfg)).await.unwrap();
+    migrate::check_current(&db::client(&cfg)).await.unwrap();
 }
 
 #[tokio::test]
 async fn every_migration_statement_is_idempotent() {
     let cfg = migrated("migrate_idem").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     for m in migrate::migrations() {
         for statement in m.statements() {
             client
@@ -135,7 +135,7 @@ async fn every_migration_statement_is_idempotent() {
 #[tokio::test]
 async fn an_edited_migration_is_refused_by_name() {
     let cfg = migrated("migrate_edit").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     let first = &migrate::migrations()[0];
     // What an edited file looks like from the database's side: its recorded checksum
     // no longer matches the embedded one.
@@ -163,7 +163,7 @@ async fn an_edited_migration_is_refused_by_name() {
 #[tokio::test]
 async fn check_current_reports_a_missing_migration() {
     let cfg = migrated("migrate_pending").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     let last = migrate::migrations().last().unwrap();
     client
         .query("ALTER TABLE schema_migrations DELETE WHERE version = ? SETTINGS mutations_sync = 1")
@@ -189,7 +189,7 @@ async fn concurrent_migrations_both_succeed() {
     let (a, b) = tokio::join!(migrate::run(&cfg), migrate::run(&cfg));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(!a.is_empty() || !b.is_empty());
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     migrate::check_current(&client).await.unwrap();
     let versions = count(&client, "SELECT uniqExact(version) FROM schema_migrations").await;
     assert_eq!(versions, migrate::migrations().len() as u64);
@@ -345,7 +345,7 @@ async fn the_events_table_matches_event_row_exactly() {
     // With validation on, the crate compares the struct's field names and types with
     // the table's columns (RowBinaryWithNamesAndTypes) and refuses any difference.
     let cfg = migrated("events_schema").await;
-    let client = store::client(&cfg).with_validation(true);
+    let client = db::client(&cfg).with_validation(true);
     let mut insert = client.insert::<EventRow>("events").await.unwrap();
     insert.write(&event(1)).await.unwrap();
     insert.end().await.unwrap();
@@ -355,7 +355,7 @@ async fn the_events_table_matches_event_row_exactly() {
 #[tokio::test]
 async fn every_submitted_row_arrives_once_with_every_column_intact() {
     let cfg = migrated("writer_roundtrip").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     let mut registry = Registry::default();
     let (sink, handle) = spawn_writer(
         client.clone(),
@@ -384,7 +384,7 @@ async fn every_submitted_row_arrives_once_with_every_column_intact() {
 #[tokio::test]
 async fn a_partial_batch_is_flushed_by_time() {
     let cfg = migrated("writer_interval").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     // The batch never fills: only the interval can flush these rows.
     let (sink, handle) = spawn_writer(
         client.clone(),
@@ -404,7 +404,7 @@ async fn a_partial_batch_is_flushed_by_time() {
 #[tokio::test]
 async fn shutdown_stores_everything_accepted() {
     let cfg = migrated("writer_shutdown").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     // Neither size nor time would flush within the test: only shutdown does.
     let (sink, handle) = spawn_writer(
         client.clone(),
@@ -477,9 +477,9 @@ impl Drop for Switch {
 #[tokio::test]
 async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
     let cfg = migrated("writer_outage").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     let switch = Switch::new(&cfg.url).await;
-    let writer_client = store::client(&ClickHouseConfig {
+    let writer_client = db::client(&ClickHouseConfig {
         url: switch.url(),
         ..cfg.clone()
     });
@@ -548,7 +548,7 @@ async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
 #[tokio::test]
 async fn a_batch_inserted_twice_with_one_token_is_stored_once() {
     let cfg = migrated("writer_dedup").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     // Rows in two monthly partitions: the token must cover every block of the insert.
     let rows: Vec<EventRow> = (0..60).map(event).collect();
     let id = BatchId::random();
@@ -600,7 +600,7 @@ async fn salt_rows(client: &Client) -> Vec<(u16, [u8; SALT_LEN])> {
 #[tokio::test]
 async fn two_instances_agree_on_the_day_salt() {
     let cfg = migrated("salt_agree").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     let a = Salts::init_at(&client, DAY).await.unwrap();
     let b = Salts::init_at(&client, DAY).await.unwrap();
     let (sa, sb) = (a.current(), b.current());
@@ -617,7 +617,7 @@ async fn concurrent_inits_all_agree() {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         // Separate clients: separate connections, like separate instances.
-        let client = store::client(&cfg);
+        let client = db::client(&cfg);
         tasks.push(tokio::spawn(
             async move { Salts::init_at(&client, DAY).await },
         ));
@@ -628,14 +628,14 @@ async fn concurrent_inits_all_agree() {
     }
     assert!(salts.windows(2).all(|w| w[0] == w[1]), "instances disagree");
     // The deduplication token admitted exactly one candidate.
-    let rows = salt_rows(&store::client(&cfg)).await;
+    let rows = salt_rows(&db::client(&cfg)).await;
     assert_eq!(rows, vec![(DAY as u16, salts[0])]);
 }
 
 #[tokio::test]
 async fn a_late_instance_adopts_the_earliest_candidate() {
     let cfg = migrated("salt_reconcile").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     let ours = Salts::init_at(&client, DAY).await.unwrap();
     let mine = ours.current().current;
     // Another candidate that was created earlier but became visible later (what a
@@ -677,7 +677,7 @@ struct EarlySalt {
 #[tokio::test]
 async fn a_new_day_gives_new_ids_and_old_salts_are_deleted() {
     let cfg = migrated("salt_rotate").await;
-    let client = store::client(&cfg);
+    let client = db::client(&cfg);
     let salts = Salts::init_at(&client, DAY).await.unwrap();
     let day0 = salts.current();
     let ip = truncate("198.51.100.23".parse().unwrap(), 24, 48);
@@ -728,8 +728,8 @@ async fn a_new_day_gives_new_ids_and_old_salts_are_deleted() {
 #[tokio::test]
 async fn rotation_uses_a_prepared_salt_without_clickhouse() {
     let cfg = migrated("salt_prepared").await;
-    let client = store::client(&cfg);
-    let down = store::client(&ClickHouseConfig {
+    let client = db::client(&cfg);
+    let down = db::client(&ClickHouseConfig {
         url: closed_port_url(),
         ..cfg.clone()
     });

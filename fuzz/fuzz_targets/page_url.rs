@@ -1,4 +1,4 @@
-//! Page URLs (`hush::page_url::parse`) against the url crate; first byte: mode.
+//! Page URLs (`hush::enrich::page_url::parse`) against the url crate; first byte: mode.
 //! The invariants live in `fuzz/checks.rs`, shared with `tests/fuzz_checks.rs`.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! `POST /api/events` bodies (`hush::hit::parse_batch`).
+//! `POST /api/events` bodies (`hush::collect::hit::parse_batch`).
 //! The invariants live in `fuzz/checks.rs`, shared with `tests/fuzz_checks.rs`.
 #![no_main]
 

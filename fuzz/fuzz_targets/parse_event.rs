@@ -1,4 +1,4 @@
-//! `POST /api/event` bodies (`hush::hit::parse_event`).
+//! `POST /api/event` bodies (`hush::collect::hit::parse_event`).
 //! The invariants live in `fuzz/checks.rs`, shared with `tests/fuzz_checks.rs`.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! Referrer classification (`hush::referrer::classify`); input lines: referrer,
+//! Referrer classification (`hush::enrich::referrer::classify`); input lines: referrer,
 //! page URL, utm_source, utm_medium, one more same-site host.
 //! The invariants live in `fuzz/checks.rs`, shared with `tests/fuzz_checks.rs`.
 #![no_main]

@@ -1,4 +1,4 @@
-//! The spool record decoder (`hush::spool::decode_segment`); first byte: mode.
+//! The spool record decoder (`hush::pipeline::spool::decode_segment`); first byte: mode.
 //! The invariants live in `fuzz/checks.rs`, shared with `tests/fuzz_checks.rs`.
 #![no_main]
 

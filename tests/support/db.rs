@@ -6,7 +6,7 @@
 
 use clickhouse::Client;
 use hush::config::Config;
-use hush::event::EventRow;
+use hush::enrich::row::EventRow;
 
 use super::support;
 
@@ -21,7 +21,7 @@ pub async fn migrated_config(prefix: &str, toml: &str) -> (Config, Client) {
     config.clickhouse.user = ch.user().to_owned();
     config.clickhouse.password = ch.password().to_owned();
     config.clickhouse.database = db.clone();
-    hush::migrate::run(&config.clickhouse).await.unwrap();
+    hush::store::migrate::run(&config.clickhouse).await.unwrap();
     (config, ch.client(&db))
 }
 

@@ -4,7 +4,7 @@
 //! Include with `#[path = "support/stored.rs"] mod stored;`.
 #![allow(dead_code)]
 
-use hush::event::EventRow;
+use hush::enrich::row::EventRow;
 use serde::{Deserialize, Serialize};
 
 /// An `events` row read back, with owned types.

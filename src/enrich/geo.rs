@@ -442,7 +442,7 @@ fn country_code(iso: &str) -> Option<[u8; 2]> {
 }
 
 #[cfg(test)]
-#[path = "../tests/geo_fixture/mod.rs"]
+#[path = "../../tests/geo_fixture/mod.rs"]
 mod geo_fixture;
 
 #[cfg(test)]

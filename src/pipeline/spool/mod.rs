@@ -1,7 +1,7 @@
 //! The disk spool: a write-ahead log of accepted hits, so a hit is durable before the
 //! collector answers 202 and survives a crash or a ClickHouse outage.
 //!
-//! Handlers encode each hit once into RowBinary ([`crate::rowbinary`]) and
+//! Handlers encode each hit once into RowBinary ([`crate::pipeline::rowbinary`]) and
 //! [`Spool::append`] the bytes of one request together; the writer takes
 //! [`SpoolBatch`]es with [`Spool::next_batch`], streams their payload unchanged as the
 //! body of `INSERT INTO events FORMAT RowBinary` with the batch's

@@ -50,10 +50,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::FutureExt;
-use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -64,7 +62,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::ServerConfig;
 
 /// The response body type of every handler.
-pub type Body = Full<Bytes>;
+pub use super::response::{Body, simple};
 
 /// Largest request head (request line plus headers) accepted, in bytes. Beacons carry a
 /// handful of short headers; cookies of a first-party proxy setup fit comfortably.
@@ -113,21 +111,6 @@ pub trait Handler: Send + Sync + 'static {
     fn on_panic(&self) -> Response<Body> {
         simple(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
     }
-}
-
-/// A plain-text response.
-pub fn simple(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    }
-    resp
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -37,7 +37,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::ClickHouseConfig;
-use crate::store;
+use crate::db;
 
 /// One embedded migration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ macro_rules! migration {
         Migration {
             version: $version,
             name: $name,
-            sql: include_str!(concat!("../schema/", $name, ".sql")),
+            sql: include_str!(concat!("../../schema/", $name, ".sql")),
         }
     };
 }
@@ -180,19 +180,19 @@ struct AppliedRow {
 /// report the same ones). Fails without applying anything when an applied migration
 /// was edited.
 pub async fn run(cfg: &ClickHouseConfig) -> Result<Vec<String>, MigrateError> {
-    let timeout = store::request_timeout(cfg);
+    let timeout = db::request_timeout(cfg);
     // The name is validated as [A-Za-z0-9_] at config load; quoting keeps reserved
     // words and leading digits working.
     let create_db = format!("CREATE DATABASE IF NOT EXISTS `{}`", cfg.database);
-    store::timed(
+    db::timed(
         timeout,
-        store::server_client(cfg).query_raw(&create_db).execute(),
+        db::server_client(cfg).query_raw(&create_db).execute(),
     )
     .await
     .map_err(ch("creating the database"))?;
 
-    let client = store::client(cfg);
-    store::timed(
+    let client = db::client(cfg);
+    db::timed(
         timeout,
         client.query_raw(CREATE_SCHEMA_MIGRATIONS).execute(),
     )
@@ -239,7 +239,7 @@ pub async fn check_current(client: &Client) -> Result<(), MigrateError> {
 }
 
 async fn read_applied(client: &Client, timeout: Duration) -> Result<Vec<AppliedRow>, MigrateError> {
-    store::timed(timeout, fetch_applied(client))
+    db::timed(timeout, fetch_applied(client))
         .await
         .map_err(ch("reading schema_migrations"))
 }
@@ -303,7 +303,7 @@ async fn apply(
     timeout: Duration,
 ) -> Result<(), MigrateError> {
     for (i, statement) in migration.statements().into_iter().enumerate() {
-        store::timed(timeout, client.query_raw(statement).execute())
+        db::timed(timeout, client.query_raw(statement).execute())
             .await
             .map_err(|source| MigrateError::Statement {
                 file: migration.file_name(),
@@ -311,7 +311,7 @@ async fn apply(
                 source,
             })?;
     }
-    store::timed(
+    db::timed(
         timeout,
         client
             .query("INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)")

@@ -4,9 +4,9 @@
 //! # One path for both buffers
 //!
 //! Handlers call [`EventSink::submit`]; the sink encodes each row exactly once into
-//! RowBinary ([`crate::rowbinary`]) and hands the bytes to one of two buffers:
+//! RowBinary ([`crate::pipeline::rowbinary`]) and hands the bytes to one of two buffers:
 //!
-//! - the **disk spool** ([`crate::spool`], when `spool.dir` is set): the rows of a
+//! - the **disk spool** ([`crate::pipeline::spool`], when `spool.dir` is set): the rows of a
 //!   request are appended together and `submit` returns once they are durable per
 //!   `spool.fsync`, so a 202 means the hit survives a crash of the collector and any
 //!   ClickHouse outage. When the spool holds `spool.max_bytes`, `submit` refuses the
@@ -30,7 +30,7 @@
 //! reached ClickHouse but whose answer was lost (timeout, reset, a crash before the
 //! acknowledgement) stores nothing new when the same batch is inserted again with the
 //! same token. Spool batches keep their identity across restarts (spool id, segment,
-//! byte range: see [`crate::spool`]); in-memory batches get a random [`BatchId`], kept
+//! byte range: see [`crate::pipeline::spool`]); in-memory batches get a random [`BatchId`], kept
 //! across retries. The id is random rather than a content hash because two genuinely
 //! distinct batches can be equal (one visitor's identical hits in the same second) and
 //! must both count.
@@ -77,10 +77,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::WriterConfig;
-use crate::event::EventRow;
-use crate::rowbinary;
-use crate::spool::{Spool, SpoolBatch, SpoolError};
-use crate::store;
+use crate::db;
+use crate::enrich::row::EventRow;
+use crate::pipeline::rowbinary;
+use crate::pipeline::spool::{Spool, SpoolBatch, SpoolError};
 
 /// Retry-After suggested when the buffer is full but ClickHouse is keeping up.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -208,7 +208,7 @@ pub async fn insert_payload(
         insert.send(payload).await?;
         insert.end().await
     };
-    store::timed(timeout, insert).await
+    db::timed(timeout, insert).await
 }
 
 /// ClickHouse error codes that blame the inserted data itself: retrying the same bytes
@@ -1287,7 +1287,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        store::client(&crate::config::ClickHouseConfig {
+        db::client(&crate::config::ClickHouseConfig {
             url: format!("http://127.0.0.1:{port}"),
             ..Default::default()
         })
@@ -1478,7 +1478,7 @@ mod tests {
         }
         let mut expected = Vec::new();
         for i in [0, 1, 2, 7] {
-            crate::rowbinary::encode_event(&row(i), &mut expected);
+            crate::pipeline::rowbinary::encode_event(&row(i), &mut expected);
         }
         assert_eq!(records, 4);
         assert_eq!(payload, expected);

@@ -1,7 +1,7 @@
 //! Daily salts for visitor ids, shared by all instances through the `salts` table.
 //!
 //! A visitor id is a hash of the salt, the site, the truncated address and the
-//! User-Agent (see [`crate::visitor`]). The salt changes every UTC day and is deleted
+//! User-Agent (see [`crate::enrich::visitor`]). The salt changes every UTC day and is deleted
 //! once the previous day is over, so ids of different days cannot be linked and,
 //! after deletion, an id cannot be recomputed from a guessed address.
 //!
@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::store;
+use crate::db;
 
 /// Bytes in one salt.
 pub const SALT_LEN: usize = 32;
@@ -166,7 +166,7 @@ async fn read_winner(
     day: u32,
 ) -> Result<Option<Zeroizing<[u8; SALT_LEN]>>, SaltError> {
     let date = date_of(day)?;
-    let row: Option<SaltRow> = store::timed(
+    let row: Option<SaltRow> = db::timed(
         REQUEST_TIMEOUT,
         client
             .query("SELECT salt FROM salts WHERE day = toDate(?) ORDER BY created_at, salt LIMIT 1")
@@ -216,7 +216,7 @@ async fn agree(
         insert.write(&row).await?;
         insert.end().await
     };
-    let result = store::timed(REQUEST_TIMEOUT, insert).await;
+    let result = db::timed(REQUEST_TIMEOUT, insert).await;
     let Candidate { mut salt, .. } = row;
     salt.zeroize();
     result.map_err(ch("inserting a salt candidate"))?;
@@ -229,7 +229,7 @@ async fn agree(
 /// parts, so the bytes leave the table's live data, unlike a lightweight DELETE.
 async fn delete_before(client: &Client, keep_from: u32) -> Result<u64, SaltError> {
     let date = date_string(date_of(keep_from)?);
-    let old: u64 = store::timed(
+    let old: u64 = db::timed(
         REQUEST_TIMEOUT,
         client
             .query("SELECT count() FROM salts WHERE day < toDate(?)")
@@ -241,7 +241,7 @@ async fn delete_before(client: &Client, keep_from: u32) -> Result<u64, SaltError
     if old == 0 {
         return Ok(0);
     }
-    store::timed(
+    db::timed(
         REQUEST_TIMEOUT,
         client
             .query("ALTER TABLE salts DELETE WHERE day < toDate(?) SETTINGS mutations_sync = 1")

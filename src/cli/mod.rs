@@ -4,6 +4,10 @@
 //! Exit codes: 0 success, 1 runtime or configuration error (the message names the
 //! key, value and reason), 2 usage error (clap).
 
+mod dsr;
+mod purge;
+mod token;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,17 +39,17 @@ pub enum Command {
     /// Print the version.
     Version,
     /// Delete rows past each site's retention (for cron; `serve` also runs it daily).
-    Purge(crate::purge::PurgeArgs),
+    Purge(purge::PurgeArgs),
     /// Export the rows a data-subject selector matches to stdout (JSON lines or CSV).
-    Export(crate::dsr::ExportArgs),
+    Export(dsr::ExportArgs),
     /// Delete the rows a data-subject selector matches.
-    Erase(crate::dsr::SelectorArgs),
+    Erase(dsr::SelectorArgs),
     /// Admin API tokens.
     #[command(subcommand)]
-    Token(crate::token::TokenCommand),
+    Token(token::TokenCommand),
     /// Site data.
     #[command(subcommand)]
-    Site(crate::dsr::SiteCommand),
+    Site(dsr::SiteCommand),
     /// The disk spool.
     #[command(subcommand)]
     Spool(SpoolCommand),
@@ -123,7 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = args.load()?;
             crate::logging::init(&config.log)?;
             runtime()?.block_on(async {
-                let applied = crate::migrate::run(&config.clickhouse)
+                let applied = crate::store::migrate::run(&config.clickhouse)
                     .await
                     .context("migration failed")?;
                 if applied.is_empty() {
@@ -145,11 +149,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("hush {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Purge(args) => runtime()?.block_on(crate::purge::cli(args)),
-        Command::Export(args) => runtime()?.block_on(crate::dsr::export_cli(args)),
-        Command::Erase(args) => runtime()?.block_on(crate::dsr::erase_cli(args)),
-        Command::Token(command) => crate::token::cli(command),
-        Command::Site(command) => runtime()?.block_on(crate::dsr::site_cli(command)),
+        Command::Purge(args) => runtime()?.block_on(purge::run(args)),
+        Command::Export(args) => runtime()?.block_on(dsr::export(args)),
+        Command::Erase(args) => runtime()?.block_on(dsr::erase(args)),
+        Command::Token(command) => token::run(command),
+        Command::Site(command) => runtime()?.block_on(dsr::site(command)),
         Command::Spool(SpoolCommand::Status(args)) => {
             print!("{}", spool_status(&args)?);
             Ok(())
@@ -165,7 +169,7 @@ pub fn spool_status(args: &SpoolStatusArgs) -> anyhow::Result<String> {
         .clone()
         .or(config.spool.dir.clone())
         .context("no spool directory: set spool.dir or pass --dir")?;
-    let status = crate::spool::Spool::inspect(&dir)
+    let status = crate::pipeline::spool::Spool::inspect(&dir)
         .with_context(|| format!("cannot read the spool in {}", dir.display()))?;
     let (quarantined, dead_letters) = quarantine_counts(&dir.join("quarantine"));
     let age = status.oldest_pending_age.map(|d| d.as_secs());
@@ -252,7 +256,7 @@ mod tests {
     /// `config/default.toml` documents the defaults; it must not drift from the code.
     #[test]
     fn default_toml_equals_built_in_defaults() {
-        let text = include_str!("../config/default.toml");
+        let text = include_str!("../../config/default.toml");
         let parsed = Config::from_toml_str(text).expect("config/default.toml parses");
         assert!(parsed.sites.is_empty());
         let as_json = |c: &Config| serde_json::to_value(c).expect("config serializes");
@@ -285,8 +289,8 @@ mod tests {
     #[test]
     fn shipped_configs_are_valid() {
         for text in [
-            include_str!("../config/hush.toml"),
-            include_str!("../config/production.example.toml"),
+            include_str!("../../config/hush.toml"),
+            include_str!("../../config/production.example.toml"),
         ] {
             let config = Config::from_toml_str(text).expect("shipped config parses");
             assert!(!config.sites.is_empty());

@@ -6,6 +6,12 @@
 //! the listener. Stop (SIGTERM/SIGINT): stop accepting, finish in-flight requests,
 //! flush the writer, stop background tasks, all within `server.shutdown_timeout_ms`.
 //! With a spool, rows the flush could not store by then stay spooled for the next start.
+//!
+//! `app` is assembly, not a stage: it may use every stage. So is [`ingest`], the
+//! Events API handler, which runs a hit through `collect`, `enrich` and `pipeline` in
+//! turn and answers with what they decided; no stage calls a later one itself.
+
+pub mod ingest;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -15,18 +21,20 @@ use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::app::ingest::Ingest;
+use crate::collect::sites::SiteRegistry;
 use crate::config::Config;
+use crate::db;
 use crate::enrich::Enricher;
-use crate::geo::GeoDb;
-use crate::ingest::Ingest;
+use crate::enrich::geo::GeoDb;
+use crate::enrich::salt::Salts;
+use crate::enrich::session::SessionTracker;
+use crate::enrich::ua::UaParser;
+use crate::http::server;
 use crate::metrics::HttpMetrics;
-use crate::salt::Salts;
-use crate::session::SessionTracker;
-use crate::sites::SiteRegistry;
-use crate::spool::Spool;
-use crate::ua::UaParser;
-use crate::writer::Writer;
-use crate::{migrate, server, store};
+use crate::pipeline::spool::Spool;
+use crate::pipeline::writer::Writer;
+use crate::store::migrate;
 
 /// How often expired visits are removed from the session tracker.
 const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -94,7 +102,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
     for name in &applied {
         tracing::info!(migration = %name, "schema migrated");
     }
-    let client = store::client(&config.clickhouse);
+    let client = db::client(&config.clickhouse);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_stop = stop_rx.clone();
@@ -165,7 +173,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
             Writer::spawn_spooled(
                 client.clone(),
                 &config.writer,
-                store::request_timeout(&config.clickhouse),
+                db::request_timeout(&config.clickhouse),
                 "events",
                 spool,
                 &dir,
@@ -175,7 +183,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
         None => Writer::spawn(
             client.clone(),
             &config.writer,
-            store::request_timeout(&config.clickhouse),
+            db::request_timeout(&config.clickhouse),
             "events",
             &mut registry,
         ),
@@ -205,7 +213,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
         metrics,
         registry: Arc::new(registry),
         clickhouse: client.clone(),
-        ready_cache: crate::ingest::ReadyCache::default(),
+        ready_cache: crate::app::ingest::ReadyCache::default(),
     });
 
     let budget = config.server.shutdown_timeout();

@@ -12,8 +12,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::client_ip::TruncatedIp;
-use crate::salt::SALT_LEN;
+use crate::collect::client_ip::TruncatedIp;
+use crate::enrich::salt::SALT_LEN;
 
 /// The visitor id of one hit. Never 0 for a real visitor in practice (0 marks anonymous
 /// hits); a hash of 0 has probability 2^-64.
@@ -40,7 +40,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::client_ip::truncate;
+    use crate::collect::client_ip::truncate;
 
     fn ip(s: &str) -> TruncatedIp {
         truncate(s.parse::<IpAddr>().unwrap(), 24, 48)

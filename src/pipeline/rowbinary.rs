@@ -19,7 +19,7 @@
 //! - `Nullable(T)`: `0x00` then `T`, or `0x01` alone for NULL;
 //! - `Map(String, String)`: LEB128 entry count, then key, value, key, value, ...
 
-use crate::event::EventRow;
+use crate::enrich::row::EventRow;
 
 /// Appends the RowBinary encoding of `row` to `out`. Never allocates except to grow
 /// `out`. It does not reserve: the request path encodes into a reused buffer that has

@@ -12,23 +12,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use smallvec::SmallVec;
 
-use crate::client_ip;
+use crate::collect::client_ip;
+use crate::collect::hit::{self, IncomingEvent};
+use crate::collect::sites::{Site, SiteRegistry};
 use crate::config::Config;
+use crate::enrich::row::EventRow;
 use crate::enrich::{EnrichError, Enricher, HitContext, Outcome};
-use crate::event::EventRow;
-use crate::hit::{self, IncomingEvent};
+use crate::http::body::{BodyError, body_left_unread, read_limited};
+use crate::http::response;
+use crate::http::server::{Body, Handler, simple};
 use crate::metrics::{DropReason, HttpMetrics, RejectReason, Route};
-use crate::server::{Body, Handler, simple};
-use crate::sites::{Site, SiteRegistry};
-use crate::writer::{EventSink, SubmitError};
+use crate::pipeline::writer::{EventSink, SubmitError};
 
 /// How long `/ready` waits for ClickHouse before answering 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -130,30 +132,6 @@ impl Reject {
     fn malformed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, RejectReason::malformed, message)
     }
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    json_response_retry(status, body, 1)
-}
-
-fn json_response_retry(
-    status: StatusCode,
-    body: &serde_json::Value,
-    retry_after_secs: u64,
-) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(retry_after_secs.max(1)),
-        );
-    }
-    resp
 }
 
 fn now_secs() -> u32 {
@@ -484,7 +462,7 @@ impl Ingest {
         for (index, ev) in events.iter().enumerate() {
             let problem = match self.resolve_sites(ev) {
                 Err(reject) => Some(reject.body.get("error").cloned().unwrap_or_default()),
-                Ok(_) => crate::page_url::validate(&ev.url, ev.hash_mode)
+                Ok(_) => crate::enrich::page_url::validate(&ev.url, ev.hash_mode)
                     .err()
                     .map(|e| serde_json::Value::from(e.to_string())),
             };
@@ -529,7 +507,7 @@ impl Ingest {
         }
         let stored = rows.len();
         self.submit(&rows).await?;
-        Ok(json_response(
+        Ok(response::json(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "accepted": accepted, "stored": stored, "dropped": dropped }),
         ))
@@ -539,7 +517,7 @@ impl Ingest {
         let ready = self
             .ready_cache
             .get(|| async {
-                let check = crate::migrate::check_current(&self.clickhouse);
+                let check = crate::store::migrate::check_current(&self.clickhouse);
                 match tokio::time::timeout(READY_TIMEOUT, check).await {
                     Ok(Ok(())) => true,
                     Ok(Err(err)) => {
@@ -572,58 +550,8 @@ impl Ingest {
 
     fn reject(&self, reject: Reject, hits: u64) -> Response<Body> {
         self.metrics.rejected(reject.reason, hits);
-        json_response_retry(reject.status, &reject.body, reject.retry_after_secs)
+        response::json_retry(reject.status, &reject.body, reject.retry_after_secs)
     }
-}
-
-/// Why a body could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyError {
-    /// More than the limit.
-    TooLarge,
-    /// The connection failed or the client broke the framing.
-    Broken,
-}
-
-/// Reads a whole body of at most `limit` bytes. A body that arrives in one chunk (a
-/// beacon, nearly always) is returned as that chunk: no copy and no list of chunks.
-async fn read_limited<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
-where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
-{
-    let mut first = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| BodyError::Broken)?.into_data() else {
-            continue; // trailers carry nothing a hit needs
-        };
-        let so_far = joined.as_ref().map_or(first.len(), BytesMut::len);
-        if so_far + data.len() > limit {
-            return Err(BodyError::TooLarge);
-        }
-        match &mut joined {
-            Some(all) => all.extend_from_slice(&data),
-            None if first.is_empty() => first = data,
-            None => {
-                let mut all = BytesMut::with_capacity(first.len() + data.len());
-                all.extend_from_slice(&first);
-                all.extend_from_slice(&data);
-                joined = Some(all);
-            }
-        }
-    }
-    Ok(joined.map_or(first, BytesMut::freeze))
-}
-
-/// Answers given before (or instead of) reading the whole request body.
-fn body_left_unread(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::METHOD_NOT_ALLOWED
-            | StatusCode::REQUEST_TIMEOUT
-            | StatusCode::PAYLOAD_TOO_LARGE
-            | StatusCode::UNSUPPORTED_MEDIA_TYPE
-    )
 }
 
 fn enrich_message(err: &EnrichError) -> String {

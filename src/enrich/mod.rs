@@ -1,25 +1,42 @@
-//! The per-hit pipeline: a parsed hit plus request context becomes one `EventRow`, or a
-//! deliberate drop.
+//! Stage 3, the row: a validated hit plus its request context becomes one
+//! [`row::EventRow`], or a deliberate drop.
+//!
+//! Owns User-Agent parsing and bot detection ([`ua`]), the page URL and its UTM tags
+//! ([`page_url`]), referrer source and channel ([`referrer`]), the geo lookup on the
+//! truncated address ([`geo`]), the daily salts shared through ClickHouse ([`salt`])
+//! and the visitor id hashed from them ([`visitor`]), visits ([`session`]), and the
+//! stored row itself ([`row`]). [`Enricher`] runs them in order for one hit.
+//!
+//! Receives: an `IncomingEvent`, its `Site` and a `TruncatedIp` from `collect`.
+//! Hands on: an `EventRow` to the pipeline, or a [`DropReason`] (bot, opted out).
 //!
 //! Order matters for cost and privacy: bots and opted-out hits leave before any
 //! hashing or session state is touched, and the only address seen here is the
 //! `TruncatedIp`. Shared strings (browser, OS, site) are `Arc` clones, so a cached
 //! User-Agent costs no allocation.
 
+pub mod geo;
+pub mod page_url;
+pub mod referrer;
+pub mod row;
+pub mod salt;
+pub mod session;
+pub mod ua;
+pub mod visitor;
+
 use std::sync::Arc;
 
-use crate::client_ip::TruncatedIp;
+use self::geo::GeoDb;
+use self::page_url::UrlError;
+use self::row::{EventRow, SCROLL_DEPTH_UNKNOWN};
+use self::salt::Salts;
+use self::session::SessionTracker;
+use self::ua::UaParser;
+use self::visitor::visitor_id;
+use crate::collect::client_ip::TruncatedIp;
+use crate::collect::hit::IncomingEvent;
+use crate::collect::sites::Site;
 use crate::config::{OptOutPolicy, PrivacyConfig};
-use crate::event::{EventRow, SCROLL_DEPTH_UNKNOWN};
-use crate::geo::GeoDb;
-use crate::hit::IncomingEvent;
-use crate::page_url::{self, UrlError};
-use crate::referrer;
-use crate::salt::Salts;
-use crate::session::SessionTracker;
-use crate::sites::Site;
-use crate::ua::UaParser;
-use crate::visitor::visitor_id;
 
 pub use crate::metrics::DropReason;
 
@@ -237,10 +254,10 @@ impl Enricher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client_ip;
+    use crate::collect::client_ip;
+    use crate::collect::sites::SiteRegistry;
     use crate::config::{Config, GeoConfig, UserAgentConfig};
-    use crate::salt::{DailySalts, SALT_LEN};
-    use crate::sites::SiteRegistry;
+    use crate::enrich::salt::{DailySalts, SALT_LEN};
 
     const DAY: u32 = 20_000;
     const MIDNIGHT: u32 = DAY * 86_400;
@@ -268,7 +285,7 @@ mod tests {
     }
 
     fn event(body: &str) -> IncomingEvent {
-        crate::hit::parse_event(body.as_bytes(), &config().limits).unwrap()
+        crate::collect::hit::parse_event(body.as_bytes(), &config().limits).unwrap()
     }
 
     fn ctx(addr: &str, now_secs: u32) -> HitContext<'static> {

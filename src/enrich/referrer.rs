@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 use url::Url;
 
-use crate::page_url::{Utm, split_simple};
+use crate::enrich::page_url::{Utm, split_simple};
 
 /// How a visit arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

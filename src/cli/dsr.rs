@@ -1,0 +1,127 @@
+//! `hush export`, `hush erase`, `hush site delete`: data-subject requests from the
+//! command line. Arguments become a [`Selector`] here; the store never sees clap.
+
+use crate::store::dsr::{
+    ExportFormat, Selector, delete_site, erase as erase_rows, export as export_rows, parse_prop,
+    parse_time,
+};
+use crate::store::purge::PurgeError;
+
+/// Selector options shared by `hush export` and `hush erase`.
+#[derive(Debug, clap::Args)]
+pub struct SelectorArgs {
+    #[command(flatten)]
+    pub config: super::ConfigArgs,
+    /// Site domain.
+    #[arg(long)]
+    pub site: String,
+    /// Property equality `key=value`; repeatable (all must match).
+    #[arg(long = "prop")]
+    pub props: Vec<String>,
+    #[arg(long)]
+    pub visitor_id: Option<u64>,
+    /// From this instant (RFC 3339 or YYYY-MM-DD, inclusive).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Up to this instant (RFC 3339 or YYYY-MM-DD, exclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+impl SelectorArgs {
+    fn selector(&self) -> Result<Selector, PurgeError> {
+        let sel = Selector {
+            site: self.site.clone(),
+            props: self
+                .props
+                .iter()
+                .map(|p| parse_prop(p))
+                .collect::<Result<_, _>>()?,
+            visitor_id: self.visitor_id,
+            from: self.from.as_deref().map(parse_time).transpose()?,
+            to: self.to.as_deref().map(parse_time).transpose()?,
+        };
+        sel.validate()?;
+        Ok(sel)
+    }
+}
+
+/// `hush export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub selector: SelectorArgs,
+    /// `jsonl` or `csv`.
+    #[arg(long, default_value = "jsonl")]
+    pub format: String,
+}
+
+/// `hush site ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SiteCommand {
+    /// Delete every row of a site (salts are per day for all sites and hold no site data).
+    Delete {
+        #[command(flatten)]
+        config: super::ConfigArgs,
+        /// Site domain.
+        #[arg(long)]
+        site: String,
+        /// Required: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Runs `hush export`: rows stream to stdout as ClickHouse sends them.
+pub(super) async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let config = args.selector.config.load()?;
+    crate::logging::init(&config.log)?;
+    let selector = args.selector.selector()?;
+    let format = ExportFormat::parse(&args.format)?;
+    let client = crate::db::client(&config.clickhouse);
+    let mut cursor = export_rows(&client, &selector, format)?;
+    // The CLI runs on a multi-threaded runtime; a blocked pipe must not stall the
+    // runtime thread that polls the cursor.
+    let mut stdout = std::io::stdout().lock();
+    while let Some(chunk) = cursor.next().await? {
+        tokio::task::block_in_place(|| stdout.write_all(&chunk))?;
+    }
+    tokio::task::block_in_place(|| stdout.flush())?;
+    Ok(())
+}
+
+/// Runs `hush erase`.
+pub(super) async fn erase(args: SelectorArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    crate::logging::init(&config.log)?;
+    let selector = args.selector()?;
+    let client = crate::db::client(&config.clickhouse);
+    let report = erase_rows(&client, &selector, "cli").await?;
+    println!(
+        "erased {} rows of {} (run {}); 0 remain",
+        report.rows_before, report.site, report.run_id
+    );
+    Ok(())
+}
+
+/// Runs `hush site ...`.
+pub(super) async fn site(command: SiteCommand) -> anyhow::Result<()> {
+    match command {
+        SiteCommand::Delete { config, site, yes } => {
+            anyhow::ensure!(
+                yes,
+                "deleting all rows of {site} cannot be undone: add --yes"
+            );
+            let config = config.load()?;
+            crate::logging::init(&config.log)?;
+            let client = crate::db::client(&config.clickhouse);
+            let report = delete_site(&client, &site, "cli").await?;
+            println!(
+                "deleted {} rows of {} (run {}); 0 remain",
+                report.rows_before, report.site, report.run_id
+            );
+            Ok(())
+        }
+    }
+}
