@@ -10,9 +10,10 @@
 //!        ─▶ enrich    → EventRow: UA, page URL, referrer, geo, salt + visitor id, visit
 //!        ─▶ pipeline  RowBinary once, disk spool or memory queue, writer → ClickHouse
 //!        ─▶ store     schema migrations, retention purge, data-subject requests
+//!        ─▶ query     (read side) Stats API requests validated, answered from ClickHouse
 //! ```
 //!
-//! The read side (the stats API's `query`, then `dashboard`) lands after `store`.
+//! The dashboard lands after `query`.
 //!
 //! Shared by every stage: [`config`] (load and validate), [`db`] (the ClickHouse
 //! client and its request bounds), [`metrics`], [`logging`], [`token`] (admin tokens).
@@ -38,4 +39,5 @@ pub mod collect;
 pub mod enrich;
 pub mod http;
 pub mod pipeline;
+pub mod query;
 pub mod store;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The stages, in the order a hit passes through them. A stage may use the stages
 /// before it and the shared modules, never one after it.
-const STAGES: &[&str] = &["http", "collect", "enrich", "pipeline", "store"];
+const STAGES: &[&str] = &["http", "collect", "enrich", "pipeline", "store", "query"];
 /// Shared top-level modules: any stage may use them; they use only each other.
 const SHARED: &[&str] = &["config", "db", "logging", "metrics", "token"];
 /// Assembly at the top: wires stages into listeners and commands; may use anything.
