@@ -248,11 +248,11 @@ pub enum DateRange {
     Day,
     /// The last 24 hours up to now.
     Hours24,
-    /// The last N whole days, today excluded (Plausible's `7d`, `30d`, ...).
+    /// The last N days, today included (Plausible's `7d`, `30d`, ...).
     Days(u32),
     /// This month so far.
     Month,
-    /// The last N whole months, this month excluded.
+    /// The last N calendar months, this month included.
     Months(u32),
     /// This year so far.
     Year,
