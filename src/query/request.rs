@@ -672,7 +672,7 @@ fn parse_simple_filter(
 }
 
 /// `Nd` or `Nmo` with 1 ≤ N and the span at most [`MAX_RANGE_DAYS`].
-fn relative_range(s: &str) -> Option<DateRange> {
+pub(crate) fn parse_relative(s: &str) -> Option<DateRange> {
     let (number, months) = if let Some(n) = s.strip_suffix("mo") {
         (n, true)
     } else if let Some(n) = s.strip_suffix('d') {
@@ -729,7 +729,7 @@ fn parse_date_range(value: &Value, path: &str) -> Result<DateRange, QueryError> 
             "month" => Ok(DateRange::Month),
             "year" => Ok(DateRange::Year),
             "all" => Ok(DateRange::All),
-            other => relative_range(other)
+            other => parse_relative(other)
                 .ok_or_else(|| QueryError::at(path, format!("Invalid date_range \"{other}\""))),
         },
         Value::Array(pair) if pair.len() == 2 => {
