@@ -7,8 +7,10 @@
 //!
 //! How the labels map (Matomo device-detector → hush):
 //! - **bot**: every `bots.yml` entry is a bot; a human is a fixture whose client type is
-//!   `browser` or `mobile app`. Libraries and feed readers (curl, Feedly, ...) are
-//!   neither: hush drops them as non-human, reported on their own line.
+//!   `browser`, or `mobile app` with a web view's UA (`Mozilla/...`: in-app browsers).
+//!   Other clients (libraries, feed readers, podcast and media players, apps' own HTTP
+//!   clients such as `Dalvik/2.1.0`) never run a page's tracker: they are reported on
+//!   their own line, as the share hush drops.
 //! - **browser family**: Matomo's client name through [`BROWSERS`] (e.g. `Chrome
 //!   Mobile` → `Chrome`, `Samsung Browser` → `Samsung Internet`); clients with no
 //!   entry there are outside hush's families and only counted.
@@ -257,17 +259,14 @@ fn main() {
             bot_recall.add(&expected, verdict, &c.ua);
             continue;
         }
-        match c.client_type.as_str() {
-            "browser" | "mobile app" => {}
-            "library" | "feed reader" => {
-                tools.add(
-                    "dropped",
-                    if got.is_bot { "dropped" } else { "kept" },
-                    &c.ua,
-                );
-                continue;
+        let human = c.client_type == "browser"
+            || (c.client_type == "mobile app" && c.ua.starts_with("Mozilla/"));
+        if !human {
+            if !c.client_type.is_empty() {
+                let verdict = if got.is_bot { "dropped" } else { "kept" };
+                tools.add("dropped", verdict, &c.ua);
             }
-            _ => continue,
+            continue;
         }
         human_fp.add("human", if got.is_bot { "bot" } else { "human" }, &c.ua);
         if got.is_bot {
@@ -341,7 +340,7 @@ fn main() {
     let rows: [(&str, &Score); 11] = [
         ("bots recognised (recall)", &bot_recall),
         ("humans kept (1 - false positives)", &human_fp),
-        ("libraries and feed readers dropped", &tools),
+        ("non-browser clients dropped", &tools),
         ("browser family", &browser),
         ("browser major", &browser_major),
         ("OS family", &os),
@@ -378,6 +377,16 @@ fn main() {
             let _ = writeln!(out, "- `{want}` → `{got}`: {n} (`{example}`)");
         }
         let _ = writeln!(out);
+    }
+    if args.contains_key("false-positives") {
+        let _ = writeln!(out, "Humans taken for bots:");
+        for c in &cases {
+            let human = c.client_type == "browser"
+                || (c.client_type == "mobile app" && c.ua.starts_with("Mozilla/"));
+            if !c.bot && human && parser.parse(&c.ua).is_bot {
+                let _ = writeln!(out, "- `{}`", c.ua);
+            }
+        }
     }
     print!("{out}");
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use quick_cache::sync::Cache;
 
 use crate::config::UserAgentConfig;
@@ -74,8 +74,11 @@ impl UaParser {
             // An empty pattern would match every User-Agent and drop all traffic.
             .filter(|p| !p.is_empty())
             .collect();
+        // A DFA: one table lookup per byte of the UA. The automatic choice falls back
+        // to a slower NFA past about 150 patterns; this DFA takes about 760 KiB.
         let bots = AhoCorasick::builder()
             .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)?;
         let cache = (cfg.cache_entries > 0).then(|| Cache::new(cfg.cache_entries));
         let empty = Arc::new(UaInfo {
@@ -121,7 +124,7 @@ impl UaParser {
     }
 
     fn parse_uncached(&self, ua: &str) -> UaInfo {
-        let listed_bot = self.bots.is_match(ua);
+        let listed_bot = self.bots.is_match(ua) || names_a_contact(ua);
         let Some(w) = self.woothee.parse(ua) else {
             return UaInfo {
                 browser: Arc::from(""),
@@ -149,6 +152,48 @@ impl UaParser {
             device,
             is_bot,
         }
+    }
+}
+
+/// Whether a User-Agent carries a URL or an e-mail address: how crawlers, monitors and
+/// scripts tell site owners who they are (`+https://...`, `(+http://...)`,
+/// `admin@example.com`). Browsers never do; in the benches/accuracy corpus one of
+/// 36,459 human UAs (a 2009 toolbar) has a URL and none an address, against 935 of
+/// 1,350 bots.
+fn names_a_contact(ua: &str) -> bool {
+    let bytes = ua.as_bytes();
+    let url = ua.match_indices("://").any(|(at, _)| {
+        let before = &bytes[..at];
+        let ends_with = |scheme: &[u8]| {
+            before.len() >= scheme.len()
+                && before[before.len() - scheme.len()..].eq_ignore_ascii_case(scheme)
+        };
+        ends_with(b"http") || ends_with(b"https")
+    });
+    url || ua.match_indices('@').any(|(at, _)| is_email_at(bytes, at))
+}
+
+/// `local@domain.tld` around the `@` at `at`: a local-part character before it, and a
+/// domain after it whose last label is two or more letters (so `android@62.0.3202`,
+/// a version, is not an address).
+fn is_email_at(bytes: &[u8], at: usize) -> bool {
+    let local_ok = at > 0
+        && matches!(bytes[at - 1], b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b'%' | b'+' | b'-');
+    if !local_ok {
+        return false;
+    }
+    let domain_len = bytes[at + 1..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'.' || **b == b'-')
+        .count();
+    let domain = &bytes[at + 1..at + 1 + domain_len];
+    let domain = domain.strip_suffix(b".").unwrap_or(domain);
+    match domain.iter().rposition(|b| *b == b'.') {
+        Some(dot) if dot > 0 => {
+            let tld = &domain[dot + 1..];
+            tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic)
+        }
+        _ => false,
     }
 }
 
@@ -1084,6 +1129,38 @@ mod tests {
                 assert!(!p.bots.is_match(ua), "bot list matches a browser UA: {ua}");
             }
         }
+    }
+
+    #[test]
+    fn the_bot_matcher_stays_within_its_memory_budget() {
+        // Issue 14: the rules may take at most 10 MiB; the DFA is far below.
+        let used = parser().bots.memory_usage();
+        assert!(used < 10 << 20, "bot matcher takes {used} bytes");
+        assert!(used > 0);
+    }
+
+    #[test]
+    fn a_url_or_an_address_marks_a_tool() {
+        let p = parser();
+        for ua in [
+            "Mozilla/5.0 (compatible; Examplefetch/2.1; +https://fetch.example.net/about)",
+            "SiteWatch/0.9 (+http://watch.example.org)",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36; see Https://probe.example.com",
+            "linkwalker/3 (contact: ops@walker.example.de)",
+            "Mozilla/5.0 (compatible; Tiny/0.1; crawler.team@example.io)",
+        ] {
+            assert!(p.parse(ua).is_bot, "{ua}");
+        }
+        for ua in [
+            // A version after '@' is not an address (a search app's UA suffix).
+            "Mozilla/5.0 (Linux; Android 7.0; SM-A310F) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/62.0.3202.101 Mobile Safari/537.36 (Searchapp android@62.0.3202.101)",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+        ] {
+            assert!(!p.parse(ua).is_bot, "{ua}");
+        }
+        assert!(!is_email_at(b"@example.com", 0));
+        assert!(!is_email_at(b"a@localhost", 1));
+        assert!(is_email_at(b"a@b.example.com.", 1));
     }
 
     #[test]
