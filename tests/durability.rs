@@ -723,6 +723,11 @@ async fn a_torn_tail_and_a_flipped_bit_are_handled_on_restart() {
     assert!(status["segments"].as_u64() >= Some(1), "{status}");
 }
 
+/// A record ClickHouse refuses for its content: the first column's length says 4 GiB,
+/// beyond any string (`TOO_LARGE_STRING_SIZE`). (A short record would be a body that
+/// ends early, `CANNOT_READ_ALL_DATA`, which is retried as transient.)
+const BAD_ROW: &[u8] = b"\xff\xff\xff\xff\x0fbad";
+
 /// A batch ClickHouse refuses for its content does not block the rows behind it: it
 /// becomes a dead-letter file, counted and logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,7 +743,7 @@ async fn a_batch_clickhouse_refuses_becomes_a_dead_letter_and_the_rest_flows() {
     // A record that is not a RowBinary row, in its own segment (batches never span
     // segments), then good rows in the next one.
     let spool = open_spool(&w.spool_dir());
-    spool.append(&[b"garbage"]).await.expect("append");
+    spool.append(&[BAD_ROW]).await.expect("append");
     blocking(|| spool.close_blocking());
     drop(spool);
     let spool = open_spool(&w.spool_dir());
@@ -767,7 +772,7 @@ async fn a_batch_clickhouse_refuses_becomes_a_dead_letter_and_the_rest_flows() {
         .filter(|p| p.extension().is_some_and(|e| e == "rowbinary"))
         .collect();
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(std::fs::read(&dead[0]).expect("dead letter"), b"garbage");
+    assert_eq!(std::fs::read(&dead[0]).expect("dead letter"), BAD_ROW);
     let note = std::fs::read_to_string(dead[0].with_extension("txt")).expect("note");
     assert!(note.contains("Code: "), "{note}");
     assert!(h.log().contains("dead-letter file"), "{}", h.log());

@@ -214,12 +214,17 @@ pub async fn insert_payload(
 /// ClickHouse error codes that blame the inserted data itself: retrying the same bytes
 /// can never succeed. Everything else (network, timeouts, overload, read-only
 /// replicas, missing tables, permissions) may heal and is retried.
+///
+/// Not here on purpose: `ATTEMPT_TO_READ_AFTER_EOF` (32) and `CANNOT_READ_ALL_DATA`
+/// (33). ClickHouse answers them for a body that ended early, which is what a proxy or
+/// a connection reset mid-upload produces as well as a truncated row; the same bytes
+/// sent again usually go through, so they are retried like any network error. A
+/// batch that really is truncated fails with a parse or type error on its other rows
+/// or keeps failing and is visible in `hush_writer_insert_failures_total`.
 const PERMANENT_CODES: &[u32] = &[
     6,   // CANNOT_PARSE_TEXT
     26,  // CANNOT_PARSE_QUOTED_STRING
     27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    32,  // ATTEMPT_TO_READ_AFTER_EOF
-    33,  // CANNOT_READ_ALL_DATA
     38,  // CANNOT_PARSE_DATE
     41,  // CANNOT_PARSE_DATETIME
     53,  // TYPE_MISMATCH
@@ -1371,7 +1376,6 @@ mod tests {
         use clickhouse::error::Error;
         let bad = |t: &str| Error::BadResponse(t.to_owned());
         for text in [
-            "Code: 33. DB::Exception: Cannot read all data. Bytes read: 3. (CANNOT_READ_ALL_DATA) (version 25.8.1)",
             "Code: 53. DB::Exception: Type mismatch (TYPE_MISMATCH)",
             "  Code: 27. DB::Exception: Cannot parse input (CANNOT_PARSE_INPUT_ASSERTION_FAILED)",
         ] {
@@ -1383,6 +1387,9 @@ mod tests {
             "Code: 60. DB::Exception: Table x.events does not exist (UNKNOWN_TABLE)",
             "Code: 516. DB::Exception: default: Authentication failed (AUTHENTICATION_FAILED)",
             "Code: 330. something",
+            // A body cut short on the way (a proxy, a reset): the same bytes may pass.
+            "Code: 33. DB::Exception: Cannot read all data. Bytes read: 3. Bytes expected: 8.: (at row 1): While executing BinaryRowInputFormat. (CANNOT_READ_ALL_DATA) (version 25.8.1)",
+            "Code: 32. DB::Exception: Attempt to read after eof: (at row 3): While executing BinaryRowInputFormat. (ATTEMPT_TO_READ_AFTER_EOF) (version 25.8.1)",
             "503 Service Unavailable",
             "Code: ",
             "",
