@@ -57,7 +57,8 @@
 //! When the segment files (plus appends in flight) would exceed `spool.max_bytes`,
 //! appends fail fast with [`SpoolError::Full`] and nothing spooled is dropped. Space is
 //! freed a whole segment at a time, when every record in it is acknowledged and it is
-//! no longer appended to; a rejected append makes the current segment roll so that a
+//! no longer appended to, and only once its file is really deleted (a failed deletion
+//! is retried at the next read or acknowledgement, the bytes still counted); a rejected append makes the current segment roll so that a
 //! drained spool always frees space.
 //!
 //! The spool holds RowBinary rows only: truncated, hashed data, never an address.
@@ -356,6 +357,8 @@ struct Segment {
     skips: Vec<Range<u64>>,
     /// (offset, unix ms): records from `offset` on were appended at or after `ms`.
     checkpoints: VecDeque<(u64, u64)>,
+    /// Fully acknowledged, but deleting the file failed (logged once; retried).
+    delete_failed: bool,
 }
 
 struct Cut {
@@ -954,6 +957,7 @@ fn new_segment(file: Arc<File>, created_ms: u64) -> Segment {
         replay: VecDeque::new(),
         skips: Vec::new(),
         checkpoints: VecDeque::from([(HEADER_LEN, created_ms)]),
+        delete_failed: false,
     }
 }
 
@@ -1003,20 +1007,30 @@ fn advance_acked(seg: &mut Segment) {
 }
 
 /// Deletes sealed segments whose records are all acknowledged. Caller holds `reader`.
+///
+/// A segment leaves the index, and its bytes leave `used`, only once its file is gone:
+/// a segment whose deletion failed still takes room on disk, so it keeps counting
+/// against `max_bytes` and is deleted again at the next call. Its `.ack` file is then
+/// rewritten as fully acknowledged, so a restart before the deletion succeeds does not
+/// replay what ClickHouse already has.
 fn reap(shared: &Shared) {
-    let victims: Vec<(u64, u64)> = {
-        let mut index = lock(&shared.index);
-        let done: Vec<u64> = index
+    let victims: Vec<(u64, u64, bool, AckState)> = {
+        let index = lock(&shared.index);
+        index
             .segments
             .iter()
             .filter(|(_, s)| s.fully_acked())
-            .map(|(&seq, _)| seq)
-            .collect();
-        done.into_iter()
-            .filter_map(|seq| index.segments.remove(&seq).map(|s| (seq, s.size)))
+            .map(|(&seq, s)| {
+                let done = AckState {
+                    acked: s.readable.max(s.acked),
+                    cuts: Vec::new(),
+                    skips: s.skips.clone(),
+                };
+                (seq, s.size, s.delete_failed, done)
+            })
             .collect()
     };
-    for (seq, size) in victims {
+    for (seq, size, failed_before, done) in victims {
         // The segment first: an `.ack` file without its segment is removed at start-up,
         // while a segment without its `.ack` would be replayed from the start.
         let path = shared.seg_path(seq);
@@ -1024,10 +1038,28 @@ fn reap(shared: &Shared) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
-                error!(path = %path.display(), error = %e, "cannot delete an acknowledged spool segment")
+                if failed_before {
+                    tracing::debug!(path = %path.display(), error = %e, "acknowledged spool segment still cannot be deleted");
+                } else {
+                    error!(path = %path.display(), error = %e, "cannot delete an acknowledged spool segment; it keeps its room in spool.max_bytes and is deleted again later");
+                    let ack_path = shared.ack_path(seq);
+                    if let Err(e) =
+                        files::write_atomic(&ack_path, done.encode().as_bytes(), shared.durable())
+                    {
+                        error!(path = %ack_path.display(), error = %e, "cannot record the undeletable segment as acknowledged; a restart before it is deleted replays it (deduplicated by ClickHouse)");
+                    }
+                    if let Some(seg) = lock(&shared.index).segments.get_mut(&seq) {
+                        seg.delete_failed = true;
+                    }
+                }
+                continue;
             }
         }
+        if failed_before {
+            info!(path = %path.display(), "acknowledged spool segment deleted after all");
+        }
         let _ = fs::remove_file(shared.ack_path(seq));
+        lock(&shared.index).segments.remove(&seq);
         shared.used.fetch_sub(size, Ordering::AcqRel);
     }
 }
@@ -1357,6 +1389,7 @@ fn recover_segment(
         replay: state.cuts.into_iter().collect(),
         skips: state.skips,
         checkpoints: VecDeque::from([(HEADER_LEN, created)]),
+        delete_failed: false,
     };
     if seg.fully_acked() {
         // Acknowledged before the crash, deleted after it: finish the deletion.

@@ -510,6 +510,57 @@ fn segments_roll_and_are_deleted_once_acknowledged() {
     assert_eq!(s.bytes, fs::metadata(&left[0]).unwrap().len());
 }
 
+#[test]
+fn a_segment_that_cannot_be_deleted_keeps_its_room_until_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Interval);
+    cfg.segment_bytes = 256;
+    let (spool, registry) = open(&cfg);
+    for i in 0..30 {
+        append_blocking(&spool, &[rec(0, i)]).unwrap();
+    }
+    let batches = drain(&spool, 1000);
+    let first = batches[0].segment();
+    assert!(
+        batches.iter().any(|b| b.segment() != first),
+        "one segment only"
+    );
+    let path = dir.path().join(files::segment_name(first));
+    let first_len = fs::metadata(&path).unwrap().len();
+
+    // Deleting the segment fails (even as root): a non-empty directory stands where
+    // its file was. The spool keeps reading the file through its open handle.
+    let moved = dir.path().join("moved-away");
+    fs::rename(&path, &moved).unwrap();
+    fs::create_dir(&path).unwrap();
+    fs::write(path.join("keep"), b"").unwrap();
+
+    let before = spool.status();
+    for b in batches.iter().filter(|b| b.segment() == first) {
+        spool.ack_blocking(b).unwrap();
+    }
+    let s = spool.status();
+    assert_eq!(
+        (s.bytes, s.segments),
+        (before.bytes, before.segments),
+        "a segment still on disk still counts"
+    );
+    assert_eq!(metric(&registry, "hush_spool_bytes"), before.bytes as f64);
+    // A restart before the deletion succeeds must not replay it.
+    let ack = fs::read_to_string(dir.path().join(files::ack_name(first))).unwrap();
+    let state = files::AckState::parse(&ack).unwrap();
+    assert!(state.cuts.is_empty(), "{ack}");
+    assert!(state.acked >= first_len, "{ack}");
+
+    // The obstacle goes away: the next reader call finishes the deletion.
+    fs::remove_dir_all(&path).unwrap();
+    let _ = spool.try_next_batch_blocking(10).unwrap();
+    let s = spool.status();
+    assert_eq!(s.segments, before.segments - 1);
+    assert_eq!(s.bytes, before.bytes - first_len);
+    assert!(!dir.path().join(files::ack_name(first)).exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_lose_and_repeat_nothing() {
     let dir = tempfile::tempdir().unwrap();
