@@ -12,4 +12,5 @@
 
 pub mod rowbinary;
 pub mod spool;
+pub mod throttle;
 pub mod writer;

@@ -26,7 +26,8 @@
 //!   sync times.
 //! - `interval`: an append returns after the write; a background thread syncs every
 //!   `spool.fsync_interval_ms`. A power loss loses at most the hits of the last interval
-//!   (plus the sync's own duration).
+//!   (plus the sync's own duration). A failed sync abandons the segment as under
+//!   `always` (see [`syncer`]): the next append starts a new one.
 //! - `never`: the kernel writes back when it likes (typically within ~30 s on Linux);
 //!   a power loss can lose that much, and segment metadata can be inconsistent after
 //!   one (recovery still cuts what does not verify).
@@ -92,6 +93,7 @@ use tokio::sync::{Notify, oneshot};
 use tracing::{error, info, warn};
 
 use crate::config::{FsyncPolicy, SpoolConfig};
+use crate::pipeline::throttle::Throttle;
 use files::{AckState, Meta};
 use format::{FRAME_OVERHEAD, Frame, HEADER_LEN};
 
@@ -268,6 +270,12 @@ struct Shared {
     /// Segment file bytes plus bytes reserved by appends not yet written.
     used: AtomicU64,
     fsyncs: AtomicU64,
+    /// `interval`: the segment whose background fdatasync failed (0: none), for the
+    /// appender to abandon at its next write.
+    sync_failed: AtomicU64,
+    /// Test seam: while set, every fdatasync of a segment fails.
+    #[cfg(test)]
+    fail_syncs: std::sync::atomic::AtomicBool,
     queue: Mutex<Queue>,
     queue_cv: Condvar,
     index: Mutex<Index>,
@@ -296,6 +304,10 @@ impl Shared {
     fn sync(&self, file: &File) -> io::Result<()> {
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.metrics.fsyncs.inc();
+        #[cfg(test)]
+        if self.fail_syncs.load(Ordering::Relaxed) {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
         file.sync_data()
     }
 
@@ -571,6 +583,9 @@ impl Spool {
             id: meta.id.clone(),
             used: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            sync_failed: AtomicU64::new(0),
+            #[cfg(test)]
+            fail_syncs: std::sync::atomic::AtomicBool::new(false),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             index: Mutex::new(Index::default()),
@@ -1495,6 +1510,11 @@ impl Appender {
     fn commit(&mut self, buf: &[u8], appends: &mut Vec<PendingAppend>) {
         let now = now_ms();
         self.unsynced = 0..0;
+        // A background sync of this segment failed: like `always`, write nothing more
+        // into a file whose cached state cannot be trusted.
+        if self.shared.sync_failed.swap(0, Ordering::AcqRel) == self.seq {
+            self.poisoned = true;
+        }
         let mut start = 0usize;
         let mut i = 0;
         while i < appends.len() {
@@ -1625,7 +1645,8 @@ impl Appender {
             }
             Err(e) => {
                 self.shared.metrics.fsync_errors.inc();
-                error!(segment = self.seq, error = %e, "spool fdatasync failed");
+                self.poisoned = true;
+                error!(segment = self.seq, error = %e, "spool fdatasync failed; the segment is abandoned and new appends go to a new one");
             }
         }
         r
@@ -1680,7 +1701,15 @@ impl Appender {
 }
 
 /// `interval`: syncs the segment being appended to every `fsync_interval`.
+///
+/// A failed sync poisons the segment, as under `always`: after a failed fdatasync
+/// the kernel may have dropped the dirty pages it could not write and later syncs
+/// report success, so nothing more is appended to that file; the appender starts a
+/// new segment at its next write (and refuses appends if it cannot). Hits appended
+/// since the last good sync were already answered; they are readable while the
+/// process runs, but may not survive a power loss (the `interval` loss window).
 fn syncer(shared: &Shared) {
+    let mut failures = Throttle::new(Duration::from_secs(10));
     let mut stop = lock(&shared.stop);
     loop {
         let (guard, _) = shared
@@ -1708,10 +1737,28 @@ fn syncer(shared: &Shared) {
                 if let Some(seg) = index.segments.get_mut(&seq) {
                     seg.synced = seg.synced.max(upto);
                 }
+                drop(index);
+                if failures.active() {
+                    let unlogged = failures.reset();
+                    info!(
+                        segment = seq,
+                        unlogged_failures = unlogged,
+                        "spool fdatasync succeeds again"
+                    );
+                }
             }
             Err(e) => {
+                // Before the count, so whoever sees the count sees the poison too.
+                shared.sync_failed.store(seq, Ordering::Release);
                 shared.metrics.fsync_errors.inc();
-                error!(segment = seq, error = %e, "spool fdatasync failed");
+                if let Some(unlogged) = failures.hit() {
+                    error!(
+                        segment = seq,
+                        error = %e,
+                        unlogged_failures = unlogged,
+                        "spool fdatasync failed; the segment is abandoned and new appends go to a new one; hits of the last interval may not survive a power loss"
+                    );
+                }
             }
         }
     }

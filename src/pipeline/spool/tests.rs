@@ -561,6 +561,41 @@ fn a_segment_that_cannot_be_deleted_keeps_its_room_until_it_is() {
     assert!(!dir.path().join(files::ack_name(first)).exists());
 }
 
+#[test]
+fn a_failed_interval_sync_abandons_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, registry) = open(&config(dir.path(), FsyncPolicy::Interval));
+    let shared = &spool.inner.shared;
+    shared.fail_syncs.store(true, Ordering::Relaxed);
+    append_blocking(&spool, &[rec(0, 0)]).unwrap();
+    wait_until("the background sync to fail", || {
+        metric(&registry, "hush_spool_fsync_errors_total") >= 1.0
+    });
+    shared.fail_syncs.store(false, Ordering::Relaxed);
+    // Written after the failure: not into the file whose sync failed.
+    append_blocking(&spool, &[rec(0, 2)]).unwrap();
+    append_blocking(&spool, &[rec(0, 3)]).unwrap();
+
+    let batches = drain(&spool, 100);
+    assert_eq!(records_of(&batches), [(0, 0), (0, 2), (0, 3)]);
+    let segment_of = |seq: u32| {
+        batches
+            .iter()
+            .find(|b| split(b.payload()).contains(&(0, seq)))
+            .map(SpoolBatch::segment)
+            .unwrap()
+    };
+    assert!(
+        segment_of(2) > segment_of(0),
+        "appended into the segment whose fdatasync failed"
+    );
+    assert_eq!(
+        segment_of(2),
+        segment_of(3),
+        "one new segment, not one per append"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_lose_and_repeat_nothing() {
     let dir = tempfile::tempdir().unwrap();
