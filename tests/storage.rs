@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row};
 use hush::collect::client_ip::truncate;
-use hush::config::{ClickHouseConfig, Compression, WriterConfig};
+use hush::config::{ClickHouseConfig, Compression, FsyncPolicy, SpoolConfig, WriterConfig};
 use hush::db;
 use hush::enrich::row::EventRow;
 use hush::enrich::salt::{SALT_LEN, Salts};
 use hush::enrich::visitor::visitor_id;
+use hush::pipeline::spool::Spool;
 use hush::pipeline::writer::{self, BatchId, EventSink, SubmitError, Writer};
 use hush::store::migrate::{self, MigrateError};
 use prometheus_client::registry::Registry;
@@ -574,6 +575,97 @@ async fn a_batch_inserted_twice_with_one_token_is_stored_once() {
         .await
         .unwrap();
     assert_eq!(count(&client, "SELECT count() FROM events").await, 120);
+}
+
+/// A record ClickHouse refuses for its content: the first column's length says 4 GiB
+/// (`TOO_LARGE_STRING_SIZE`, a permanent error).
+const BAD_ROW: &[u8] = b"\xff\xff\xff\xff\x0fbad";
+
+/// A spool in `dir` (fsync always), with its metrics in `registry`.
+fn open_spool(dir: &std::path::Path, registry: &mut Registry) -> Spool {
+    let cfg = SpoolConfig {
+        dir: Some(dir.to_owned()),
+        fsync: FsyncPolicy::Always,
+        ..SpoolConfig::default()
+    };
+    Spool::open(&cfg, registry).expect("open spool")
+}
+
+fn dead_letters(quarantine: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(quarantine) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rowbinary"))
+        .collect()
+}
+
+/// Polls `check` until it holds, failing with `what` after [`DEADLINE`].
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A refused batch leaves the spool only once its dead-letter file is on disk: with the
+/// quarantine directory unwritable it stays spooled (and the rows behind it wait), and
+/// once the directory can be written the file appears and the batch is acknowledged.
+#[tokio::test]
+async fn a_refused_batch_stays_spooled_until_its_dead_letter_file_is_written() {
+    let cfg = migrated("writer_dead_letter_retry").await;
+    let client = db::client(&cfg);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    let mut registry = Registry::default();
+    let spool = open_spool(&dir, &mut registry);
+    // Unwritable even for root: a file where the directory should be.
+    let quarantine = dir.join("quarantine");
+    std::fs::remove_dir(&quarantine).unwrap();
+    std::fs::write(&quarantine, b"").unwrap();
+    spool.append(&[BAD_ROW]).await.unwrap();
+    let (sink, handle) = Writer::spawn_spooled(
+        client.clone(),
+        &writer_config(100, 20, 1_000),
+        Duration::from_secs(30),
+        "events",
+        spool.clone(),
+        &dir,
+        &mut registry,
+    );
+
+    wait_until("failed dead-letter writes", || {
+        metric(
+            &encoded(&registry),
+            "hush_writer_dead_letter_write_failures_total",
+        ) >= 2.0
+    })
+    .await;
+    assert_eq!(
+        spool.status().pending_records,
+        1,
+        "the batch left the spool"
+    );
+    let text = encoded(&registry);
+    assert_eq!(metric(&text, "hush_writer_dead_letter_rows_total"), 0.0);
+    // Rows behind it wait in the spool.
+    sink.submit(&[event(1), event(2)]).await.unwrap();
+    assert_eq!(count(&client, "SELECT count() FROM events").await, 0);
+
+    std::fs::remove_file(&quarantine).unwrap();
+    wait_for_count(&client, "SELECT count() FROM events", 2, DEADLINE).await;
+    wait_until("the spool to drain", || spool.status().pending_records == 0).await;
+    let dead = dead_letters(&quarantine);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(std::fs::read(&dead[0]).unwrap(), BAD_ROW);
+    let note = std::fs::read_to_string(dead[0].with_extension("txt")).unwrap();
+    assert!(note.contains("Code: 131"), "{note}");
+    let text = encoded(&registry);
+    assert_eq!(metric(&text, "hush_writer_dead_letter_rows_total"), 1.0);
+    let report = handle.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!((report.rows_inserted, report.rows_dead_lettered), (2, 1));
 }
 
 // ---------------------------------------------------------------------------------

@@ -50,7 +50,9 @@
 //! [`PERMANENT_ATTEMPTS`] such refusals it is moved to the spool's `quarantine/`
 //! directory (`dead-letter-<token>.rowbinary` plus a `.txt` with the error), counted in
 //! `hush_writer_dead_letter_rows_total` and logged as an error, then acknowledged so the
-//! rows behind it flow again. Without a spool there is no disk to keep it on: the rows
+//! rows behind it flow again. Acknowledged only then: while the file cannot be written
+//! (and synced, with its directory) the batch stays in the spool and the write is
+//! retried with backoff (`hush_writer_dead_letter_write_failures_total`). Without a spool there is no disk to keep it on: the rows
 //! are counted and logged as lost. Network errors, timeouts, 5xx-class server errors,
 //! authentication and schema errors are transient: an operator can fix them, so they
 //! are retried forever.
@@ -81,6 +83,7 @@ use crate::db;
 use crate::enrich::row::EventRow;
 use crate::pipeline::rowbinary;
 use crate::pipeline::spool::{Spool, SpoolBatch, SpoolError};
+use crate::pipeline::throttle::Throttle;
 
 /// Retry-After suggested when the buffer is full but ClickHouse is keeping up.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -90,6 +93,8 @@ pub const PERMANENT_ATTEMPTS: u32 = 3;
 /// Attempts to record an acknowledgement in the spool before moving on (the batch is
 /// then replayed at the next start, and deduplicated by ClickHouse).
 const ACK_ATTEMPTS: u32 = 5;
+/// At most one log line per this interval while a dead-letter file cannot be written.
+const DEAD_LETTER_LOG_EVERY: Duration = Duration::from_secs(60);
 /// A thread's encode buffer larger than this after a request is released.
 const KEEP_SCRATCH_BYTES: usize = 1 << 20;
 
@@ -266,6 +271,7 @@ struct Metrics {
     rows_inserted: Counter,
     dead_letter_batches: Counter,
     dead_letter_rows: Counter,
+    dead_letter_write_failures: Counter,
 }
 
 impl Metrics {
@@ -280,6 +286,7 @@ impl Metrics {
             rows_inserted: Counter::default(),
             dead_letter_batches: Counter::default(),
             dead_letter_rows: Counter::default(),
+            dead_letter_write_failures: Counter::default(),
         };
         registry.register(
             "hush_writer_queue_depth",
@@ -316,6 +323,11 @@ impl Metrics {
             "hush_writer_dead_letter_rows",
             "Rows of dead-letter batches (kept in quarantine/ with a spool, lost without)",
             metrics.dead_letter_rows.clone(),
+        );
+        registry.register(
+            "hush_writer_dead_letter_write_failures",
+            "Failed attempts to write a dead-letter file (the batch stays in the spool; retried)",
+            metrics.dead_letter_write_failures.clone(),
         );
         metrics
     }
@@ -1111,17 +1123,14 @@ impl Task {
     }
 
     /// Keeps a refused batch out of the way: on disk next to the spool's quarantined
-    /// records when there is a spool, else only counted and logged.
+    /// records when there is a spool, else only counted and logged. Returns once the
+    /// batch may be acknowledged: its dead-letter file is durably written. Until then
+    /// the batch stays unacknowledged in the spool (a restart replays it), and the write
+    /// is retried with backoff; the rows behind it wait in the spool meanwhile.
     async fn dead_letter(&mut self, batch: &Batch, error: &clickhouse::error::Error) {
         let rows = batch.rows();
-        self.metrics.dead_letter_batches.inc();
-        self.metrics.dead_letter_rows.inc_by(rows);
-        self.shared.forget_unflushed(rows);
-        self.shared
-            .rows_dead_lettered
-            .fetch_add(rows, Ordering::Relaxed);
-        self.report.rows_dead_lettered += rows;
         let Some(dir) = self.dead_letter_dir.clone() else {
+            self.count_dead_letter(rows);
             tracing::error!(
                 table = %self.table,
                 rows,
@@ -1132,39 +1141,77 @@ impl Task {
             return;
         };
         let token = batch.token().to_owned();
-        let payload = batch.payload().clone();
         let note = format!(
             "table: {}\nrows: {rows}\ntoken: {token}\nerror: {error}\n",
             self.table
         );
-        let written = tokio::task::spawn_blocking(move || {
-            write_dead_letter(&dir, &token, &payload, note.as_bytes())
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match written {
-            Ok(path) => tracing::error!(
-                table = %self.table,
-                rows,
-                batch = batch.token(),
-                file = %path.display(),
-                %error,
-                "ClickHouse refused a batch {PERMANENT_ATTEMPTS} times for its content; moved to the dead-letter file"
-            ),
-            Err(io) => tracing::error!(
-                table = %self.table,
-                rows,
-                batch = batch.token(),
-                %error,
-                io_error = %io,
-                "ClickHouse refused a batch {PERMANENT_ATTEMPTS} times for its content and writing its dead-letter file failed: rows lost"
-            ),
+        let mut failures = 0u32;
+        let mut log = Throttle::new(DEAD_LETTER_LOG_EVERY);
+        loop {
+            let (target, token, payload, note) = (
+                dir.clone(),
+                token.clone(),
+                batch.payload().clone(),
+                note.clone(),
+            );
+            let written = tokio::task::spawn_blocking(move || {
+                write_dead_letter(&target, &token, &payload, note.as_bytes())
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match written {
+                Ok(path) => {
+                    self.count_dead_letter(rows);
+                    tracing::error!(
+                        table = %self.table,
+                        rows,
+                        batch = batch.token(),
+                        file = %path.display(),
+                        failed_writes = failures,
+                        %error,
+                        "ClickHouse refused a batch {PERMANENT_ATTEMPTS} times for its content; moved to the dead-letter file"
+                    );
+                    return;
+                }
+                Err(io) => {
+                    failures = failures.saturating_add(1);
+                    self.metrics.dead_letter_write_failures.inc();
+                    let delay = backoff(self.retry_base, self.retry_max, failures);
+                    if let Some(unlogged) = log.hit() {
+                        tracing::error!(
+                            table = %self.table,
+                            rows,
+                            batch = batch.token(),
+                            dir = %dir.display(),
+                            %error,
+                            io_error = %io,
+                            failed_writes = failures,
+                            unlogged,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "ClickHouse refused a batch for its content and its dead-letter file cannot be written; the batch stays in the spool and the write is retried"
+                        );
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
         }
+    }
+
+    fn count_dead_letter(&mut self, rows: u64) {
+        self.metrics.dead_letter_batches.inc();
+        self.metrics.dead_letter_rows.inc_by(rows);
+        self.shared.forget_unflushed(rows);
+        self.shared
+            .rows_dead_lettered
+            .fetch_add(rows, Ordering::Relaxed);
+        self.report.rows_dead_lettered += rows;
     }
 }
 
 /// Writes `dir/dead-letter-<token>.rowbinary` (the payload) and `.txt` (the reason),
-/// synced, before the batch is acknowledged.
+/// each synced and renamed into place, then syncs `dir` (and its parent when `dir`
+/// had to be created), so the file survives a power loss once this returns: only then
+/// may the batch leave the spool.
 fn write_dead_letter(
     dir: &Path,
     token: &str,
@@ -1172,6 +1219,7 @@ fn write_dead_letter(
     note: &[u8],
 ) -> std::io::Result<PathBuf> {
     use std::io::Write as _;
+    let created = !dir.is_dir();
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("dead-letter-{token}.rowbinary"));
     for (target, content) in [(path.with_extension("txt"), note), (path.clone(), payload)] {
@@ -1182,6 +1230,9 @@ fn write_dead_letter(
         std::fs::rename(&tmp, &target)?;
     }
     std::fs::File::open(dir)?.sync_all()?;
+    if created && let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
     Ok(path)
 }
 
@@ -1262,6 +1313,7 @@ mod tests {
             "hush_writer_rows_inserted_total",
             "hush_writer_dead_letter_batches_total",
             "hush_writer_dead_letter_rows_total",
+            "hush_writer_dead_letter_write_failures_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
