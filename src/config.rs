@@ -14,6 +14,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+/// Smallest `writer.queue_max_bytes`: room for a few of the largest requests.
+const MIN_QUEUE_BYTES: u64 = 1024 * 1024;
+
 /// A configuration that could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -265,6 +268,11 @@ pub struct WriterConfig {
     pub flush_interval_ms: u64,
     /// Hits waiting for the writer; when full, new hits get 503 + Retry-After.
     pub queue_capacity: usize,
+    /// Bytes (RowBinary-encoded) of the hits accepted into the in-memory queue and not
+    /// yet stored, including the batch being built and the one being inserted; when a
+    /// request does not fit, it is refused whole with 503 + Retry-After. With a spool,
+    /// `spool.max_bytes` bounds instead.
+    pub queue_max_bytes: u64,
     /// First retry delay after a failed insert; doubles up to `retry_max_ms`, with jitter.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -276,6 +284,7 @@ impl Default for WriterConfig {
             batch_rows: 10_000,
             flush_interval_ms: 1_000,
             queue_capacity: 200_000,
+            queue_max_bytes: 256 * 1024 * 1024,
             retry_base_ms: 200,
             retry_max_ms: 30_000,
         }
@@ -492,6 +501,13 @@ impl Config {
                 "must be at least writer.batch_rows",
             ));
         }
+        if self.writer.queue_max_bytes < MIN_QUEUE_BYTES {
+            return Err(invalid(
+                "writer.queue_max_bytes",
+                self.writer.queue_max_bytes,
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
         if self.writer.flush_interval_ms == 0 {
             return Err(invalid("writer.flush_interval_ms", 0, "must be positive"));
         }
@@ -670,6 +686,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("server.max_in_flight_per_connection"), "{err}");
+        let err = Config::from_toml_str("[writer]\nqueue_max_bytes = 1000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("writer.queue_max_bytes"), "{err}");
     }
 
     #[test]

@@ -315,6 +315,7 @@ fn writer_config(batch_rows: usize, flush_interval_ms: u64, queue_capacity: usiz
         batch_rows,
         flush_interval_ms,
         queue_capacity,
+        queue_max_bytes: 1 << 30,
         retry_base_ms: 20,
         retry_max_ms: 200,
     }
@@ -544,6 +545,74 @@ async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
         count(&client, "SELECT count() FROM events").await,
         accepted.len() as u64 + 1
     );
+}
+
+/// The byte bound of the memory queue counts rows until they are stored: large rows
+/// fill it during an outage (503 for whole requests), and storing them frees it.
+#[tokio::test]
+async fn the_memory_queue_bound_in_bytes_frees_once_rows_are_stored() {
+    let cfg = migrated("writer_queue_bytes").await;
+    let client = db::client(&cfg);
+    let switch = Switch::new(&cfg.url).await;
+    let writer_client = db::client(&ClickHouseConfig {
+        url: switch.url(),
+        ..cfg.clone()
+    });
+    // Rows of ~40 KB; the row cap (10,000) is never what refuses them.
+    let big = |i: u32| EventRow {
+        referrer_path: "r".repeat(40_000),
+        ..event(i)
+    };
+    let writer_cfg = WriterConfig {
+        queue_max_bytes: 1 << 20,
+        ..writer_config(5, 20, 10_000)
+    };
+    let (sink, handle) = spawn_writer(writer_client, &writer_cfg, &mut Registry::default());
+    let mut accepted = 0u32;
+    let refused = loop {
+        match sink.submit(&[big(accepted), big(accepted + 1)]).await {
+            Ok(()) => accepted += 2,
+            Err(e) => break e,
+        }
+        assert!(accepted < 1_000, "the queue never filled");
+    };
+    assert!(
+        matches!(refused, SubmitError::QueueFull { .. }),
+        "{refused}"
+    );
+    // Bytes of every accepted row, the batch the writer holds included: the refused
+    // pair did not fit in what was left.
+    let mut pair = Vec::new();
+    for r in [big(accepted), big(accepted + 1)] {
+        hush::pipeline::rowbinary::encode_event(&r, &mut pair);
+    }
+    let mut all = Vec::new();
+    for i in 0..accepted {
+        hush::pipeline::rowbinary::encode_event(&big(i), &mut all);
+    }
+    assert_eq!(sink.queued_bytes(), all.len() as u64);
+    assert!(all.len() <= 1 << 20 && all.len() + pair.len() > 1 << 20);
+
+    switch.set_up(true);
+    wait_for_count(
+        &client,
+        "SELECT count() FROM events",
+        accepted.into(),
+        DEADLINE,
+    )
+    .await;
+    let start = Instant::now();
+    while sink.queued_bytes() > 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} bytes still counted",
+            sink.queued_bytes()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sink.submit(&[big(5_000), big(5_001)]).await.unwrap();
+    let report = handle.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(report.rows_inserted, u64::from(accepted) + 2);
 }
 
 #[tokio::test]

@@ -376,11 +376,13 @@ impl Ingest {
                     "queue full, retry later",
                 )
             }),
-            Err(SubmitError::TooLarge { .. }) => Err(Reject::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                RejectReason::too_large,
-                "more events than the queue holds",
-            )),
+            Err(SubmitError::TooLarge { .. } | SubmitError::TooManyBytes { .. }) => {
+                Err(Reject::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    RejectReason::too_large,
+                    "more events than the queue holds",
+                ))
+            }
             Err(err) => {
                 tracing::error!(error = %err, "writer refused rows");
                 Err(Reject::new(

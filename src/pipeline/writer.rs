@@ -12,8 +12,10 @@
 //!   ClickHouse outage. When the spool holds `spool.max_bytes`, `submit` refuses the
 //!   request ([`SubmitError::QueueFull`], 503 + Retry-After) and nothing spooled is
 //!   dropped.
-//! - an **in-memory queue** (no `spool.dir`): a bounded channel of encoded rows;
-//!   `submit` reserves room for all rows of a request at once or refuses the request.
+//! - an **in-memory queue** (no `spool.dir`): a channel of encoded rows bounded in rows
+//!   (`writer.queue_capacity`) and in bytes (`writer.queue_max_bytes`, counting rows
+//!   until they are stored, so the batch being inserted too); `submit` reserves room
+//!   for all rows and bytes of a request at once or refuses the request.
 //!   Accepted rows survive ClickHouse outages while the process runs, not a crash.
 //!
 //! The writer task does not care which: a [`Source`] hands out batches with a payload
@@ -107,6 +109,9 @@ pub enum SubmitError {
     ShuttingDown,
     #[error("{rows} rows can never fit in a queue of {capacity}")]
     TooLarge { rows: usize, capacity: usize },
+    /// The request's encoded rows exceed `writer.queue_max_bytes` on their own.
+    #[error("{bytes} bytes of rows can never fit in a queue of {max} bytes")]
+    TooManyBytes { bytes: u64, max: u64 },
     /// The spool could not store the rows (an I/O error; details are logged).
     #[error("the spool cannot store rows: {0}")]
     Unavailable(String),
@@ -265,6 +270,7 @@ fn exception_code(text: &str) -> Option<u32> {
 #[derive(Clone)]
 struct Metrics {
     queue_depth: Gauge,
+    queue_bytes: Gauge,
     batch_rows: Histogram,
     insert_duration: Histogram,
     insert_failures: Counter,
@@ -278,6 +284,7 @@ impl Metrics {
     fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             queue_depth: Gauge::default(),
+            queue_bytes: Gauge::default(),
             // 1 .. 262144 rows.
             batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             // 2 ms .. ~65 s.
@@ -292,6 +299,11 @@ impl Metrics {
             "hush_writer_queue_depth",
             "Rows accepted and waiting in the in-memory queue (0 with a spool)",
             metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "hush_writer_queue_bytes",
+            "Encoded bytes of rows accepted into the in-memory queue and not yet stored (0 with a spool)",
+            metrics.queue_bytes.clone(),
         );
         registry.register(
             "hush_writer_batch_rows",
@@ -376,6 +388,12 @@ struct Shared {
     batches: AtomicU64,
     rows_dead_lettered: AtomicU64,
     queue_depth: Gauge,
+    /// In-memory queue: encoded bytes accepted and not yet stored or dead-lettered
+    /// (queued, in the batch being built, in the batch being inserted).
+    queued_bytes: AtomicU64,
+    /// Bound of `queued_bytes` (`writer.queue_max_bytes`).
+    queue_max_bytes: u64,
+    queue_bytes: Gauge,
 }
 
 impl Shared {
@@ -386,6 +404,12 @@ impl Shared {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_sub(rows))
             });
+    }
+
+    /// Memory batches stored or dead-lettered: their bytes leave the queue's budget.
+    fn release_bytes(&self, bytes: u64) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.queue_bytes.dec_by(bytes as i64);
     }
 
     fn retry_after(&self) -> Duration {
@@ -484,16 +508,50 @@ impl EventSink {
         if n > capacity {
             return Err(SubmitError::TooLarge { rows: n, capacity });
         }
-        match tx.try_reserve_many(n) {
-            Ok(mut permits) => {
-                SCRATCH.with_borrow_mut(|scratch| {
-                    scratch.encode(rows);
+        // Refused before encoding when the rows cannot fit anyway.
+        if tx.capacity() < n {
+            return Err(SubmitError::QueueFull {
+                retry_after: self.shared.retry_after(),
+            });
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.encode(rows);
+            let queued = self.enqueue_memory(tx, scratch);
+            scratch.trim();
+            queued
+        })
+    }
+
+    /// Queues the rows encoded in `scratch`: room for all their bytes and all their
+    /// rows, or nothing.
+    fn enqueue_memory(
+        &self,
+        tx: &mpsc::Sender<Bytes>,
+        scratch: &Scratch,
+    ) -> Result<(), SubmitError> {
+        let shared = &self.shared;
+        let n = scratch.ends.len();
+        let bytes = scratch.buf.len() as u64;
+        let max = shared.queue_max_bytes;
+        if bytes > max {
+            return Err(SubmitError::TooManyBytes { bytes, max });
+        }
+        // Bytes first, then rows; the bytes go back when the rows have no room.
+        let before = shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let refused = if before + bytes > max {
+            Some(SubmitError::QueueFull {
+                retry_after: shared.retry_after(),
+            })
+        } else {
+            match tx.try_reserve_many(n) {
+                Ok(mut permits) => {
                     // One allocation per request; each row is a slice of it (a lone
                     // row is sent whole: slicing would allocate a shared header).
                     let all = Bytes::copy_from_slice(&scratch.buf);
                     // Counted before sending so the task's decrement never runs first.
-                    self.shared.queue_depth.inc_by(n as i64);
-                    self.shared.unflushed.fetch_add(n as u64, Ordering::Relaxed);
+                    shared.queue_depth.inc_by(n as i64);
+                    shared.queue_bytes.inc_by(bytes as i64);
+                    shared.unflushed.fetch_add(n as u64, Ordering::Relaxed);
                     if n == 1 {
                         if let Some(permit) = permits.next() {
                             permit.send(all);
@@ -503,14 +561,20 @@ impl EventSink {
                             permit.send(all.slice(range));
                         }
                     }
-                    scratch.trim();
-                });
-                Ok(())
+                    None
+                }
+                Err(TrySendError::Full(())) => Some(SubmitError::QueueFull {
+                    retry_after: shared.retry_after(),
+                }),
+                Err(TrySendError::Closed(())) => Some(SubmitError::ShuttingDown),
             }
-            Err(TrySendError::Full(())) => Err(SubmitError::QueueFull {
-                retry_after: self.shared.retry_after(),
-            }),
-            Err(TrySendError::Closed(())) => Err(SubmitError::ShuttingDown),
+        };
+        match refused {
+            None => Ok(()),
+            Some(err) => {
+                shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                Err(err)
+            }
         }
     }
 
@@ -550,6 +614,12 @@ impl EventSink {
             Buffer::Memory(tx) => tx.max_capacity() - tx.capacity(),
             Buffer::Spool(_) => 0,
         }
+    }
+
+    /// Encoded bytes accepted into the in-memory queue and not yet stored (the batch
+    /// being built and the one being inserted included); 0 with a spool.
+    pub fn queued_bytes(&self) -> u64 {
+        self.shared.queued_bytes.load(Ordering::Acquire)
     }
 
     /// The in-memory queue's capacity in rows; 0 with a spool (bounded in bytes).
@@ -644,6 +714,9 @@ impl Writer {
             batches: AtomicU64::new(0),
             rows_dead_lettered: AtomicU64::new(0),
             queue_depth: metrics.queue_depth.clone(),
+            queued_bytes: AtomicU64::new(0),
+            queue_max_bytes: cfg.queue_max_bytes,
+            queue_bytes: metrics.queue_bytes.clone(),
         });
         let spool = match &buffer {
             Buffer::Spool(spool) => Some(spool.clone()),
@@ -1050,6 +1123,9 @@ impl Task {
             }
             self.deliver(&batch).await;
             self.source.ack(&batch).await;
+            if let Batch::Memory { payload, .. } = &batch {
+                self.shared.release_bytes(payload.len() as u64);
+            }
         }
         if let Some(before) = stopping_since {
             self.report.rows_drained = self.report.rows_inserted - before;
@@ -1307,6 +1383,7 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for name in [
             "hush_writer_queue_depth",
+            "hush_writer_queue_bytes",
             "hush_writer_batch_rows_bucket",
             "hush_writer_insert_duration_seconds_bucket",
             "hush_writer_insert_failures_total",
@@ -1356,6 +1433,7 @@ mod tests {
             batch_rows: 2,
             flush_interval_ms: 10,
             queue_capacity,
+            queue_max_bytes: 1 << 30,
             retry_base_ms: 5,
             retry_max_ms: 20,
         }
@@ -1421,6 +1499,72 @@ mod tests {
             other => panic!("{other}"),
         }
         assert_eq!(sink.submit(&[row(1)]).await, Err(SubmitError::ShuttingDown));
+    }
+
+    /// A row whose pathname makes it `pad` bytes longer than `row(i)`.
+    fn big_row(i: u32, pad: usize) -> EventRow {
+        EventRow {
+            pathname: format!("/{i}{}", "x".repeat(pad)),
+            ..row(i)
+        }
+    }
+
+    fn encoded_len(rows: &[EventRow]) -> u64 {
+        let mut buf = Vec::new();
+        for r in rows {
+            rowbinary::encode_event(r, &mut buf);
+        }
+        buf.len() as u64
+    }
+
+    // Current-thread, as above: the stalled writer cannot take rows meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_memory_queue_is_bounded_in_bytes_and_refuses_whole_requests() {
+        // Room for three rows of 20 KB and a half, whatever the row cap says.
+        let one = encoded_len(&[big_row(1, 20_000)]);
+        let cfg = WriterConfig {
+            queue_max_bytes: one * 7 / 2,
+            ..stalled_writer_config(1_000)
+        };
+        let (sink, handle) = Writer::spawn(
+            closed_port_client(),
+            &cfg,
+            Duration::from_secs(1),
+            "events",
+            &mut Registry::default(),
+        );
+        sink.submit(&[big_row(1, 20_000), big_row(2, 20_000)])
+            .await
+            .unwrap();
+        assert_eq!(sink.queued_bytes(), 2 * one);
+        // Two more do not fit: refused whole, nothing of them queued.
+        let refused = sink.submit(&[big_row(3, 20_000), big_row(4, 20_000)]).await;
+        assert!(
+            matches!(refused, Err(SubmitError::QueueFull { .. })),
+            "{refused:?}"
+        );
+        assert_eq!((sink.queue_depth(), sink.queued_bytes()), (2, 2 * one));
+        // One more fits; then a row as large as one of them does not.
+        sink.submit(&[big_row(5, 20_000)]).await.unwrap();
+        assert_eq!((sink.queue_depth(), sink.queued_bytes()), (3, 3 * one));
+        assert!(matches!(
+            sink.submit(&[big_row(6, one as usize)]).await,
+            Err(SubmitError::QueueFull { .. })
+        ));
+        // Small rows still fit in what is left.
+        sink.submit(&[row(7)]).await.unwrap();
+        assert_eq!(sink.queued_bytes(), 3 * one + encoded_len(&[row(7)]));
+        // A request larger than the whole budget can never fit.
+        let huge: Vec<EventRow> = (10..14).map(|i| big_row(i, 20_000)).collect();
+        assert_eq!(
+            sink.submit(&huge).await,
+            Err(SubmitError::TooManyBytes {
+                bytes: encoded_len(&huge),
+                max: one * 7 / 2
+            })
+        );
+        assert_eq!(sink.queue_depth(), 4);
+        let _ = handle.shutdown(Duration::from_millis(100)).await;
     }
 
     #[test]
