@@ -737,6 +737,93 @@ async fn a_refused_batch_stays_spooled_until_its_dead_letter_file_is_written() {
     assert_eq!((report.rows_inserted, report.rows_dead_lettered), (2, 1));
 }
 
+/// "Never twice" beyond the old window: a batch ClickHouse stored before a crash (its
+/// acknowledgement never recorded) is replayed after more than 1,000 inserts by
+/// others (the window of 0001) and still lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_more_than_a_thousand_other_inserts_lands_once() {
+    const OTHER_INSERTS: u32 = 1_100;
+    let cfg = migrated("writer_dedup_window").await;
+    let client = db::client(&cfg);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+
+    // Spooled, cut and inserted exactly as the writer does; then "crash" before the ack.
+    let spool = open_spool(&dir, &mut Registry::default());
+    let mut records = Vec::new();
+    for i in 0..5 {
+        let mut r = Vec::new();
+        hush::pipeline::rowbinary::encode_event(&event(i), &mut r);
+        records.push(r);
+    }
+    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    spool.append(&refs).await.unwrap();
+    let batch = spool.next_batch(100).await.unwrap().unwrap();
+    writer::insert_payload(
+        &client.clone().with_validation(false),
+        "events",
+        batch.token(),
+        batch.payload().clone(),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    drop(batch);
+    spool.close().await;
+    drop(spool);
+
+    // Other collectors go on inserting, one row per insert, several at a time.
+    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, next) = (client.clone(), Arc::clone(&next));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= OTHER_INSERTS {
+                        return;
+                    }
+                    let row = event(10_000 + i);
+                    writer::insert_batch(&client, "events", &BatchId::random(), &[row], DEADLINE)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mine = "SELECT count() FROM events WHERE engagement_ms < 5000";
+    assert_eq!(count(&client, mine).await, 5);
+    assert_eq!(
+        count(&client, "SELECT count() FROM events").await,
+        5 + u64::from(OTHER_INSERTS)
+    );
+
+    // The restart replays the batch with its token; ClickHouse still knows it.
+    let mut registry = Registry::default();
+    let spool = open_spool(&dir, &mut registry);
+    assert_eq!(spool.status().replay_batches, 1);
+    let (_sink, handle) = Writer::spawn_spooled(
+        client.clone(),
+        &writer_config(100, 20, 1_000),
+        Duration::from_secs(30),
+        "events",
+        spool.clone(),
+        &dir,
+        &mut registry,
+    );
+    wait_until("the replay", || spool.status().pending_records == 0).await;
+    let report = handle.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(report.rows_inserted, 5, "the replay did insert");
+    assert_eq!(
+        count(&client, mine).await,
+        5,
+        "the replayed batch was stored twice"
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // salts
 

@@ -28,10 +28,13 @@
 //!
 //! # Exactly once
 //!
-//! The `events` table keeps a `non_replicated_deduplication_window`, so an insert that
-//! reached ClickHouse but whose answer was lost (timeout, reset, a crash before the
-//! acknowledgement) stores nothing new when the same batch is inserted again with the
-//! same token. Spool batches keep their identity across restarts (spool id, segment,
+//! The `events` table keeps a `non_replicated_deduplication_window` (100,000 inserts,
+//! schema 0004), so an insert that reached ClickHouse but whose answer was lost
+//! (timeout, reset, a crash before the acknowledgement) stores nothing new when the
+//! same batch is inserted again with the same token. This task inserts nothing else
+//! between a batch's first insert and its retry (it retries until stored) or its
+//! replay (a previous run's batches go first), so the window only has to outlast the
+//! other collectors' inserts meanwhile (the bound is in README's Durability section). Spool batches keep their identity across restarts (spool id, segment,
 //! byte range: see [`crate::pipeline::spool`]); in-memory batches get a random [`BatchId`], kept
 //! across retries. The id is random rather than a content hash because two genuinely
 //! distinct batches can be equal (one visitor's identical hits in the same second) and

@@ -7,7 +7,7 @@
 //! ClickHouse has no transactions and no compare-and-set, so a lock row would need
 //! leases, expiry and fencing to survive a crashed holder. Instead every migration
 //! statement must be idempotent (`CREATE ... IF NOT EXISTS`, `ALTER ... ADD COLUMN IF
-//! NOT EXISTS`, `DROP ... IF EXISTS`, ...), and two instances that race simply both
+//! NOT EXISTS`, `DROP ... IF EXISTS`, `ALTER ... MODIFY SETTING` to a fixed value, ...), and two instances that race simply both
 //! apply it: the second execution of each statement is a no-op, and each instance runs
 //! the files in order itself, so neither sees a later migration before an earlier one.
 //! `schema_migrations` is a `ReplacingMergeTree` keyed by version, so the duplicate
@@ -65,6 +65,7 @@ static MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_events"),
     migration!(2, "0002_salts"),
     migration!(3, "0003_purge_log"),
+    migration!(4, "0004_events_dedup_window"),
 ];
 
 /// The bookkeeping table. Not a numbered migration itself: it must exist before the
@@ -381,8 +382,11 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(" ")
                     .to_ascii_uppercase();
+                // Setting a table setting to a fixed value is idempotent as it is.
                 assert!(
-                    code.contains("IF NOT EXISTS") || code.contains("IF EXISTS"),
+                    code.contains("IF NOT EXISTS")
+                        || code.contains("IF EXISTS")
+                        || code.contains(" MODIFY SETTING "),
                     "{}: statement is not idempotent: {s}",
                     m.name
                 );

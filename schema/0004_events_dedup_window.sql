@@ -1,0 +1,13 @@
+-- The writer's "never twice" (README, Durability) rests on ClickHouse remembering a
+-- batch's insert_deduplication_token until the batch can no longer be inserted again.
+-- 0001 kept the tokens of the last 1,000 inserts into `events`. A collector never
+-- inserts another batch between a batch's first insert and its retry or replay (one
+-- insert in flight, retried until stored; a previous run's unacknowledged batches go
+-- first at start), so the window has to cover what *other* collectors insert
+-- meanwhile: during a collector's downtime that is about one insert per
+-- writer.flush_interval_ms each, so 1,000 was gone in ~17 minutes with two collectors.
+-- 100,000 covers about 100,000 / (collectors - 1) flush intervals (27 hours with two
+-- at the default 1 s, 3 hours with ten); each remembered token costs the server a
+-- little memory and a line in the table's deduplication log. Raise it the same way
+-- for more collectors or longer outages.
+ALTER TABLE events MODIFY SETTING non_replicated_deduplication_window = 100000;
