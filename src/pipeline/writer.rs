@@ -71,10 +71,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use clickhouse::Client;
 use futures_util::FutureExt;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use rand::Rng;
@@ -345,34 +343,6 @@ impl Metrics {
             metrics.dead_letter_write_failures.clone(),
         );
         metrics
-    }
-}
-
-/// Spool gauges the spool itself does not export: replay progress and in-flight
-/// batches, computed at scrape time.
-#[derive(Debug)]
-struct SpoolGauges(Spool);
-
-impl Collector for SpoolGauges {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.0.status();
-        let gauges: [(&str, &str, ConstGauge<i64>); 2] = [
-            (
-                "hush_spool_replay_batches",
-                "Batches from before the last restart still to be inserted",
-                ConstGauge::new(s.replay_batches as i64),
-            ),
-            (
-                "hush_spool_in_flight_batches",
-                "Spool batches being inserted and not yet acknowledged",
-                ConstGauge::new(s.in_flight_batches as i64),
-            ),
-        ];
-        for (name, help, gauge) in gauges {
-            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            gauge.encode(metric)?;
-        }
-        Ok(())
     }
 }
 
@@ -678,7 +648,6 @@ impl Writer {
         spool_dir: &Path,
         registry: &mut Registry,
     ) -> (EventSink, WriterHandle) {
-        registry.register_collector(Box::new(SpoolGauges(spool.clone())));
         let source = Source::Spool(SpoolSource {
             spool: spool.clone(),
             first_seen: None,

@@ -488,7 +488,7 @@ impl Collector for Gauges {
         };
         let s = status(&shared);
         let age = s.oldest_pending_age.map_or(0.0, |d| d.as_secs_f64());
-        let gauges: [(&str, &str, ConstGauge<f64>); 4] = [
+        let gauges: [(&str, &str, ConstGauge<f64>); 6] = [
             (
                 "hush_spool_bytes",
                 "Bytes of spool segment files and appends in flight",
@@ -508,6 +508,16 @@ impl Collector for Gauges {
                 "hush_spool_oldest_age_seconds",
                 "Age of the oldest unacknowledged spooled record",
                 ConstGauge::new(age),
+            ),
+            (
+                "hush_spool_replay_batches",
+                "Batches from before the last restart still to be inserted",
+                ConstGauge::new(s.replay_batches as f64),
+            ),
+            (
+                "hush_spool_in_flight_batches",
+                "Spool batches being inserted and not yet acknowledged",
+                ConstGauge::new(s.in_flight_batches as f64),
             ),
         ];
         for (name, help, gauge) in gauges {

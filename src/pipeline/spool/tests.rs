@@ -117,6 +117,7 @@ async fn append_read_ack_round_trip() {
     assert_eq!(batch.payload().as_ref(), [a, b, c].concat().as_slice());
     assert!(batch.token().contains(spool.id()), "{}", batch.token());
     assert_eq!(spool.status().in_flight_batches, 1);
+    assert_eq!(metric(&registry, "hush_spool_in_flight_batches"), 1.0);
     assert!(spool.try_next_batch(100).await.unwrap().is_none());
 
     spool.ack(&batch).await.unwrap();
@@ -125,6 +126,7 @@ async fn append_read_ack_round_trip() {
     assert_eq!((s.pending_records, s.in_flight_batches), (0, 0));
     assert_eq!(s.oldest_pending_age, None);
     assert_eq!(metric(&registry, "hush_spool_pending_records"), 0.0);
+    assert_eq!(metric(&registry, "hush_spool_in_flight_batches"), 0.0);
     assert_eq!(metric(&registry, "hush_spool_segments"), 1.0);
     assert!(metric(&registry, "hush_spool_fsyncs_total") >= 1.0);
 
@@ -159,9 +161,10 @@ fn restart_replays_unacknowledged_batches_with_the_same_identity() {
     assert_eq!(spool.status().pending_records, 7);
     drop(spool);
 
-    let (spool, _r) = open(&cfg);
+    let (spool, registry) = open(&cfg);
     assert_eq!(spool.id(), id);
     assert_eq!(spool.status().replay_batches, 2);
+    assert_eq!(metric(&registry, "hush_spool_replay_batches"), 2.0);
     // Handed out again exactly as before, whatever the batch size asked for now.
     let again = spool.try_next_batch_blocking(100).unwrap().unwrap();
     assert_eq!(again, second);
