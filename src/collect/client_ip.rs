@@ -136,6 +136,10 @@ fn is_port(s: &str) -> bool {
 /// An address with its host bits cleared: the only form of a client address that may
 /// leave the request handler. Built only by [`truncate`].
 ///
+/// It holds an IPv4 address for IPv4 clients and for IPv6 addresses that embed an
+/// IPv4 address (6to4, Teredo, NAT64, IPv4-mapped, -translated and -compatible): the
+/// truncated embedded address, never the IPv6 form around it.
+///
 /// `Display` and `Debug` print the truncated form (`203.0.113.0`), never more.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TruncatedIp(IpAddr);
@@ -174,24 +178,89 @@ impl fmt::Debug for TruncatedIp {
 
 /// Keeps the leading `v4_prefix` bits of an IPv4 address or `v6_prefix` bits of an
 /// IPv6 address and zeroes the rest. Prefixes larger than the address keep it whole
-/// (configuration validation prevents that). IPv4-mapped IPv6 addresses are treated as
-/// IPv4 first: applying a /48 to `::ffff:a.b.c.d` would keep the whole IPv4 address.
+/// (configuration validation prevents that).
+///
+/// An IPv6 address that carries an IPv4 address inside it is truncated as that IPv4
+/// address, and the result *is* the truncated IPv4 address (so geo lookup and the
+/// visitor hash see the client's IPv4 network): a /48 applied to the IPv6 form would
+/// keep the whole IPv4 address in some of these forms (6to4 puts it in bits 16..48)
+/// and a /24 applied to others would keep nothing useful. See `embedded_ipv4` for
+/// the forms recognised.
 pub fn truncate(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> TruncatedIp {
-    let truncated = match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let mask = u32::MAX
-                .checked_shl(32u32.saturating_sub(u32::from(v4_prefix)))
-                .unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
-        }
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX
-                .checked_shl(128u32.saturating_sub(u32::from(v6_prefix)))
-                .unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-        }
+    let truncated = match ip {
+        IpAddr::V4(v4) => IpAddr::V4(mask_v4(v4, v4_prefix)),
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Some(v4) => IpAddr::V4(mask_v4(v4, v4_prefix)),
+            None => {
+                let mask = u128::MAX
+                    .checked_shl(128u32.saturating_sub(u32::from(v6_prefix)))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
     };
     TruncatedIp(truncated)
+}
+
+fn mask_v4(v4: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let mask = u32::MAX
+        .checked_shl(32u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0);
+    Ipv4Addr::from(u32::from(v4) & mask)
+}
+
+/// The client IPv4 address carried by an IPv6 address of a well-known form, if any:
+///
+/// | form | prefix | where the IPv4 address is |
+/// | --- | --- | --- |
+/// | IPv4-mapped (RFC 4291) | `::ffff:0:0/96` | bits 96..128 |
+/// | IPv4-translated (RFC 2765, SIIT) | `::ffff:0:0:0/96` | bits 96..128 |
+/// | IPv4-compatible (RFC 4291, deprecated) | `::/96`, except `::` and `::1` | bits 96..128 |
+/// | NAT64 well-known (RFC 6052) | `64:ff9b::/96` | bits 96..128 |
+/// | NAT64 local-use (RFC 8215) | `64:ff9b:1::/48`, bits 48..96 zero | bits 96..128 |
+/// | 6to4 (RFC 3056) | `2002::/16` | bits 16..48 |
+/// | Teredo (RFC 4380) | `2001::/32` | bits 96..128, inverted |
+///
+/// Teredo also carries the Teredo *server's* IPv4 address in bits 32..64 and the
+/// client's obfuscated port in bits 80..96; both are dropped with everything else.
+///
+/// The local-use NAT64 prefix may be any of RFC 6052's lengths (/48 to /96) inside
+/// `64:ff9b:1::/48`, so the IPv4 address is only read from the last 32 bits when the
+/// bits between are zero (the /96 layout, by far the usual one); otherwise it is left
+/// to IPv6 truncation, which at a prefix of /48 or less (the most validation allows)
+/// keeps none of its bits. Operator-specific embeddings (6rd, NAT64 under an ISP's
+/// own prefix, ISATAP in the interface id) cannot be recognised from the address;
+/// at /48 or less, RFC 6052 and 6rd layouts keep at most the leading 16 bits of the
+/// IPv4 address, never its host byte.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = u128::from(v6);
+    let low32 = Ipv4Addr::from(bits as u32);
+    let top = |n: u32| bits >> (128 - n);
+    if top(96) == 0xffff {
+        // ::ffff:a.b.c.d
+        return Some(low32);
+    }
+    if top(96) == 0xffff_0000 {
+        // ::ffff:0:a.b.c.d
+        return Some(low32);
+    }
+    if top(96) == 0 {
+        // ::a.b.c.d, but :: (unspecified) and ::1 (loopback) are IPv6 addresses.
+        return (bits > 1).then_some(low32);
+    }
+    if top(96) == 0x0064_ff9b_0000_0000_0000_0000 {
+        return Some(low32);
+    }
+    if top(48) == 0x0064_ff9b_0001 && (bits >> 32) & ((1u128 << 48) - 1) == 0 {
+        return Some(low32);
+    }
+    if top(16) == 0x2002 {
+        return Some(Ipv4Addr::from((bits >> 80) as u32));
+    }
+    if top(32) == 0x2001_0000 {
+        return Some(Ipv4Addr::from(!(bits as u32)));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -425,6 +494,80 @@ mod tests {
         let t = truncate(ip("::ffff:203.0.113.77"), 24, 48);
         assert_eq!(t.addr(), ip("203.0.113.0"));
         assert!(!t.to_string().contains("77"));
+    }
+
+    /// Every form of IPv6 address that embeds 203.0.113.77, written out by hand
+    /// (203 = 0xcb, 113 = 0x71, 77 = 0x4d; Teredo stores the inverse 34ff:8eb2).
+    const EMBEDDING_203_0_113_77: &[&str] = &[
+        "::ffff:203.0.113.77",
+        "::ffff:0:203.0.113.77",
+        "::203.0.113.77",
+        "64:ff9b::cb00:714d",
+        "64:ff9b:1::cb00:714d",
+        "2002:cb00:714d::",
+        "2002:cb00:714d:abcd:1234:5678:9abc:def0",
+        "2001:0:c000:201:8000:f227:34ff:8eb2",
+        "2001:0:4136:e378:0:ffff:34ff:8eb2",
+    ];
+
+    #[test]
+    fn ipv6_forms_embedding_ipv4_truncate_as_ipv4() {
+        for form in EMBEDDING_203_0_113_77 {
+            let t = truncate(ip(form), 24, 48);
+            assert_eq!(t.addr(), ip("203.0.113.0"), "{form}");
+            let (buf, len) = t.octets();
+            assert_eq!(&buf[..len], &[203, 0, 113, 0], "{form}");
+            // The prefix applies as an IPv4 prefix.
+            assert_eq!(truncate(ip(form), 16, 48).addr(), ip("203.0.0.0"), "{form}");
+        }
+        // RFC 4380's own example: server 65.54.227.120, client 192.0.2.45.
+        assert_eq!(
+            truncate(ip("2001:0000:4136:e378:8000:63bf:3fff:fdd2"), 24, 48).addr(),
+            ip("192.0.2.0")
+        );
+    }
+
+    #[test]
+    fn no_embedding_form_keeps_the_host_byte() {
+        // For each form, every host byte (and every Teredo server, port and flag
+        // value, every 6to4 subnet and interface id) gives the same truncated value:
+        // nothing of the host byte can be recovered from it.
+        let forms: [fn(u8) -> String; 7] = [
+            |h| format!("::ffff:198.51.100.{h}"),
+            |h| format!("::ffff:0:198.51.100.{h}"),
+            |h| format!("::198.51.100.{h}"),
+            |h| format!("64:ff9b::198.51.100.{h}"),
+            |h| format!("64:ff9b:1::198.51.100.{h}"),
+            // 198.51.100.h = c633:64hh
+            |h| format!("2002:c633:64{h:02x}:{h:x}::{h:x}"),
+            // inverse of c633:64hh = 39cc:9b(ff-h); server and port vary with h too
+            |h| format!("2001:0:{h:x}:{h:x}:8000:{h:x}:39cc:9b{:02x}", 255 - h),
+        ];
+        for (i, form) in forms.iter().enumerate() {
+            for h in 0..=255u8 {
+                let addr = form(h);
+                let t = truncate(ip(&addr), 24, 48);
+                assert_eq!(t.addr(), ip("198.51.100.0"), "form {i}: {addr}");
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_outside_the_embedding_forms_stays_ipv6() {
+        let cases = [
+            ("::1", "::"),
+            ("::", "::"),
+            // 2001:db8::/32 is not Teredo (2001:0::/32).
+            ("2001:db8:abcd:1234::1", "2001:db8:abcd::"),
+            // Inside 64:ff9b::/32 but not the /96 well-known NAT64 prefix.
+            ("64:ff9b:1234:5678::cb00:714d", "64:ff9b:1234::"),
+            // Local-use NAT64 with a prefix longer than /48: the IPv4 address is not
+            // at the end, and a /48 keeps none of it.
+            ("64:ff9b:1:cb00:714d::", "64:ff9b:1::"),
+        ];
+        for (addr, want) in cases {
+            assert_eq!(truncate(ip(addr), 24, 48).addr(), ip(want), "{addr}");
+        }
     }
 
     #[test]
