@@ -148,12 +148,23 @@ pub enum OptOutPolicy {
     Ignore,
 }
 
+/// The longest IPv4 prefix that still anonymises: a /24 is the smallest block routed
+/// on the internet and holds up to 254 hosts; anything longer keeps bits of the host
+/// byte (a /32 keeps the whole address).
+pub const MAX_IPV4_PREFIX: u8 = 24;
+/// The longest IPv6 prefix that still anonymises: a /48 is the usual end-site
+/// assignment of a whole organisation (RFC 6177) and holds 256 /56s, the usual
+/// household assignment; anything longer can single out one customer.
+pub const MAX_IPV6_PREFIX: u8 = 48;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrivacyConfig {
-    /// IPv4 addresses are cut to this many leading bits before anything else sees them.
+    /// IPv4 addresses are cut to this many leading bits before anything else sees them
+    /// (8 ..= [`MAX_IPV4_PREFIX`]).
     pub ipv4_prefix: u8,
-    /// IPv6 addresses are cut to this many leading bits before anything else sees them.
+    /// IPv6 addresses are cut to this many leading bits before anything else sees them
+    /// (16 ..= [`MAX_IPV6_PREFIX`]).
     pub ipv6_prefix: u8,
     pub dnt: OptOutPolicy,
     pub gpc: OptOutPolicy,
@@ -473,18 +484,20 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.privacy;
-        if !(8..=32).contains(&p.ipv4_prefix) {
+        if !(8..=MAX_IPV4_PREFIX).contains(&p.ipv4_prefix) {
             return Err(invalid(
                 "privacy.ipv4_prefix",
                 p.ipv4_prefix,
-                "must be between 8 and 32; 24 keeps a /24",
+                "must be between 8 and 24: a longer prefix keeps part of the host \
+                 byte, so the address is no longer anonymised",
             ));
         }
-        if !(16..=128).contains(&p.ipv6_prefix) {
+        if !(16..=MAX_IPV6_PREFIX).contains(&p.ipv6_prefix) {
             return Err(invalid(
                 "privacy.ipv6_prefix",
                 p.ipv6_prefix,
-                "must be between 16 and 128; 48 keeps a /48",
+                "must be between 16 and 48: a longer prefix can single out one \
+                 customer's network, so the address is no longer anonymised",
             ));
         }
         if self.writer.batch_rows == 0 {
@@ -690,6 +703,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("writer.queue_max_bytes"), "{err}");
+    }
+
+    #[test]
+    fn truncation_prefixes_are_capped_at_what_anonymises() {
+        for (key, value, ok) in [
+            ("ipv4_prefix", 8, true),
+            ("ipv4_prefix", 24, true),
+            ("ipv4_prefix", 25, false),
+            ("ipv4_prefix", 32, false),
+            ("ipv4_prefix", 7, false),
+            ("ipv6_prefix", 16, true),
+            ("ipv6_prefix", 48, true),
+            ("ipv6_prefix", 49, false),
+            ("ipv6_prefix", 64, false),
+            ("ipv6_prefix", 128, false),
+            ("ipv6_prefix", 15, false),
+        ] {
+            let result = Config::from_toml_str(&format!("[privacy]\n{key} = {value}\n"));
+            match (result, ok) {
+                (Ok(_), true) => {}
+                (Err(e), false) => {
+                    let err = e.to_string();
+                    assert!(
+                        err.contains(&format!("privacy.{key}"))
+                            && err.contains(&value.to_string())
+                            && err.contains("no longer anonymised"),
+                        "{err}"
+                    );
+                }
+                (Ok(_), false) => panic!("{key} = {value} was accepted"),
+                (Err(e), true) => panic!("{key} = {value} was refused: {e}"),
+            }
+        }
     }
 
     #[test]

@@ -65,7 +65,7 @@ fn check_config_names_the_bad_key_value_and_reason() {
     let cases = [
         (
             "[privacy]\nipv4_prefix = 40\n",
-            &["privacy.ipv4_prefix", "40", "between 8 and 32"][..],
+            &["privacy.ipv4_prefix", "40", "between 8 and 24"][..],
         ),
         (
             "[[sites]]\ndomain = \"Example.COM\"\n",
