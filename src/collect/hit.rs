@@ -555,17 +555,20 @@ fn parse_domains(value: Scalar<'_>) -> Result<Vec<String>, HitError> {
         if domains.len() == MAX_DOMAINS {
             return Err(HitError::TooManyDomains { max: MAX_DOMAINS });
         }
+        // The bound is on the stored (lowercased) name: lowercasing can grow a
+        // non-ASCII name (`Ⱥ`, 2 bytes, becomes `ⱥ`, 3 bytes).
+        let name = if name.is_ascii() {
+            name.to_ascii_lowercase()
+        } else {
+            name.to_lowercase()
+        };
         if name.len() > MAX_DOMAIN_BYTES {
             return Err(HitError::TooLong {
                 field: "domain",
                 max: MAX_DOMAIN_BYTES,
             });
         }
-        domains.push(if name.is_ascii() {
-            name.to_ascii_lowercase()
-        } else {
-            name.to_lowercase()
-        });
+        domains.push(name);
     }
     if domains.is_empty() {
         return Err(HitError::Empty("domain"));
@@ -1308,6 +1311,27 @@ mod tests {
                 ..
             }
         ));
+        // 126 × `Ⱥ` (U+023A, 2 bytes) is 252 bytes as sent and 378 bytes lowercased
+        // (`ⱥ`, U+2C65, 3 bytes): the stored name would be over the bound.
+        let body = format!(
+            r#"{{"n":"x","u":"https://a.com","d":"{}"}}"#,
+            "Ⱥ".repeat(126)
+        );
+        assert_eq!(
+            err(&body),
+            HitError::TooLong {
+                field: "domain",
+                max: MAX_DOMAIN_BYTES
+            }
+        );
+        // 84 × `Ⱥ` is 168 bytes as sent and 252 lowercased: accepted, lowercased.
+        let body = format!(
+            r#"{{"n":"x","u":"https://a.com","d":"{}"}}"#,
+            "Ⱥ".repeat(84)
+        );
+        let ev = ok(&body);
+        assert_eq!(ev.domains, vec!["ⱥ".repeat(84)]);
+        assert_eq!(ev.domains[0].len(), 252);
     }
 
     #[test]
@@ -2109,7 +2133,7 @@ mod tests {
         assert!(!ev.url.is_empty() && ev.url.chars().count() <= l.max_url_chars);
         assert!(!ev.domains.is_empty() && ev.domains.len() <= MAX_DOMAINS);
         for d in &ev.domains {
-            assert!(!d.is_empty() && d.trim() == d && d.len() <= MAX_DOMAIN_BYTES * 2);
+            assert!(!d.is_empty() && d.trim() == d && d.len() <= MAX_DOMAIN_BYTES);
             assert!(!d.contains(','));
         }
         if let Some(r) = &ev.referrer {
