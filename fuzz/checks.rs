@@ -121,7 +121,7 @@ pub fn parse_batch(body: &[u8]) -> bool {
 
 /// Page URLs: the hand-written fast path must agree with a full WHATWG parse (the url
 /// crate), and nothing from the query or fragment may leak into the stored path
-/// except the fragment in hash mode.
+/// except the fragment's route in hash mode (never its query part).
 ///
 /// Input: one mode byte (bit 0: hash mode), then the URL. Accepted: parsed.
 pub fn page_url(data: &[u8]) -> bool {
@@ -161,10 +161,17 @@ pub fn page_url(data: &[u8]) -> bool {
             } else {
                 url.path()
             };
+            // In hash mode, the fragment before its first `?`, unless that is empty
+            // or a parameter list (holds `=` or `&`).
             let mut expected = path.to_owned();
-            if let Some(f) = url.fragment().filter(|f| hash_mode && !f.is_empty()) {
+            let route = url
+                .fragment()
+                .filter(|_| hash_mode)
+                .map(|f| f.split('?').next().unwrap_or_default())
+                .filter(|r| !r.is_empty() && !r.contains('=') && !r.contains('&'));
+            if let Some(route) = route {
                 expected.push('#');
-                expected.push_str(f);
+                expected.push_str(route);
             }
             assert_eq!(page.pathname, expected, "{input:?}");
             if url.query().is_none() {

@@ -3,7 +3,11 @@
 //! The query string and fragment never reach storage (they routinely carry tokens,
 //! e-mail addresses and session ids); only the five UTM values, plus the `ref` /
 //! `source` fallbacks for the source, are kept. In hash mode (single-page apps that
-//! route on `#/...`) the fragment is part of the page identity and is appended.
+//! route on `#/...`) the fragment's route is part of the page identity and is
+//! appended: the fragment up to its first `?`, whose query part is dropped like the
+//! URL's own (`#/cb?access_token=…` is stored as `#/cb`). A fragment that is itself a
+//! parameter list (a route part holding `=` or `&`, such as OAuth's implicit-flow
+//! answer `#access_token=…&state=…`) is no route and is dropped whole.
 
 use url::Url;
 
@@ -39,7 +43,8 @@ pub struct PageUrl {
     /// Lower-case host name without port or trailing dot; IDNs in punycode, as
     /// browsers report `location.hostname`.
     pub hostname: String,
-    /// Path as sent (percent-encoding kept), "/" when empty, plus `#fragment` in hash mode.
+    /// Path as sent (percent-encoding kept), "/" when empty, plus `#route` in hash mode
+    /// (see [`fragment_route`]).
     pub pathname: String,
     pub utm: Utm,
 }
@@ -125,7 +130,7 @@ fn build(
     fragment: Option<&str>,
     hash_mode: bool,
 ) -> PageUrl {
-    let fragment = fragment.filter(|f| hash_mode && !f.is_empty());
+    let fragment = fragment.filter(|_| hash_mode).and_then(fragment_route);
     let path = if path.is_empty() { "/" } else { path };
     let mut pathname = String::with_capacity(path.len() + fragment.map_or(0, |f| f.len() + 1));
     pathname.push_str(path);
@@ -138,6 +143,17 @@ fn build(
         pathname,
         utm: query.map(utm_of_query).unwrap_or_default(),
     }
+}
+
+/// The route a hash-mode page keeps from its fragment: the part before the first
+/// `?` (the fragment's query part is dropped, as the URL's own query is), or `None`
+/// when that part is empty or is a parameter list (holds `=` or `&`: OAuth's
+/// implicit flow answers with `#access_token=…&token_type=…`) rather than a route.
+pub fn fragment_route(fragment: &str) -> Option<&str> {
+    let route = fragment
+        .split_once('?')
+        .map_or(fragment, |(route, _)| route);
+    (!route.is_empty() && !route.contains(['=', '&'])).then_some(route)
 }
 
 /// An absolute http(s) URL split by hand. Only produced when the url crate would
@@ -353,13 +369,40 @@ mod tests {
     }
 
     #[test]
-    fn hash_mode_keeps_the_fragment() {
-        let p = parse("https://app.example.com/#/settings/profile?tab=2", true).unwrap();
-        assert_eq!(p.pathname, "/#/settings/profile?tab=2");
+    fn hash_mode_keeps_the_fragment_route() {
+        let p = parse("https://app.example.com/#/settings/profile", true).unwrap();
+        assert_eq!(p.pathname, "/#/settings/profile");
+        let p = parse("https://app.example.com/app#!/inbox", true).unwrap();
+        assert_eq!(p.pathname, "/app#!/inbox");
         let p = parse("https://app.example.com/app#", true).unwrap();
         assert_eq!(p.pathname, "/app");
         let p = parse("https://app.example.com/app#/x", false).unwrap();
         assert_eq!(p.pathname, "/app");
+    }
+
+    #[test]
+    fn hash_mode_drops_the_fragment_query() {
+        // Both the fast path and the WHATWG fallback (the IDN host forces it).
+        for host in ["app.example.com", "äpp.example.com"] {
+            let url = format!("https://{host}/#/cb?access_token=SECRET&state=xyz");
+            let p = parse(&url, true).unwrap();
+            assert!(p.pathname == "/#/cb", "{url}: {}", p.pathname);
+            let url = format!("https://{host}/#/settings/profile?tab=2");
+            assert_eq!(parse(&url, true).unwrap().pathname, "/#/settings/profile");
+            // Nothing but a query: no route.
+            let url = format!("https://{host}/app#?token=SECRET");
+            assert_eq!(parse(&url, true).unwrap().pathname, "/app");
+            // A fragment that is a parameter list (OAuth implicit flow) is no route.
+            for fragment in ["access_token=SECRET&token_type=bearer", "a&SECRET"] {
+                let url = format!("https://{host}/cb#{fragment}");
+                assert_eq!(parse(&url, true).unwrap().pathname, "/cb", "{url}");
+            }
+            // Query and fragment query together: neither is kept.
+            let url = format!("https://{host}/p?email=a@b.c#/r?x=SECRET");
+            let p = parse(&url, true).unwrap();
+            assert_eq!(p.pathname, "/p#/r");
+            assert!(!p.pathname.contains("SECRET") && !p.pathname.contains('@'));
+        }
     }
 
     #[test]
