@@ -16,7 +16,8 @@
 //! The dashboard lands after `query`.
 //!
 //! Shared by every stage: [`config`] (load and validate), [`db`] (the ClickHouse
-//! client and its request bounds), [`metrics`], [`logging`], [`token`] (admin tokens).
+//! client and its request bounds), [`metrics`], [`logging`], [`token`] (admin tokens),
+//! [`clock`] (Unix seconds) and [`hex`].
 //!
 //! Assembly, which may use everything: [`app`] (`hush serve`: wiring, and the Events
 //! API handler that runs a hit through the stages), [`admin`] (the admin API), [`cli`]
@@ -28,8 +29,10 @@ pub mod app;
 pub mod cli;
 
 // Shared.
+pub mod clock;
 pub mod config;
 pub mod db;
+pub mod hex;
 pub mod logging;
 pub mod metrics;
 pub mod token;

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::AdminToken;
+use crate::hex;
 
 /// A freshly generated token: `secret` is shown to the operator once, `sha256` goes in the config.
 pub struct NewToken {
@@ -19,8 +20,8 @@ pub struct NewToken {
 impl NewToken {
     pub fn generate(name: &str) -> Self {
         let bytes: [u8; 32] = rand::random();
-        let secret = hex_encode(&bytes);
-        let sha256 = hex_encode(&Sha256::digest(secret.as_bytes()));
+        let secret = hex::encode(&bytes);
+        let sha256 = hex::encode(&Sha256::digest(secret.as_bytes()));
         Self {
             name: name.to_owned(),
             secret,
@@ -43,29 +44,6 @@ fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-pub fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
-}
-
-fn hex_decode_32(s: &str) -> Option<[u8; 32]> {
-    let s = s.as_bytes();
-    if s.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = [0u8; 32];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
 /// The configured tokens, decoded once.
 #[derive(Clone, Default)]
 pub struct TokenSet {
@@ -78,7 +56,7 @@ impl TokenSet {
         Self {
             tokens: tokens
                 .iter()
-                .filter_map(|t| Some((t.name.clone(), hex_decode_32(&t.sha256)?)))
+                .filter_map(|t| Some((t.name.clone(), hex::decode_32(&t.sha256)?)))
                 .collect(),
         }
     }
@@ -139,13 +117,5 @@ mod tests {
         ]);
         assert_eq!(set.verify(&a.secret), Some("a"));
         assert_eq!(set.verify(&b.secret), Some("b"));
-    }
-
-    #[test]
-    fn hex_round_trip() {
-        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 8) as u8);
-        assert_eq!(hex_decode_32(&hex_encode(&bytes)), Some(bytes));
-        assert_eq!(hex_decode_32("zz"), None);
-        assert_eq!(hex_decode_32(&"g".repeat(64)), None);
     }
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 /// before it and the shared modules, never one after it.
 const STAGES: &[&str] = &["http", "collect", "enrich", "pipeline", "store", "query"];
 /// Shared top-level modules: any stage may use them; they use only each other.
-const SHARED: &[&str] = &["config", "db", "logging", "metrics", "token"];
+const SHARED: &[&str] = &[
+    "clock", "config", "db", "hex", "logging", "metrics", "token",
+];
 /// Assembly at the top: wires stages into listeners and commands; may use anything.
 const ASSEMBLY: &[&str] = &["admin", "app", "cli", "lib", "main"];
 

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -132,13 +132,14 @@ impl Reject {
     fn malformed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, RejectReason::malformed, message)
     }
-}
-
-fn now_secs() -> u32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    u32::try_from(secs).unwrap_or(u32::MAX)
+    /// A batch refused because of some of its events: the one body every such refusal
+    /// has, `{"error": "invalid events in batch", "items": [{"index": i, "error": ".."}]}`.
+    fn invalid_batch(items: Vec<serde_json::Value>) -> Self {
+        Self {
+            body: serde_json::json!({ "error": "invalid events in batch", "items": items }),
+            ..Self::malformed("")
+        }
+    }
 }
 
 fn header_is_one(headers: &HeaderMap, name: &str) -> bool {
@@ -354,7 +355,7 @@ impl Ingest {
             user_agent,
             dnt: header_is_one(headers, "dnt"),
             gpc: header_is_one(headers, "sec-gpc"),
-            now_secs: now_secs(),
+            now_secs: crate::clock::now_secs(),
         }
     }
 
@@ -452,11 +453,14 @@ impl Ingest {
         let (headers, body) = self
             .checked_body(req, self.config.limits.max_batch_body_bytes)
             .await?;
-        let events = hit::parse_batch(&body, &self.config.limits).map_err(|e| Reject {
-            status: StatusCode::BAD_REQUEST,
-            reason: RejectReason::malformed,
-            body: batch_error_body(&e),
-            retry_after_secs: 0,
+        let events = hit::parse_batch(&body, &self.config.limits).map_err(|e| match e {
+            hit::BatchError::Items(items) => Reject::invalid_batch(
+                items
+                    .iter()
+                    .map(|(index, e)| batch_item_error(*index, e.to_string().into()))
+                    .collect(),
+            ),
+            other => Reject::malformed(other.to_string()),
         })?;
         // All or nothing, for state too: every item is checked (sites, page URL)
         // before any of them touches the session tracker.
@@ -469,16 +473,11 @@ impl Ingest {
                     .map(|e| serde_json::Value::from(e.to_string())),
             };
             if let Some(error) = problem {
-                errors.push(serde_json::json!({ "index": index, "error": error }));
+                errors.push(batch_item_error(index, error));
             }
         }
         if !errors.is_empty() {
-            return Err(Reject {
-                status: StatusCode::BAD_REQUEST,
-                reason: RejectReason::malformed,
-                body: serde_json::json!({ "error": "invalid events in batch", "items": errors }),
-                retry_after_secs: 0,
-            });
+            return Err(Reject::invalid_batch(errors));
         }
         let ctx = self.context(&headers, peer);
         let accepted = events.len();
@@ -491,21 +490,16 @@ impl Ingest {
                     dropped += 1;
                 }
                 Ok(None) => {}
-                Err(reject) => errors.push(serde_json::json!({
-                    "index": index,
-                    "error": reject.body.get("error").cloned().unwrap_or_default(),
-                })),
+                Err(reject) => errors.push(batch_item_error(
+                    index,
+                    reject.body.get("error").cloned().unwrap_or_default(),
+                )),
             }
         }
         // All or nothing: a batch with any bad item stores none of them, so a client
         // can fix and resend the whole batch without creating duplicates.
         if !errors.is_empty() {
-            return Err(Reject {
-                status: StatusCode::BAD_REQUEST,
-                reason: RejectReason::malformed,
-                body: serde_json::json!({ "error": "invalid events in batch", "items": errors }),
-                retry_after_secs: 0,
-            });
+            return Err(Reject::invalid_batch(errors));
         }
         let stored = rows.len();
         self.submit(&rows).await?;
@@ -560,19 +554,9 @@ fn enrich_message(err: &EnrichError) -> String {
     err.to_string()
 }
 
-/// `{"error": "...", "items": [{"index": i, "error": "..."}]}`; `items` only when
-/// individual events were at fault.
-fn batch_error_body(err: &hit::BatchError) -> serde_json::Value {
-    match err {
-        hit::BatchError::Items(items) => {
-            let items: Vec<serde_json::Value> = items
-                .iter()
-                .map(|(index, e)| serde_json::json!({ "index": index, "error": e.to_string() }))
-                .collect();
-            serde_json::json!({ "error": "invalid events in batch", "items": items })
-        }
-        other => serde_json::json!({ "error": other.to_string() }),
-    }
+/// One entry of a refused batch's `items`: which event, and what is wrong with it.
+fn batch_item_error(index: usize, error: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "index": index, "error": error })
 }
 
 impl Handler for Ingest {

@@ -69,13 +69,6 @@ impl ShutdownSignals {
     }
 }
 
-fn now_secs() -> u32 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    u32::try_from(secs).unwrap_or(u32::MAX)
-}
-
 async fn write_port_file(path: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     // Write then rename, so a reader never sees a half-written file.
     let tmp = path.with_extension("tmp");
@@ -132,7 +125,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
             loop {
                 tokio::select! {
                     () = &mut stop => break,
-                    _ = every.tick() => sessions.sweep(now_secs()),
+                    _ = every.tick() => sessions.sweep(crate::clock::now_secs()),
                 }
             }
         })

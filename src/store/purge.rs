@@ -168,7 +168,7 @@ pub fn now_millis(now: Timestamp) -> i64 {
 /// Random hex id of one run, shared by its `purge_log` rows.
 pub fn new_run_id() -> String {
     let bytes: [u8; 16] = rand::random();
-    crate::token::hex_encode(&bytes)
+    crate::hex::encode(&bytes)
 }
 
 /// What a run does.
