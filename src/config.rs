@@ -554,7 +554,7 @@ impl Config {
         {
             return Err(invalid(
                 "clickhouse.url",
-                url,
+                redact_url(url),
                 "must be an http:// or https:// URL",
             ));
         }
@@ -643,6 +643,59 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// What replaces a secret wherever a configuration value is shown.
+pub const REDACTED: &str = "<redacted>";
+
+/// `url` fit to print: the whole `user:password@` part and the value of every query
+/// parameter whose name looks like a secret (`password`, `key`, `token`, `secret`, any
+/// case, also within a longer name) replaced by [`REDACTED`]. Works on text that is not
+/// a valid URL too (a config error shows exactly such a value), and keeps everything
+/// else as written.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    match authority.rfind('@') {
+        Some(at) => {
+            out.push_str(REDACTED);
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    let (before_fragment, fragment) = tail.split_at(tail.find('#').unwrap_or(tail.len()));
+    let Some((path, query)) = before_fragment.split_once('?') else {
+        out.push_str(tail);
+        return out;
+    };
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        let lower = name.to_ascii_lowercase();
+        if pair.contains('=')
+            && ["pass", "key", "token", "secret"]
+                .iter()
+                .any(|secret| lower.contains(secret))
+        {
+            out.push_str(name);
+            out.push('=');
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(pair);
+        }
+    }
+    out.push_str(fragment);
+    out
 }
 
 /// Parses "HH:MM" into (hour, minute).
@@ -736,6 +789,46 @@ mod tests {
                 (Err(e), true) => panic!("{key} = {value} was refused: {e}"),
             }
         }
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        for (url, shown) in [
+            ("http://127.0.0.1:8123", "http://127.0.0.1:8123"),
+            (
+                "https://alice:s3cret@ch.example.com:8443/",
+                "https://<redacted>@ch.example.com:8443/",
+            ),
+            // An `@` in the password: everything up to the last one is userinfo.
+            ("http://bob:p@ss@host:8123", "http://<redacted>@host:8123"),
+            ("https://tokenonly@host", "https://<redacted>@host"),
+            (
+                "https://host/?user=u&password=qp&database=hush&API_KEY=k&x_token=t#frag",
+                "https://host/?user=u&password=<redacted>&database=hush&API_KEY=<redacted>\
+                 &x_token=<redacted>#frag",
+            ),
+            // An `@` after the authority is not userinfo.
+            ("http://host/a@b?password", "http://host/a@b?password"),
+            ("not a url at all", "not a url at all"),
+            ("ftp://carol:hunter2@host", "ftp://<redacted>@host"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_bad_url_is_reported_without_its_credentials() {
+        let err = Config::from_toml_str(
+            "[clickhouse]\nurl = \"ftp://carol:hunter2@ch.example.com/?password=qp-secret\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("clickhouse.url"), "{err}");
+        assert!(err.contains("ch.example.com"), "{err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("carol") && !err.contains("qp-secret"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -235,16 +235,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-const REDACTED: &str = "<redacted>";
-
-/// The configuration as TOML, with secrets replaced.
+/// The configuration as TOML, with secrets replaced (also credentials inside
+/// `clickhouse.url`).
 pub fn effective_config(config: &Config) -> anyhow::Result<String> {
     let mut shown = config.clone();
     if !shown.clickhouse.password.is_empty() {
-        shown.clickhouse.password = REDACTED.into();
+        shown.clickhouse.password = crate::config::REDACTED.into();
     }
+    shown.clickhouse.url = crate::config::redact_url(&shown.clickhouse.url);
     for token in &mut shown.admin.tokens {
-        token.sha256 = REDACTED.into();
+        token.sha256 = crate::config::REDACTED.into();
     }
     toml::to_string_pretty(&shown).context("cannot render the configuration")
 }
@@ -301,6 +301,8 @@ mod tests {
     fn secrets_are_redacted() {
         let mut config = Config::default();
         config.clickhouse.password = "hunter2-secret".into();
+        config.clickhouse.url =
+            "https://alice:url-secret@ch.example.com:8443/?password=query-secret".into();
         config.admin.tokens.push(crate::config::AdminToken {
             name: "ops".into(),
             sha256: "ab".repeat(32),
@@ -310,5 +312,14 @@ mod tests {
         assert!(!out.contains(&"ab".repeat(32)), "{out}");
         assert!(out.contains("password = \"<redacted>\""), "{out}");
         assert!(out.contains("name = \"ops\""), "{out}");
+        assert!(
+            !out.contains("url-secret") && !out.contains("alice"),
+            "{out}"
+        );
+        assert!(!out.contains("query-secret"), "{out}");
+        assert!(
+            out.contains("url = \"https://<redacted>@ch.example.com:8443/?password=<redacted>\""),
+            "{out}"
+        );
     }
 }
