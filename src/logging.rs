@@ -22,8 +22,14 @@ pub enum LoggingError {
 
 /// Builds the filter: `RUST_LOG` when set and non-empty, else `log.level`.
 pub fn filter(config: &LogConfig) -> Result<EnvFilter, LoggingError> {
-    let directive = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => v,
+    filter_from(std::env::var("RUST_LOG").ok().as_deref(), config)
+}
+
+/// [`filter`] with the value of `RUST_LOG` passed in, so tests do not depend on the
+/// environment they run in.
+fn filter_from(rust_log: Option<&str>, config: &LogConfig) -> Result<EnvFilter, LoggingError> {
+    let directive = match rust_log {
+        Some(v) if !v.trim().is_empty() => v.to_owned(),
         _ => config.level.clone(),
     };
     EnvFilter::try_new(&directive).map_err(|source| LoggingError::Filter { directive, source })
@@ -53,18 +59,33 @@ pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
 mod tests {
     use super::*;
 
+    fn level(level: &str) -> LogConfig {
+        LogConfig {
+            level: level.into(),
+            ..LogConfig::default()
+        }
+    }
+
     #[test]
     fn bad_level_is_reported_with_the_directive() {
-        // Only meaningful when RUST_LOG does not override the configured level.
-        if std::env::var("RUST_LOG").is_ok_and(|v| !v.trim().is_empty()) {
-            return;
+        for unset in [None, Some(""), Some("  ")] {
+            let err = filter_from(unset, &level("hush=loud"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("hush=loud"), "{unset:?}: {err}");
         }
-        let config = LogConfig {
-            level: "hush=loud".into(),
-            ..LogConfig::default()
-        };
-        let err = filter(&config).unwrap_err().to_string();
-        assert!(err.contains("hush=loud"), "{err}");
-        assert!(filter(&LogConfig::default()).is_ok());
+        assert!(filter_from(None, &LogConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn rust_log_wins_over_the_configured_level() {
+        // A bad RUST_LOG is reported as such, whatever the file says ...
+        let err = filter_from(Some("hush=shout"), &LogConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hush=shout"), "{err}");
+        // ... and a good one replaces a bad configured level.
+        let filter = filter_from(Some("warn,hush=debug"), &level("hush=loud")).unwrap();
+        assert_eq!(filter.to_string(), "hush=debug,warn");
     }
 }

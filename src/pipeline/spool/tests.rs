@@ -413,16 +413,29 @@ fn a_spool_of_one_segment_still_frees_space() {
     cfg.max_bytes = 1024;
     let (spool, _r) = open(&cfg);
     let mut i = 0;
-    while append_blocking(&spool, &[rec(0, i)]).is_ok() {
-        i += 1;
-    }
-    for b in drain(&spool, 1000) {
+    let full = loop {
+        match append_blocking(&spool, &[rec(0, i)]) {
+            Ok(()) => i += 1,
+            Err(e) => break e,
+        }
+    };
+    // The loop ended because the spool was full, after filling it: not on another
+    // error, and not before anything was appended.
+    assert!(matches!(full, SpoolError::Full { .. }), "{full}");
+    assert!(i > 10, "only {i} records fit in {} bytes", cfg.max_bytes);
+    let batches = drain(&spool, 1000);
+    assert_eq!(
+        records_of(&batches),
+        (0..i).map(|seq| (0, seq)).collect::<Vec<_>>()
+    );
+    for b in batches {
         spool.ack_blocking(&b).unwrap();
     }
     wait_until("space in a one-segment spool", || {
         let _ = spool.try_next_batch_blocking(5).unwrap();
         append_blocking(&spool, &[rec(1, 0)]).is_ok()
     });
+    assert_eq!(records_of(&drain(&spool, 5)), [(1, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
