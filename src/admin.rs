@@ -282,7 +282,9 @@ async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> 
                 },
                 Err(e) => return error_json(StatusCode::BAD_REQUEST, &e.to_string()),
             };
-            match dsr::erase(&state.client, &selector, &actor).await {
+            let result = dsr::erase(&state.client, &selector, &actor).await;
+            count_erasure(state, "erase", &result);
+            match result {
                 Ok(report) => json(StatusCode::OK, &report),
                 Err(e) => from_purge_error(&e),
             }
@@ -336,7 +338,9 @@ async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> 
             }
         }
         (&Method::DELETE, ["admin", "v1", "sites", domain, "data"]) => {
-            match dsr::delete_site(&state.client, domain, &actor).await {
+            let result = dsr::delete_site(&state.client, domain, &actor).await;
+            count_erasure(state, "site_delete", &result);
+            match result {
                 Ok(report) => json(StatusCode::OK, &report),
                 Err(e) => from_purge_error(&e),
             }
@@ -350,6 +354,20 @@ async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> 
         }
         _ => error_json(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// Counts an erasure or site deletion that ran (a refused selector did not).
+fn count_erasure(
+    state: &AdminState,
+    method: &'static str,
+    result: &Result<dsr::EraseReport, PurgeError>,
+) {
+    let removed = match result {
+        Ok(report) => Ok(report.rows_before),
+        Err(PurgeError::Invalid(_)) => return,
+        Err(_) => Err(()),
+    };
+    state.purger.metrics().record_erasure(method, removed);
 }
 
 async fn export(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {

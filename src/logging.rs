@@ -4,6 +4,10 @@
 //! without editing the deployed configuration. Nothing in hush passes a client address
 //! to a log macro; the privacy end-to-end test scans debug output to keep it that way.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -55,6 +59,60 @@ pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
     result.map_err(|_| LoggingError::AlreadyInstalled)
 }
 
+/// Lets one log line through per interval and counts the ones held back, for
+/// anything that can repeat per request (a flood of refusals must not become a flood
+/// of log lines). Lock-free; one per kind of line, usually in a `static` or beside the
+/// counter the line goes with.
+#[derive(Debug)]
+pub struct RateLimit {
+    every_ms: u64,
+    /// Milliseconds since [`process_start`] before which lines are held back.
+    next_ms: AtomicU64,
+    held: AtomicU64,
+}
+
+/// The monotonic origin of every [`RateLimit`].
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+impl RateLimit {
+    pub const fn new(every: Duration) -> Self {
+        Self {
+            every_ms: every.as_millis() as u64,
+            next_ms: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(held)` when a line may be logged now (`held`: lines held back since the
+    /// last one, to say in it); `None` when this one is held back (and counted).
+    pub fn check(&self) -> Option<u64> {
+        let now = u64::try_from(process_start().elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.check_at(now)
+    }
+
+    fn check_at(&self, now_ms: u64) -> Option<u64> {
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now_ms >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now_ms.saturating_add(self.every_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +145,19 @@ mod tests {
         // ... and a good one replaces a bad configured level.
         let filter = filter_from(Some("warn,hush=debug"), &level("hush=loud")).unwrap();
         assert_eq!(filter.to_string(), "hush=debug,warn");
+    }
+
+    #[test]
+    fn a_rate_limit_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let limit = RateLimit::new(Duration::from_secs(10));
+        assert_eq!(limit.check_at(5), Some(0));
+        assert_eq!(limit.check_at(6), None);
+        assert_eq!(limit.check_at(10_004), None);
+        // The interval counts from the line let through, and that line learns how many
+        // were held back meanwhile.
+        assert_eq!(limit.check_at(10_005), Some(2));
+        assert_eq!(limit.check_at(20_004), None);
+        assert_eq!(limit.check_at(99_000), Some(1));
+        assert_eq!(limit.check_at(99_001), None);
     }
 }

@@ -13,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::logging::RateLimit;
+
 /// The shared registry after start-up, when no component registers anymore.
 pub type SharedRegistry = Arc<Registry>;
 
@@ -69,7 +71,58 @@ pub enum RejectReason {
     queue_full,
     overloaded,
     internal,
+    /// Refused during a graceful shutdown (503): expected, logged at debug level only.
+    shutting_down,
+    /// The writer task is gone, so nothing accepted now would be stored (503).
+    writer_stopped,
+    /// The visitor salt is older than the hit's day: hashing with it would link
+    /// visitors across days (503 until the rotation catches up).
+    salt_unavailable,
 }
+
+/// How many [`RejectReason`]s there are (one log rate limit each).
+const REJECT_REASONS: usize = 11;
+const _: () = assert!(RejectReason::salt_unavailable as usize + 1 == REJECT_REASONS);
+
+impl RejectReason {
+    /// How a refusal is logged, besides counted: client mistakes not at all (the
+    /// status code tells the client; the counter tells the operator), the collector's
+    /// own trouble as a warning or an error, at most once per [`REFUSAL_LOG_EVERY`].
+    fn level(self) -> Option<tracing::Level> {
+        match self {
+            RejectReason::malformed
+            | RejectReason::unknown_site
+            | RejectReason::too_large
+            | RejectReason::unsupported_media_type
+            | RejectReason::body_timeout => None,
+            RejectReason::shutting_down => Some(tracing::Level::DEBUG),
+            RejectReason::queue_full
+            | RejectReason::overloaded
+            | RejectReason::salt_unavailable => Some(tracing::Level::WARN),
+            RejectReason::internal | RejectReason::writer_stopped => Some(tracing::Level::ERROR),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::malformed => "malformed",
+            RejectReason::unknown_site => "unknown_site",
+            RejectReason::too_large => "too_large",
+            RejectReason::unsupported_media_type => "unsupported_media_type",
+            RejectReason::body_timeout => "body_timeout",
+            RejectReason::queue_full => "queue_full",
+            RejectReason::overloaded => "overloaded",
+            RejectReason::internal => "internal",
+            RejectReason::shutting_down => "shutting_down",
+            RejectReason::writer_stopped => "writer_stopped",
+            RejectReason::salt_unavailable => "salt_unavailable",
+        }
+    }
+}
+
+/// At most one log line per refusal reason in this interval; the next says how many
+/// were held back.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -98,6 +151,9 @@ fn duration_histogram() -> Histogram {
 }
 
 /// Counters of the HTTP front end.
+///
+/// A *hit* is one event as the tracker sent it: a batch of ten is ten hits, and a hit
+/// counted for two sites (`"d": "a.com,b.com"`) is one hit, stored as two rows.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
@@ -105,6 +161,7 @@ pub struct HttpMetrics {
     accepted: Counter,
     dropped: Family<DropLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    refusal_logs: Arc<[RateLimit; REJECT_REASONS]>,
 }
 
 impl HttpMetrics {
@@ -115,6 +172,7 @@ impl HttpMetrics {
             accepted: Counter::default(),
             dropped: Family::default(),
             rejected: Family::default(),
+            refusal_logs: Arc::new(std::array::from_fn(|_| RateLimit::new(REFUSAL_LOG_EVERY))),
         };
         registry.register(
             "hush_http_requests",
@@ -129,7 +187,7 @@ impl HttpMetrics {
         );
         registry.register(
             "hush_hits_accepted",
-            "Hits handed to the writer for storage",
+            "Hits handed to the writer for storage (a hit for several sites counts once)",
             m.accepted.clone(),
         );
         registry.register(
@@ -139,7 +197,8 @@ impl HttpMetrics {
         );
         registry.register(
             "hush_hits_rejected",
-            "Hits refused with an error status",
+            "Hits refused with an error status (every event of a refused batch; a \
+             request refused before its events could be counted counts as one)",
             m.rejected.clone(),
         );
         m
@@ -162,10 +221,43 @@ impl HttpMetrics {
         self.dropped.get_or_create(&DropLabels { reason }).inc();
     }
 
+    /// Counts `n` refused hits and logs the refusal as its reason deserves
+    /// (rate-limited): one call, so the log line and the counter cannot drift apart.
     pub fn rejected(&self, reason: RejectReason, n: u64) {
+        self.rejected_because(reason, n, None);
+    }
+
+    /// [`HttpMetrics::rejected`] with the error behind it, for the log line.
+    pub fn rejected_because(
+        &self,
+        reason: RejectReason,
+        n: u64,
+        cause: Option<&dyn std::fmt::Display>,
+    ) {
         self.rejected
             .get_or_create(&RejectLabels { reason })
             .inc_by(n);
+        let Some(level) = reason.level() else {
+            return;
+        };
+        let Some(held_back) = self
+            .refusal_logs
+            .get(reason as usize)
+            .and_then(RateLimit::check)
+        else {
+            return;
+        };
+        let reason = reason.as_str();
+        let cause = cause.map(tracing::field::display);
+        match level {
+            tracing::Level::ERROR => {
+                tracing::error!(reason, hits = n, error = cause, held_back, "hits refused")
+            }
+            tracing::Level::WARN => {
+                tracing::warn!(reason, hits = n, error = cause, held_back, "hits refused")
+            }
+            _ => tracing::debug!(reason, hits = n, error = cause, held_back, "hits refused"),
+        }
     }
 }
 

@@ -118,6 +118,11 @@ struct Reject {
     body: serde_json::Value,
     /// Seconds for `Retry-After` on 503 (the writer's estimate when it has one).
     retry_after_secs: u64,
+    /// Hits the request carried, as counted in `hush_hits_rejected_total`: 1 until a
+    /// batch's events are counted.
+    hits: u64,
+    /// The error behind a refusal that is the collector's fault, for the log line.
+    cause: Option<String>,
 }
 
 impl Reject {
@@ -127,7 +132,16 @@ impl Reject {
             reason,
             body: serde_json::json!({ "error": message.into() }),
             retry_after_secs: 1,
+            hits: 1,
+            cause: None,
         }
+    }
+    fn unavailable(reason: RejectReason, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, reason, message)
+    }
+    /// The same refusal, counted as `hits` hits.
+    fn for_hits(self, hits: u64) -> Self {
+        Self { hits, ..self }
     }
     fn malformed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, RejectReason::malformed, message)
@@ -359,23 +373,19 @@ impl Ingest {
         }
     }
 
-    async fn submit(&self, rows: &[EventRow]) -> Result<(), Reject> {
+    /// Hands `rows` (made from `hits` hits) to the writer; counts the hits accepted.
+    async fn submit(&self, rows: &[EventRow], hits: u64) -> Result<(), Reject> {
         if rows.is_empty() {
             return Ok(());
         }
-        let n = rows.len() as u64;
         match self.sink.submit(rows).await {
             Ok(()) => {
-                self.metrics.accepted(n);
+                self.metrics.accepted(hits);
                 Ok(())
             }
             Err(SubmitError::QueueFull { retry_after }) => Err(Reject {
                 retry_after_secs: retry_after.as_secs_f64().ceil() as u64,
-                ..Reject::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    RejectReason::queue_full,
-                    "queue full, retry later",
-                )
+                ..Reject::unavailable(RejectReason::queue_full, "queue full, retry later")
             }),
             Err(SubmitError::TooLarge { .. } | SubmitError::TooManyBytes { .. }) => {
                 Err(Reject::new(
@@ -384,21 +394,26 @@ impl Ingest {
                     "more events than the queue holds",
                 ))
             }
-            Err(err) => {
-                tracing::error!(error = %err, "writer refused rows");
-                Err(Reject::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    RejectReason::internal,
-                    "not accepting hits",
-                ))
-            }
+            // Expected while stopping: a debug line, not an error per request.
+            Err(SubmitError::ShuttingDown) => Err(Reject::unavailable(
+                RejectReason::shutting_down,
+                "shutting down, retry later",
+            )),
+            Err(err @ SubmitError::Unavailable(_)) => Err(Reject {
+                cause: Some(err.to_string()),
+                ..Reject::unavailable(RejectReason::internal, "not accepting hits")
+            }),
         }
     }
 
-    fn accepted(&self, dropped: Option<DropReason>) -> Response<Body> {
+    /// The 202 of `/api/event`: marked (and counted) as dropped when the hit stored no
+    /// row, so a hit is counted accepted or dropped, never both.
+    fn accepted(&self, dropped: Option<DropReason>, stored: bool) -> Response<Body> {
         let mut resp = simple(StatusCode::ACCEPTED, "ok");
         if let Some(reason) = dropped {
-            self.metrics.dropped(reason);
+            if !stored {
+                self.metrics.dropped(reason);
+            }
             resp.headers_mut()
                 .insert("x-hush-dropped", HeaderValue::from_static(reason.as_str()));
         }
@@ -441,8 +456,8 @@ impl Ingest {
         // One hit makes one row, or one per site of a multi-domain hit: kept inline.
         let mut rows: SmallVec<[EventRow; 1]> = SmallVec::new();
         let dropped = self.enrich_hit(ev, &ctx, &mut rows)?;
-        self.submit(&rows).await?;
-        Ok(self.accepted(dropped))
+        self.submit(&rows, 1).await?;
+        Ok(self.accepted(dropped, !rows.is_empty()))
     }
 
     async fn events(
@@ -453,15 +468,31 @@ impl Ingest {
         let (headers, body) = self
             .checked_body(req, self.config.limits.max_batch_body_bytes)
             .await?;
-        let events = hit::parse_batch(&body, &self.config.limits).map_err(|e| match e {
-            hit::BatchError::Items(items) => Reject::invalid_batch(
-                items
-                    .iter()
-                    .map(|(index, e)| batch_item_error(*index, e.to_string().into()))
-                    .collect(),
-            ),
-            other => Reject::malformed(other.to_string()),
+        let events = hit::parse_batch(&body, &self.config.limits).map_err(|e| {
+            let reject = match e {
+                hit::BatchError::Items(items) => Reject::invalid_batch(
+                    items
+                        .iter()
+                        .map(|(index, e)| batch_item_error(*index, e.to_string().into()))
+                        .collect(),
+                ),
+                other => Reject::malformed(other.to_string()),
+            };
+            reject.for_hits(batch_len(&body).unwrap_or(1))
         })?;
+        let hits = events.len() as u64;
+        self.store_batch(events, &headers, peer)
+            .await
+            .map_err(|reject| reject.for_hits(hits))
+    }
+
+    /// The parsed events of a batch, all stored or none.
+    async fn store_batch(
+        &self,
+        events: Vec<IncomingEvent>,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Reject> {
         // All or nothing, for state too: every item is checked (sites, page URL)
         // before any of them touches the session tracker.
         let mut errors = Vec::new();
@@ -479,17 +510,17 @@ impl Ingest {
         if !errors.is_empty() {
             return Err(Reject::invalid_batch(errors));
         }
-        let ctx = self.context(&headers, peer);
+        let ctx = self.context(headers, peer);
         let accepted = events.len();
         let mut rows = Vec::with_capacity(accepted);
-        let mut dropped = 0usize;
+        // Counted only once the batch is in: a refused batch's hits are refused, not
+        // dropped.
+        let mut drops = Vec::new();
         for (index, ev) in events.into_iter().enumerate() {
+            let before = rows.len();
             match self.enrich_hit(ev, &ctx, &mut rows) {
-                Ok(Some(reason)) => {
-                    self.metrics.dropped(reason);
-                    dropped += 1;
-                }
-                Ok(None) => {}
+                Ok(Some(reason)) if rows.len() == before => drops.push(reason),
+                Ok(_) => {}
                 Err(reject) => errors.push(batch_item_error(
                     index,
                     reject.body.get("error").cloned().unwrap_or_default(),
@@ -502,7 +533,11 @@ impl Ingest {
             return Err(Reject::invalid_batch(errors));
         }
         let stored = rows.len();
-        self.submit(&rows).await?;
+        let dropped = drops.len();
+        self.submit(&rows, (accepted - dropped) as u64).await?;
+        for reason in drops {
+            self.metrics.dropped(reason);
+        }
         Ok(response::json(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "accepted": accepted, "stored": stored, "dropped": dropped }),
@@ -544,14 +579,25 @@ impl Ingest {
         resp
     }
 
-    fn reject(&self, reject: Reject, hits: u64) -> Response<Body> {
-        self.metrics.rejected(reject.reason, hits);
+    fn reject(&self, reject: Reject) -> Response<Body> {
+        let cause = reject.cause.as_ref().map(|c| c as &dyn std::fmt::Display);
+        self.metrics
+            .rejected_because(reject.reason, reject.hits, cause);
         response::json_retry(reject.status, &reject.body, reject.retry_after_secs)
     }
 }
 
 fn enrich_message(err: &EnrichError) -> String {
     err.to_string()
+}
+
+/// Events in a batch body that is a JSON array, however wrong its events are; `None`
+/// for a body that is not one. Only on the error path: a refused batch counts as many
+/// refused hits as it carried.
+fn batch_len(body: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(body)
+        .ok()
+        .map(|events| events.len() as u64)
 }
 
 /// One entry of a refused batch's `items`: which event, and what is wrong with it.
@@ -578,11 +624,11 @@ impl Handler for Ingest {
             match route {
                 Route::event => match self.event(req, peer).await {
                     Ok(r) => r,
-                    Err(reject) => self.reject(reject, 1),
+                    Err(reject) => self.reject(reject),
                 },
                 Route::events => match self.events(req, peer).await {
                     Ok(r) => r,
-                    Err(reject) => self.reject(reject, 1),
+                    Err(reject) => self.reject(reject),
                 },
                 Route::preflight => self.preflight(origin.as_ref()),
                 Route::health => simple(StatusCode::OK, "ok\n"),
@@ -786,6 +832,257 @@ mod tests {
             assert!(!t.await.unwrap());
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    /// A served [`Ingest`] on a loopback port: the real server and handler, an
+    /// in-memory writer whose ClickHouse never answers (nothing listens on its port, so
+    /// accepted rows just wait in the queue), fixed salts of today.
+    pub(super) struct Served {
+        pub addr: SocketAddr,
+        pub ingest: Arc<Ingest>,
+        pub writer: Option<crate::pipeline::writer::WriterHandle>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    }
+
+    impl Served {
+        pub async fn start(extra_toml: &str) -> Served {
+            let config = Config::from_toml_str(&format!(
+                "[clickhouse]\nurl = \"http://127.0.0.1:1\"\n{extra_toml}\n\
+                 [[sites]]\ndomain = \"a.com\"\n[[sites]]\ndomain = \"b.com\"\n"
+            ))
+            .unwrap();
+            let mut registry = prometheus_client::registry::Registry::default();
+            let metrics = HttpMetrics::new(&mut registry);
+            let client = crate::db::client(&config.clickhouse);
+            let (sink, writer) = crate::pipeline::writer::Writer::spawn(
+                client.clone(),
+                &config.writer,
+                Duration::from_secs(1),
+                "events",
+                &mut registry,
+            );
+            let today = crate::enrich::salt::today();
+            let enricher = Enricher {
+                ua: crate::enrich::ua::UaParser::new(&config.user_agent).unwrap(),
+                geo: Arc::new(crate::enrich::geo::GeoDb::open(&config.geo).unwrap()),
+                salts: crate::enrich::salt::Salts::fixed(crate::enrich::salt::DailySalts {
+                    day: today,
+                    current: [7; crate::enrich::salt::SALT_LEN],
+                    previous: None,
+                }),
+                sessions: Arc::new(crate::enrich::session::SessionTracker::new(&config.session)),
+                privacy: config.privacy.clone(),
+            };
+            let config = Arc::new(config);
+            let ingest = Arc::new(Ingest {
+                config: Arc::clone(&config),
+                sites: Arc::new(SiteRegistry::from_config(&config)),
+                enricher: Arc::new(enricher),
+                sink,
+                metrics,
+                registry: Arc::new(registry),
+                clickhouse: client,
+                ready_cache: ReadyCache::default(),
+            });
+            let listener = crate::http::server::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server_config = config.server.clone();
+            let handler = Arc::clone(&ingest);
+            tokio::spawn(async move {
+                crate::http::server::run(listener, &server_config, handler, async {
+                    let _ = stopped.await;
+                })
+                .await
+            });
+            Served {
+                addr,
+                ingest,
+                writer: Some(writer),
+                stop: Some(stop),
+            }
+        }
+
+        pub fn url(&self, path: &str) -> String {
+            format!("http://{}{path}", self.addr)
+        }
+
+        pub async fn post(&self, path: &str, ua: &str, body: &str) -> reqwest::Response {
+            reqwest::Client::new()
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .header("user-agent", ua)
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap()
+        }
+
+        /// The value of the sample `series` (name and labels) on the metrics page.
+        pub fn metric(&self, series: &str) -> f64 {
+            let text = crate::metrics::render(&self.ingest.registry);
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        }
+    }
+
+    impl Drop for Served {
+        fn drop(&mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+
+    pub(super) const BROWSER: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    const BOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+    const ACCEPTED: &str = "hush_hits_accepted_total";
+    const MALFORMED: &str = "hush_hits_rejected_total{reason=\"malformed\"}";
+    const UNKNOWN_SITE: &str = "hush_hits_rejected_total{reason=\"unknown_site\"}";
+
+    #[tokio::test]
+    async fn hit_metrics_count_hits_not_rows_or_requests() {
+        let s = Served::start("").await;
+        let page = |path: &str, domain: &str| {
+            format!(r#"{{"n":"pageview","u":"https://a.com{path}","d":"{domain}"}}"#)
+        };
+        // One hit for two sites: two rows, one hit.
+        let resp = s
+            .post("/api/event", BROWSER, &page("/two", "a.com,b.com"))
+            .await;
+        assert_eq!(resp.status(), 202);
+        assert_eq!(s.metric(ACCEPTED), 1.0);
+
+        // A batch of three, two of them for two sites each: three hits.
+        let batch = format!(
+            "[{},{},{}]",
+            page("/b1", "a.com,b.com"),
+            page("/b2", "a.com"),
+            page("/b3", "b.com,a.com")
+        );
+        let resp = s.post("/api/events", BROWSER, &batch).await;
+        assert_eq!(resp.status(), 202);
+        let answer: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(answer["accepted"], 3, "{answer}");
+        assert_eq!(answer["stored"], 5, "five rows: {answer}");
+        assert_eq!(s.metric(ACCEPTED), 4.0);
+
+        // A batch refused for one bad event refuses all four of its hits.
+        let batch = format!(
+            "[{},{},{},{}]",
+            page("/r1", "a.com"),
+            page("/r2", "a.com"),
+            page("/r3", "unknown.test"),
+            page("/r4", "a.com")
+        );
+        let resp = s.post("/api/events", BROWSER, &batch).await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(s.metric(MALFORMED), 4.0);
+        // So does one whose events fail to parse (counted from the array) ...
+        let resp = s
+            .post(
+                "/api/events",
+                BROWSER,
+                r#"[{"n":"pageview"},{"n":1},{"x":2}]"#,
+            )
+            .await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(s.metric(MALFORMED), 7.0);
+        // ... while a body that is no array at all is one refused hit.
+        let resp = s.post("/api/events", BROWSER, "{not json").await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(s.metric(MALFORMED), 8.0);
+        // A single event for an unknown site is one hit, as before.
+        let resp = s
+            .post("/api/event", BROWSER, &page("/u", "unknown.test"))
+            .await;
+        assert_eq!(resp.status(), 403);
+        assert_eq!(s.metric(UNKNOWN_SITE), 1.0);
+
+        // Bots: dropped, once per hit, never accepted.
+        let batch = format!(
+            "[{},{}]",
+            page("/bot1", "a.com,b.com"),
+            page("/bot2", "a.com")
+        );
+        let resp = s.post("/api/events", BOT, &batch).await;
+        assert_eq!(resp.status(), 202);
+        let resp = s
+            .post("/api/event", BOT, &page("/bot3", "a.com,b.com"))
+            .await;
+        assert_eq!(resp.headers()["x-hush-dropped"], "bot");
+        assert_eq!(s.metric("hush_hits_dropped_total{reason=\"bot\"}"), 3.0);
+        assert_eq!(s.metric(ACCEPTED), 4.0);
+    }
+
+    #[derive(Clone, Default)]
+    pub(super) struct Captured(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        /// Captures every event of this thread (the tests run on one thread) until the
+        /// guard is dropped.
+        pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+            let writer = self.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_default(subscriber)
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_during_shutdown_are_counted_and_not_logged_as_errors() {
+        let log = Captured::default();
+        let _guard = log.install();
+        let mut s = Served::start("").await;
+        let report = s
+            .writer
+            .take()
+            .unwrap()
+            .shutdown(Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(report.rows_inserted, 0);
+        let hit = r#"{"n":"pageview","u":"https://a.com/late","d":"a.com"}"#;
+        for _ in 0..5 {
+            let resp = s.post("/api/event", BROWSER, hit).await;
+            assert_eq!(resp.status(), 503);
+            assert!(resp.headers().contains_key("retry-after"));
+        }
+        let batch = format!("[{hit},{hit}]");
+        assert_eq!(s.post("/api/events", BROWSER, &batch).await.status(), 503);
+        assert_eq!(
+            s.metric("hush_hits_rejected_total{reason=\"shutting_down\"}"),
+            7.0
+        );
+        let text = log.text();
+        assert!(
+            text.contains("shutting_down"),
+            "the refusal is logged:\n{text}"
+        );
+        assert!(!text.contains("ERROR"), "{text}");
+        // Rate-limited: one line for the first refusal, none for the other five.
+        assert_eq!(text.matches("hits refused").count(), 1, "{text}");
     }
 
     #[tokio::test]

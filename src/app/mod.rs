@@ -11,6 +11,7 @@
 //! Events API handler, which runs a hit through `collect`, `enrich` and `pipeline` in
 //! turn and answers with what they decided; no stage calls a later one itself.
 
+mod geo_metrics;
 pub mod ingest;
 
 use std::path::PathBuf;
@@ -138,6 +139,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
 
     let mut registry = Registry::default();
     let metrics = HttpMetrics::new(&mut registry);
+    geo_metrics::register(&mut registry, &geo);
     let (purge_scheduler, admin_api) =
         crate::admin::start_in_serve(&config, &client, &mut registry, admin_stop, purge_stop_rx)
             .await?;

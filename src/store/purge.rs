@@ -252,12 +252,19 @@ struct OutcomeLabels {
     outcome: String,
 }
 
-/// `hush_purge_*` metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErasureLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
+/// `hush_purge_*` and `hush_erasures_*` metrics.
 #[derive(Debug, Clone, Default)]
 pub struct PurgeMetrics {
     runs: Family<OutcomeLabels, Counter>,
     rows_deleted: Counter,
     last_success: Gauge,
+    erasures: Family<ErasureLabels, Counter>,
 }
 
 impl PurgeMetrics {
@@ -278,7 +285,28 @@ impl PurgeMetrics {
             "Unix time of the last successful purge run",
             metrics.last_success.clone(),
         );
+        registry.register(
+            "hush_erasures",
+            "Data-subject erasures and site deletions by method (erase, site_delete) and \
+             outcome (success, error)",
+            metrics.erasures.clone(),
+        );
         metrics
+    }
+
+    /// One erasure or site deletion (`method`: `erase` or `site_delete`): counted by
+    /// outcome, and the rows it removed added to `hush_purge_rows_deleted_total`.
+    pub fn record_erasure(&self, method: &'static str, removed: Result<u64, ()>) {
+        let outcome = match removed {
+            Ok(rows) => {
+                self.rows_deleted.inc_by(rows);
+                "success"
+            }
+            Err(()) => "error",
+        };
+        self.erasures
+            .get_or_create(&ErasureLabels { method, outcome })
+            .inc();
     }
 
     pub fn record_run(&self, outcome: &str) {
@@ -1095,6 +1123,25 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn erasures_are_counted_with_the_rows_they_removed() {
+        let mut registry = Registry::default();
+        let metrics = PurgeMetrics::register(&mut registry);
+        metrics.record_erasure("erase", Ok(12));
+        metrics.record_erasure("erase", Ok(0));
+        metrics.record_erasure("site_delete", Ok(30));
+        metrics.record_erasure("erase", Err(()));
+        let text = crate::metrics::render(&registry);
+        for line in [
+            "hush_erasures_total{method=\"erase\",outcome=\"success\"} 2",
+            "hush_erasures_total{method=\"erase\",outcome=\"error\"} 1",
+            "hush_erasures_total{method=\"site_delete\",outcome=\"success\"} 1",
+            "hush_purge_rows_deleted_total 42",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
     }
 
     #[test]
