@@ -14,6 +14,7 @@
 //! | `POST /admin/v1/purge[?dry_run=true]` | runs the retention purge now (under the lease) |
 //! | `GET /admin/v1/purge/history[?limit=N]` | recent `purge_log` rows |
 //! | `DELETE /admin/v1/sites/{domain}/data` | deletes every row of a site |
+//! | `GET /metrics` | the Prometheus metrics page (also public with `metrics.public`) |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
+use crate::metrics::MetricsPage;
 use crate::store::dsr::{self, ExportFormat, Selector, SelectorBody};
 use crate::store::purge::{self, LogProgress, PurgeError, PurgeOptions, Purger};
 use crate::token::TokenSet;
@@ -48,6 +50,8 @@ pub struct AdminState {
     pub client: Client,
     pub purger: Purger,
     pub tokens: TokenSet,
+    /// `GET /metrics`; answers 503 until `serve` publishes the registry.
+    pub metrics: MetricsPage,
 }
 
 impl AdminState {
@@ -56,6 +60,7 @@ impl AdminState {
             client: purger.client().clone(),
             purger,
             tokens,
+            metrics: MetricsPage::default(),
         }
     }
 }
@@ -128,17 +133,22 @@ pub async fn run_admin(
 ///
 /// An admin address that cannot be bound is logged, not fatal: ingestion matters more
 /// than the admin API, and several collectors on one host would otherwise fight over
-/// the default port.
+/// the default port. The admin API serves `metrics_page` at `/metrics`; its bound address
+/// is returned with its task.
 pub async fn start_in_serve(
     config: &crate::config::Config,
     client: &Client,
     registry: &mut prometheus_client::registry::Registry,
+    metrics_page: MetricsPage,
     stop: tokio::sync::watch::Receiver<bool>,
     purge_stop: purge::StopSignal,
 ) -> Result<
     (
         Option<tokio::task::JoinHandle<()>>,
-        Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+        Option<(
+            std::net::SocketAddr,
+            tokio::task::JoinHandle<std::io::Result<()>>,
+        )>,
     ),
     PurgeError,
 > {
@@ -152,16 +162,13 @@ pub async fn start_in_serve(
         None => None,
         Some(addr) => match TcpListener::bind(addr).await {
             Ok(listener) => {
-                let state = Arc::new(AdminState::new(
-                    purger,
-                    TokenSet::from_config(&config.admin.tokens),
-                ));
-                Some(tokio::spawn(run_admin(
-                    listener,
-                    state,
-                    stop,
-                    Duration::from_secs(5),
-                )))
+                let state = Arc::new(AdminState {
+                    metrics: metrics_page,
+                    ..AdminState::new(purger, TokenSet::from_config(&config.admin.tokens))
+                });
+                let bound = listener.local_addr().unwrap_or(addr);
+                let task = tokio::spawn(run_admin(listener, state, stop, Duration::from_secs(5)));
+                Some((bound, task))
             }
             Err(err) => {
                 tracing::error!(%addr, error = %err, "cannot bind the admin API; running without it");
@@ -241,7 +248,13 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
         return unauthorized();
     };
     let resp = route(state, &token_name, req).await;
-    tracing::info!(token = %token_name, %method, %path, status = resp.status().as_u16(), "admin call");
+    let status = resp.status().as_u16();
+    if path == "/metrics" && status == 200 {
+        // A scrape every few seconds is not an event worth a line.
+        tracing::debug!(token = %token_name, %method, %path, status, "admin call");
+    } else {
+        tracing::info!(token = %token_name, %method, %path, status, "admin call");
+    }
     resp
 }
 
@@ -269,6 +282,10 @@ async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> 
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["metrics"]) => match state.metrics.render() {
+            Some(page) => full(StatusCode::OK, crate::metrics::CONTENT_TYPE, page),
+            None => error_json(StatusCode::SERVICE_UNAVAILABLE, "starting up"),
+        },
         (&Method::GET, ["admin", "v1", "export"]) => export(state, &req).await,
         (&Method::POST, ["admin", "v1", "erase"]) => {
             let body = match read_body(req).await {
@@ -345,7 +362,8 @@ async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> 
                 Err(e) => from_purge_error(&e),
             }
         }
-        (_, ["admin", "v1", "export"])
+        (_, ["metrics"])
+        | (_, ["admin", "v1", "export"])
         | (_, ["admin", "v1", "erase"])
         | (_, ["admin", "v1", "purge"])
         | (_, ["admin", "v1", "purge", "history"])

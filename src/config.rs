@@ -56,6 +56,7 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub retention: RetentionConfig,
     pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub sites: Vec<SiteConfig>,
 }
@@ -376,6 +377,15 @@ impl Default for AdminConfig {
             tokens: Vec::new(),
         }
     }
+}
+
+/// Where `GET /metrics` is served.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Also serve `/metrics` on the public ingestion listener, without a token. Off by
+    /// default: the page is then on the admin listener only, behind an admin token.
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

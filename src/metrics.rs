@@ -18,6 +18,27 @@ use crate::logging::RateLimit;
 /// The shared registry after start-up, when no component registers anymore.
 pub type SharedRegistry = Arc<Registry>;
 
+/// `Content-Type` of the metrics page.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The metrics page for a listener that starts before every component has registered
+/// (the admin listener): empty until start-up [publishes](MetricsPage::publish) the
+/// finished registry, then that registry rendered. Cloning shares the page.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsPage(Arc<std::sync::OnceLock<SharedRegistry>>);
+
+impl MetricsPage {
+    /// Makes `registry` the page; only the first call counts.
+    pub fn publish(&self, registry: SharedRegistry) {
+        let _ = self.0.set(registry);
+    }
+
+    /// The page, or `None` before [`MetricsPage::publish`].
+    pub fn render(&self) -> Option<String> {
+        self.0.get().map(|registry| render(registry))
+    }
+}
+
 /// Renders the registry in the Prometheus text format (with `# EOF`).
 pub fn render(registry: &Registry) -> String {
     let mut out = String::with_capacity(8 * 1024);

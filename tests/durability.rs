@@ -320,12 +320,7 @@ async fn assert_exactly_once(
 }
 
 async fn metrics(h: &HushProcess) -> String {
-    reqwest::get(h.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body")
+    h.metrics().await
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -669,15 +669,42 @@ async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
     assert_eq!(b1.session_id, b2.session_id);
     assert_eq!(b2.entry_page, "/batch/1");
 
-    // Metrics reflect what happened, with fixed labels only.
-    let metrics = client
-        .get(c.url("/metrics"))
+    // An erasure through the admin API: the anonymous (opt-out) rows.
+    let erased = client
+        .post(c.hush.admin_url("/admin/v1/erase"))
+        .bearer_auth(hush_process::ADMIN_TOKEN)
+        .body(r#"{"site":"example.com","visitor_id":0}"#)
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(erased.status(), 200);
+    let report: serde_json::Value = erased.json().await.unwrap();
+    assert_eq!(report["rows_before"], 2, "{report}");
+
+    // Metrics are not on the public port, and on the admin port only with a token.
+    assert_eq!(
+        client.get(c.url("/metrics")).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        client
+            .get(c.hush.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // They reflect what happened, with fixed labels only.
+    let metrics = c.hush.metrics().await;
+    assert!(
+        metrics.contains("hush_erasures_total{method=\"erase\",outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hush_purge_rows_deleted_total 2"),
+        "{metrics}"
+    );
     // Hits, not rows: B's one hit for two sites counts once (11 rows, 10 hits).
     assert!(metrics.contains("hush_hits_accepted_total 10"), "{metrics}");
     assert!(

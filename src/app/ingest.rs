@@ -1,6 +1,6 @@
 //! Request handling: the Plausible-compatible Events API (`POST /api/event`,
-//! `POST /api/events`), CORS, and the operational endpoints (`/health`, `/ready`,
-//! `/metrics`).
+//! `POST /api/events`), CORS, and the operational endpoints (`/health`, `/ready`, and
+//! `/metrics` only with `metrics.public`: it is on the admin listener otherwise).
 //!
 //! Status codes are a contract with the tracker and with monitoring: 202 only once the
 //! writer took the rows (or for a deliberate drop, marked with `X-Hush-Dropped`), 400
@@ -176,13 +176,13 @@ fn acceptable_content_type(headers: &HeaderMap) -> bool {
 }
 
 impl Ingest {
-    fn route(method: &Method, path: &str) -> (Route, bool) {
+    fn route(&self, method: &Method, path: &str) -> (Route, bool) {
         let route = match path {
             "/api/event" => Route::event,
             "/api/events" => Route::events,
             "/health" => Route::health,
             "/ready" => Route::ready,
-            "/metrics" => Route::metrics,
+            "/metrics" if self.config.metrics.public => Route::metrics,
             _ => Route::not_found,
         };
         let route = if *method == Method::OPTIONS && matches!(route, Route::event | Route::events) {
@@ -574,7 +574,7 @@ impl Ingest {
         let mut resp = Response::new(Full::new(Bytes::from(text)));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         );
         resp
     }
@@ -609,7 +609,7 @@ impl Handler for Ingest {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let http1 = req.version() < http::Version::HTTP_2;
-        let (route, method_ok) = Self::route(req.method(), req.uri().path());
+        let (route, method_ok) = self.route(req.method(), req.uri().path());
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut resp = if !method_ok {
             let allow = match route {
@@ -1083,6 +1083,25 @@ mod tests {
         assert!(!text.contains("ERROR"), "{text}");
         // Rate-limited: one line for the first refusal, none for the other five.
         assert_eq!(text.matches("hits refused").count(), 1, "{text}");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_on_the_public_port_only_when_configured() {
+        let http = reqwest::Client::new();
+        let private = Served::start("").await;
+        let resp = http.get(private.url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), 404);
+        assert!(!resp.text().await.unwrap().contains("hush_"));
+        let public = Served::start("[metrics]\npublic = true\n").await;
+        let resp = http.get(public.url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], crate::metrics::CONTENT_TYPE);
+        assert!(
+            resp.text()
+                .await
+                .unwrap()
+                .contains("hush_hits_accepted_total")
+        );
     }
 
     #[tokio::test]

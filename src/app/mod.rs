@@ -32,7 +32,7 @@ use crate::enrich::salt::Salts;
 use crate::enrich::session::SessionTracker;
 use crate::enrich::ua::UaParser;
 use crate::http::server;
-use crate::metrics::HttpMetrics;
+use crate::metrics::{HttpMetrics, MetricsPage};
 use crate::pipeline::spool::Spool;
 use crate::pipeline::writer::Writer;
 use crate::store::migrate;
@@ -82,8 +82,19 @@ async fn write_port_file(path: &std::path::Path, addr: std::net::SocketAddr) -> 
     Ok(())
 }
 
+/// Files `serve` writes its bound addresses to once listening (for supervisors and
+/// tests that bind port 0).
+#[derive(Debug, Clone, Default)]
+pub struct PortFiles {
+    /// The ingestion listener's `ip:port`.
+    pub ingest: Option<PathBuf>,
+    /// The admin listener's `ip:port` (not written when there is none); written before
+    /// `ingest`, so it exists once that one does.
+    pub admin: Option<PathBuf>,
+}
+
 /// Runs the collector until SIGTERM/SIGINT.
-pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> {
     let signals = ShutdownSignals::install()?;
     let config = Arc::new(config);
     if config.sites.is_empty() {
@@ -140,9 +151,26 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
     let mut registry = Registry::default();
     let metrics = HttpMetrics::new(&mut registry);
     geo_metrics::register(&mut registry, &geo);
-    let (purge_scheduler, admin_api) =
-        crate::admin::start_in_serve(&config, &client, &mut registry, admin_stop, purge_stop_rx)
-            .await?;
+    // The admin listener starts now and serves the page once everything registered.
+    let metrics_page = MetricsPage::default();
+    let (purge_scheduler, admin_api) = crate::admin::start_in_serve(
+        &config,
+        &client,
+        &mut registry,
+        metrics_page.clone(),
+        admin_stop,
+        purge_stop_rx,
+    )
+    .await?;
+    let admin_api = match admin_api {
+        Some((admin_addr, task)) => {
+            if let Some(path) = &port_files.admin {
+                write_port_file(path, admin_addr).await?;
+            }
+            Some(task)
+        }
+        None => None,
+    };
     // One writer loop either way; the spool only changes where accepted rows wait.
     let (sink, writer) = match config.spool.dir.clone() {
         Some(dir) => {
@@ -196,7 +224,9 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
         .local_addr()
         .context("cannot read the bound address")?;
     tracing::info!("listening on {addr}");
-    if let Some(path) = &port_file {
+    let registry = Arc::new(registry);
+    metrics_page.publish(Arc::clone(&registry));
+    if let Some(path) = &port_files.ingest {
         write_port_file(path, addr).await?;
     }
 
@@ -206,7 +236,7 @@ pub async fn serve(config: Config, port_file: Option<PathBuf>) -> anyhow::Result
         enricher: Arc::new(enricher),
         sink,
         metrics,
-        registry: Arc::new(registry),
+        registry,
         clickhouse: client.clone(),
         ready_cache: crate::app::ingest::ReadyCache::default(),
     });

@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Write the bound `ip:port` to this file once listening (for supervisors and tests).
     #[arg(long)]
     pub port_file: Option<PathBuf>,
+    /// Write the admin listener's bound `ip:port` to this file (before `--port-file`).
+    #[arg(long)]
+    pub admin_port_file: Option<PathBuf>,
 }
 
 impl ConfigArgs {
@@ -121,7 +124,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 config.server.listen = listen;
             }
             crate::logging::init(&config.log)?;
-            runtime()?.block_on(crate::app::serve(config, args.port_file))
+            let port_files = crate::app::PortFiles {
+                ingest: args.port_file,
+                admin: args.admin_port_file,
+            };
+            runtime()?.block_on(crate::app::serve(config, port_files))
         }
         Command::Migrate(args) => {
             let config = args.load()?;

@@ -1,6 +1,7 @@
 //! A `hush serve` child process for integration tests: started on an ephemeral port
-//! with a given configuration, its output captured, stoppable gracefully (SIGTERM) or
-//! hard (SIGKILL).
+//! (and its admin API on another) with a given configuration, its output captured,
+//! stoppable gracefully (SIGTERM) or hard (SIGKILL). `/metrics` is read from the admin
+//! listener with [`ADMIN_TOKEN`], which [`test_config`] configures.
 //!
 //! Include with `#[path = "support/hush.rs"] mod hush_process;` (it needs only the
 //! built binary, not the `support` fixture).
@@ -15,10 +16,23 @@ use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The admin API token of every collector started from [`test_config`].
+pub const ADMIN_TOKEN: &str = "hush-integration-test-admin-token";
+
+/// The `sha256` config value of [`ADMIN_TOKEN`].
+pub fn admin_token_sha256() -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(ADMIN_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A running `hush serve`.
 pub struct HushProcess {
     child: Option<Child>,
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
@@ -48,13 +62,17 @@ impl HushProcess {
         let config_path = dir.join("hush.toml");
         std::fs::write(&config_path, config).expect("write config");
         let port_file = dir.join("port");
+        let admin_port_file = dir.join("admin-port");
         let _ = std::fs::remove_file(&port_file);
+        let _ = std::fs::remove_file(&admin_port_file);
         let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
             .args(["--listen", "127.0.0.1:0", "--port-file"])
             .arg(&port_file)
+            .arg("--admin-port-file")
+            .arg(&admin_port_file)
             .env("RUST_LOG", log_filter)
             .env_remove("HUSH_CONFIG")
             .stdin(Stdio::null())
@@ -82,9 +100,14 @@ impl HushProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
+        // Written before the port file, when there is an admin listener at all.
+        let admin_addr = std::fs::read_to_string(&admin_port_file)
+            .ok()
+            .map(|text| text.trim().parse().expect("admin port file holds ip:port"));
         HushProcess {
             child: Some(child),
             addr,
+            admin_addr,
             log,
         }
     }
@@ -95,6 +118,39 @@ impl HushProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The admin listener's URL for `path`; panics when the config has none.
+    pub fn admin_url(&self, path: &str) -> String {
+        let addr = self
+            .admin_addr
+            .expect("this collector has no admin listener");
+        format!("http://{addr}{path}")
+    }
+
+    /// The metrics page, from the admin listener with [`ADMIN_TOKEN`].
+    pub async fn metrics(&self) -> String {
+        let resp = reqwest::Client::new()
+            .get(self.admin_url("/metrics"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status(), 200, "GET /metrics on the admin listener");
+        resp.text().await.expect("metrics body")
+    }
+
+    /// Waits (up to `timeout`) until the captured output contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let started = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                started.elapsed() < timeout,
+                "no `{needle}` in the output within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn log(&self) -> String {
@@ -153,7 +209,8 @@ impl Drop for HushProcess {
 /// The configuration every collector test starts from: the given ClickHouse database
 /// (`login` = user and password; the defaults without it), writer batches small enough
 /// to flush within a test, retention not scheduled, the admin API on an ephemeral port
-/// (collectors run side by side, so none may claim a fixed one), one site `example.com`.
+/// (collectors run side by side, so none may claim a fixed one) accepting
+/// [`ADMIN_TOKEN`], one site `example.com`.
 ///
 /// `overrides` is TOML merged over it, so a test spells out only what it changes: its
 /// tables add keys to the base's or replace them; arrays (`[[sites]]`) replace whole.
@@ -174,10 +231,12 @@ schedule = false
 
 [admin]
 listen = "127.0.0.1:0"
+tokens = [{ name = "tests", sha256 = "ADMIN_TOKEN_SHA256" }]
 
 [[sites]]
 domain = "example.com"
 "#
+    .replace("ADMIN_TOKEN_SHA256", &admin_token_sha256())
     .parse()
     .expect("base test config");
     let mut clickhouse = toml::Table::new();
