@@ -10,6 +10,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -279,6 +280,62 @@ impl HttpMetrics {
             }
             _ => tracing::debug!(reason, hits = n, error = cause, held_back, "hits refused"),
         }
+    }
+}
+
+/// A background task `serve` watches.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Task {
+    writer,
+    salt_rotation,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: Task,
+}
+
+/// `hush_task_*`: whether each watched background task runs, and its restarts.
+#[derive(Debug, Clone, Default)]
+pub struct TaskMetrics {
+    up: Family<TaskLabels, Gauge>,
+    restarts: Family<TaskLabels, Counter>,
+}
+
+impl TaskMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "hush_task_up",
+            "Whether a background task (writer, salt_rotation) is running (1) or dead (0)",
+            m.up.clone(),
+        );
+        registry.register(
+            "hush_task_restarts",
+            "Background tasks restarted after they died",
+            m.restarts.clone(),
+        );
+        m
+    }
+
+    /// `task` is running (again).
+    pub fn running(&self, task: Task) {
+        self.up.get_or_create(&TaskLabels { task }).set(1);
+    }
+
+    /// `task` ended while it should run: logged as an error (once per death; a task
+    /// that keeps dying is restarted with a growing delay) and shown in `hush_task_up`.
+    pub fn died(&self, task: Task, error: &dyn std::fmt::Display, consequence: &str) {
+        self.up.get_or_create(&TaskLabels { task }).set(0);
+        tracing::error!(task = ?task, %error, "background task died; {consequence}");
+    }
+
+    /// `task` was started again after dying.
+    pub fn restarted(&self, task: Task) {
+        self.restarts.get_or_create(&TaskLabels { task }).inc();
+        self.running(task);
+        tracing::warn!(task = ?task, "background task restarted");
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Ingest {
     pub registry: Arc<prometheus_client::registry::Registry>,
     /// Client for readiness checks (database set).
     pub clickhouse: clickhouse::Client,
+    /// Whether the writer still runs (`app::supervise` watches it).
+    pub health: Arc<crate::app::supervise::Health>,
     /// The last readiness answer, shared by concurrent `/ready` probes.
     pub ready_cache: ReadyCache,
 }
@@ -343,7 +345,11 @@ impl Ingest {
                 dropped = Some(reason);
                 Ok(())
             }
-            Err(err) => Err(Reject::malformed(enrich_message(&err))),
+            Err(err @ EnrichError::StaleSalt(_)) => Err(Reject {
+                cause: Some(err.to_string()),
+                ..Reject::unavailable(RejectReason::salt_unavailable, "not accepting hits now")
+            }),
+            Err(err @ EnrichError::Url(_)) => Err(Reject::malformed(enrich_message(&err))),
         };
         for site in others {
             take(self.enricher.enrich(&ev, site, ctx))?;
@@ -377,6 +383,13 @@ impl Ingest {
     async fn submit(&self, rows: &[EventRow], hits: u64) -> Result<(), Reject> {
         if rows.is_empty() {
             return Ok(());
+        }
+        // A 202 promises storage: not while nothing drains the buffer.
+        if !self.health.writer_running() {
+            return Err(Reject::unavailable(
+                RejectReason::writer_stopped,
+                "not accepting hits",
+            ));
         }
         match self.sink.submit(rows).await {
             Ok(()) => {
@@ -521,6 +534,10 @@ impl Ingest {
             match self.enrich_hit(ev, &ctx, &mut rows) {
                 Ok(Some(reason)) if rows.len() == before => drops.push(reason),
                 Ok(_) => {}
+                // Not the event's fault: the whole batch is refused with 503.
+                Err(reject) if reject.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    return Err(reject);
+                }
                 Err(reject) => errors.push(batch_item_error(
                     index,
                     reject.body.get("error").cloned().unwrap_or_default(),
@@ -544,7 +561,30 @@ impl Ingest {
         ))
     }
 
+    /// `/health`: the process answers and still stores what it accepts.
+    fn health(&self) -> Response<Body> {
+        if self.health.writer_running() {
+            simple(StatusCode::OK, "ok\n")
+        } else {
+            simple(StatusCode::SERVICE_UNAVAILABLE, "writer stopped\n")
+        }
+    }
+
     async fn ready(&self) -> Response<Body> {
+        if !self.health.writer_running() {
+            return simple(StatusCode::SERVICE_UNAVAILABLE, "writer stopped\n");
+        }
+        if self
+            .enricher
+            .salts
+            .for_day(crate::enrich::salt::today())
+            .is_err()
+        {
+            return simple(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "visitor salt out of date\n",
+            );
+        }
         let ready = self
             .ready_cache
             .get(|| async {
@@ -631,7 +671,7 @@ impl Handler for Ingest {
                     Err(reject) => self.reject(reject),
                 },
                 Route::preflight => self.preflight(origin.as_ref()),
-                Route::health => simple(StatusCode::OK, "ok\n"),
+                Route::health => self.health(),
                 Route::ready => self.ready().await,
                 Route::metrics => self.metrics_page(),
                 Route::not_found => simple(StatusCode::NOT_FOUND, "not found\n"),
@@ -846,6 +886,11 @@ mod tests {
 
     impl Served {
         pub async fn start(extra_toml: &str) -> Served {
+            Self::start_with_salt_day(extra_toml, crate::enrich::salt::today()).await
+        }
+
+        /// [`Served::start`] with salts of `salt_day` (a day before today: stale).
+        pub async fn start_with_salt_day(extra_toml: &str, salt_day: u32) -> Served {
             let config = Config::from_toml_str(&format!(
                 "[clickhouse]\nurl = \"http://127.0.0.1:1\"\n{extra_toml}\n\
                  [[sites]]\ndomain = \"a.com\"\n[[sites]]\ndomain = \"b.com\"\n"
@@ -861,12 +906,11 @@ mod tests {
                 "events",
                 &mut registry,
             );
-            let today = crate::enrich::salt::today();
             let enricher = Enricher {
                 ua: crate::enrich::ua::UaParser::new(&config.user_agent).unwrap(),
                 geo: Arc::new(crate::enrich::geo::GeoDb::open(&config.geo).unwrap()),
                 salts: crate::enrich::salt::Salts::fixed(crate::enrich::salt::DailySalts {
-                    day: today,
+                    day: salt_day,
                     current: [7; crate::enrich::salt::SALT_LEN],
                     previous: None,
                 }),
@@ -882,6 +926,7 @@ mod tests {
                 metrics,
                 registry: Arc::new(registry),
                 clickhouse: client,
+                health: Arc::new(crate::app::supervise::Health::default()),
                 ready_cache: ReadyCache::default(),
             });
             let listener = crate::http::server::bind("127.0.0.1:0".parse().unwrap())
@@ -1083,6 +1128,91 @@ mod tests {
         assert!(!text.contains("ERROR"), "{text}");
         // Rate-limited: one line for the first refusal, none for the other five.
         assert_eq!(text.matches("hits refused").count(), 1, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_dead_writer_gets_hits_refused_and_fails_the_probes() {
+        use crate::app::supervise::Supervisor;
+        let s = Served::start("").await;
+        let http = reqwest::Client::new();
+        let hit = r#"{"n":"pageview","u":"https://a.com/","d":"a.com"}"#;
+        assert_eq!(s.post("/api/event", BROWSER, hit).await.status(), 202);
+        assert_eq!(
+            http.get(s.url("/health")).send().await.unwrap().status(),
+            200
+        );
+
+        let writer = s.writer.as_ref().unwrap();
+        let mut supervisor = Supervisor::new(
+            Arc::clone(&s.ingest.health),
+            crate::metrics::TaskMetrics::default(),
+            || tokio::spawn(std::future::pending::<()>()),
+        );
+        // The injected fault: the writer task ends as if it had panicked.
+        writer.kill_for_tests();
+        let health = Arc::clone(&s.ingest.health);
+        supervisor
+            .watch_while(|| writer.is_finished(), async {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while health.writer_running() {
+                    assert!(Instant::now() < deadline, "the dead writer went unnoticed");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+
+        let resp = s.post("/api/event", BROWSER, hit).await;
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key("retry-after"));
+        let batch = format!("[{hit},{hit},{hit}]");
+        assert_eq!(s.post("/api/events", BROWSER, &batch).await.status(), 503);
+        assert_eq!(
+            s.metric("hush_hits_rejected_total{reason=\"writer_stopped\"}"),
+            4.0
+        );
+        assert_eq!(s.metric(ACCEPTED), 1.0);
+        for probe in ["/ready", "/health"] {
+            let resp = http.get(s.url(probe)).send().await.unwrap();
+            assert_eq!(resp.status(), 503, "{probe}");
+            assert_eq!(resp.text().await.unwrap(), "writer stopped\n");
+        }
+        if let Some(rotation) = supervisor.into_rotation() {
+            rotation.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_salt_of_an_earlier_day_is_not_used() {
+        let yesterday = crate::enrich::salt::today() - 1;
+        let s = Served::start_with_salt_day("", yesterday).await;
+        let hit = r#"{"n":"pageview","u":"https://a.com/","d":"a.com,b.com"}"#;
+        let resp = s.post("/api/event", BROWSER, hit).await;
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key("retry-after"));
+        let batch = format!("[{hit},{hit}]");
+        assert_eq!(s.post("/api/events", BROWSER, &batch).await.status(), 503);
+        assert_eq!(
+            s.metric("hush_hits_rejected_total{reason=\"salt_unavailable\"}"),
+            3.0
+        );
+        // Not a client error, and nothing reached the writer.
+        assert_eq!(s.metric(MALFORMED), 0.0);
+        assert_eq!(s.metric(ACCEPTED), 0.0);
+        // An anonymous hit is not hashed, so it is stored.
+        let resp = reqwest::Client::new()
+            .post(s.url("/api/event"))
+            .header("content-type", "application/json")
+            .header("user-agent", BROWSER)
+            .header("dnt", "1")
+            .body(hit)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        assert_eq!(s.metric(ACCEPTED), 1.0);
+        let ready = reqwest::get(s.url("/ready")).await.unwrap();
+        assert_eq!(ready.status(), 503);
+        assert_eq!(ready.text().await.unwrap(), "visitor salt out of date\n");
     }
 
     #[tokio::test]

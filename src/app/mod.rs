@@ -13,6 +13,7 @@
 
 mod geo_metrics;
 pub mod ingest;
+pub mod supervise;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -23,6 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::app::ingest::Ingest;
+use crate::app::supervise::{Health, Supervisor};
 use crate::collect::sites::SiteRegistry;
 use crate::config::Config;
 use crate::db;
@@ -32,7 +34,7 @@ use crate::enrich::salt::Salts;
 use crate::enrich::session::SessionTracker;
 use crate::enrich::ua::UaParser;
 use crate::http::server;
-use crate::metrics::{HttpMetrics, MetricsPage};
+use crate::metrics::{HttpMetrics, MetricsPage, TaskMetrics};
 use crate::pipeline::spool::Spool;
 use crate::pipeline::writer::Writer;
 use crate::store::migrate;
@@ -124,7 +126,6 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     let salts = Salts::init(&client)
         .await
         .context("cannot load the daily salts")?;
-    let rotation = salts.spawn_rotation(client.clone(), stopped());
 
     let sessions = Arc::new(SessionTracker::new(&config.session));
     let sweeper = {
@@ -211,6 +212,13 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
             &mut registry,
         ),
     };
+    // The rotation starts here, under supervision (restarted if it dies); the writer is
+    // watched while the server runs.
+    let health = Arc::new(Health::default());
+    let mut supervisor = Supervisor::new(Arc::clone(&health), TaskMetrics::new(&mut registry), {
+        let (salts, client) = (Arc::clone(&salts), client.clone());
+        move || salts.spawn_rotation(client.clone(), stopped())
+    });
     let enricher = Enricher {
         ua: UaParser::new(&config.user_agent).context("cannot build the User-Agent parser")?,
         geo,
@@ -238,6 +246,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         metrics,
         registry,
         clickhouse: client.clone(),
+        health,
         ready_cache: crate::app::ingest::ReadyCache::default(),
     });
 
@@ -253,7 +262,13 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
             let _ = purge_stop.send(true);
         }
     };
-    let drained = server::run(listener, &server_config, Arc::clone(&ingest), signal).await;
+    let drained = supervisor
+        .watch_while(
+            || writer.is_finished(),
+            server::run(listener, &server_config, Arc::clone(&ingest), signal),
+        )
+        .await;
+    let rotation = supervisor.into_rotation();
     // Also when the server ended without a signal.
     let _ = purge_stop_tx.send(true);
     let since_signal = signaled.get().map_or(Duration::ZERO, Instant::elapsed);
@@ -263,7 +278,9 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     let flush_budget = budget.saturating_sub(since_signal);
     let flushed = writer.shutdown(flush_budget).await;
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(1), rotation).await;
+    if let Some(rotation) = rotation {
+        let _ = tokio::time::timeout(Duration::from_secs(1), rotation).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), sweeper).await;
     if let Some(mut task) = purge_scheduler {
         // Whatever is left of the budget; a purge step that outlasts it is abandoned and

@@ -67,11 +67,16 @@ pub enum Outcome {
     Dropped(DropReason),
 }
 
-/// A hit that passed body validation but cannot be stored (answered 400).
+/// A hit that passed body validation but cannot be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnrichError {
+    /// The page URL is unusable (answered 400).
     #[error("{0}")]
     Url(#[from] UrlError),
+    /// No salt of the hit's day to hash with (answered 503: the collector's fault, and
+    /// it passes once the rotation catches up).
+    #[error("{0}")]
+    StaleSalt(#[from] salt::StaleSalt),
 }
 
 /// Everything enrichment needs; shared by all requests behind an `Arc`.
@@ -180,7 +185,8 @@ impl Enricher {
         let (visitor, session, entry_page) = if anonymous {
             (0, 0, Arc::from(page.pathname.as_str()))
         } else {
-            let salts = self.salts.current();
+            // Never a salt of an earlier day than the hit's: that would link days.
+            let salts = self.salts.for_day(ctx.now_secs / 86_400)?;
             let current = visitor_id(&salts.current, &site.domain, &ctx.ip, ctx.user_agent);
             // Yesterday's id only matters when there is no visit under today's: hashed
             // on demand, it costs one SHA-256 per new visit instead of per hit.
@@ -353,6 +359,29 @@ mod tests {
         assert_ne!(new_visit.session_id, late.session_id);
         assert_ne!(new_visit.visitor_id, late.visitor_id);
         assert_eq!(&*new_visit.entry_page, "/z");
+    }
+
+    #[test]
+    fn a_hit_after_the_salts_day_is_not_hashed() {
+        let sessions = Arc::new(SessionTracker::new(&config().session));
+        let stale = enricher(DAY - 1, &sessions);
+        let registry = SiteRegistry::from_config(&config());
+        let site = registry.resolve("a.com").unwrap();
+        let ev = event(r#"{"n":"pageview","u":"https://a.com/","d":"a.com"}"#);
+        assert!(matches!(
+            stale.enrich(&ev, site, &ctx("203.0.113.9", MIDNIGHT + 60)),
+            Err(EnrichError::StaleSalt(salt::StaleSalt {
+                salt_day,
+                day: DAY
+            })) if salt_day == DAY - 1
+        ));
+        // The same salt still serves the last minute of its own day ...
+        stored(stale.enrich(&ev, site, &ctx("203.0.113.9", MIDNIGHT - 60)));
+        // ... and an anonymous hit needs no salt at all.
+        let mut opted_out = ctx("203.0.113.9", MIDNIGHT + 60);
+        opted_out.dnt = true;
+        let row = stored(stale.enrich(&ev, site, &opted_out));
+        assert_eq!(row.visitor_id, 0);
     }
 
     #[test]

@@ -34,6 +34,15 @@
 //! prepared, a local salt is used (yesterday's is never carried into a new day) and
 //! the task offers it as the candidate once ClickHouse answers.
 //!
+//! # A salt never outlives its day
+//!
+//! The hit path asks for the salts of the hit's own day ([`Salts::for_day`]). If the
+//! current salt is of an earlier day (the rotation task is late, stuck or dead), a salt
+//! prepared for the hit's day is switched in right there; without one the hit is
+//! refused ([`StaleSalt`], answered 503) rather than hashed with yesterday's salt,
+//! which would give a visitor the same id on two days. The serve wiring restarts a
+//! rotation task that died.
+//!
 //! Days are whole days since the Unix epoch in UTC; every method that depends on the
 //! date takes the day as an argument, so tests can move time without waiting.
 
@@ -105,6 +114,15 @@ pub enum SaltError {
     Rng(String),
     #[error("no salt for day {0} could be read back after inserting one")]
     Missing(u32),
+}
+
+/// The salt in use is of an earlier day than the hit, and no salt for the hit's day is
+/// at hand: hashing would link visitors across days, so the hit is not hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the visitor salt is of day {salt_day}, the hit of day {day}; salt rotation is behind")]
+pub struct StaleSalt {
+    pub salt_day: u32,
+    pub day: u32,
 }
 
 fn ch(context: &'static str) -> impl FnOnce(clickhouse::error::Error) -> SaltError {
@@ -320,6 +338,54 @@ impl Salts {
         self.state.load_full()
     }
 
+    /// The salts to hash a hit of `day` with: the current ones when they are of that
+    /// day or later (a clock stepping back keeps the newer salt). When they are older,
+    /// the salt prepared for `day` is switched in (no round trip; the rotation task
+    /// finds the day done); without one, [`StaleSalt`]. Lock-free unless the salt is
+    /// stale, and then it never waits for the rotation task.
+    pub fn for_day(&self, day: u32) -> Result<Arc<DailySalts>, StaleSalt> {
+        let salts = self.state.load_full();
+        if salts.day >= day {
+            return Ok(salts);
+        }
+        self.switch_to_prepared(&salts, day).ok_or(StaleSalt {
+            salt_day: salts.day,
+            day,
+        })
+    }
+
+    /// Makes the salt prepared for `day` current in place of `old`, if there is one.
+    fn switch_to_prepared(&self, old: &Arc<DailySalts>, day: u32) -> Option<Arc<DailySalts>> {
+        let mut prepared = match self.prepared.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            // The rotation task holds it for a moment; this hit is refused, the next
+            // one finds the day switched.
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if prepared.as_ref().is_none_or(|p| p.day != day) {
+            return None;
+        }
+        let salt = prepared.take()?.salt;
+        drop(prepared);
+        let next = Arc::new(DailySalts {
+            day,
+            current: *salt,
+            previous: (day == old.day + 1).then_some(old.current),
+        });
+        let before = self.state.compare_and_swap(old, Arc::clone(&next));
+        if Arc::ptr_eq(&before, old) {
+            tracing::info!(
+                day,
+                "switched to the prepared visitor salt at the first hit of the day"
+            );
+            return Some(next);
+        }
+        // Someone else switched first: theirs stands, if it is of this day.
+        let now = self.state.load_full();
+        (now.day >= day).then_some(now)
+    }
+
     /// Agrees on `day`'s salt ahead of time, so that [`Salts::rotate_to`] for that
     /// day needs no ClickHouse round trip.
     pub async fn prepare(&self, client: &Client, day: u32) -> Result<(), SaltError> {
@@ -518,6 +584,63 @@ mod tests {
             !text.contains("205") && !text.contains("cd") && !text.contains("CD"),
             "{text}"
         );
+    }
+
+    fn salts_of(day: u32, byte: u8) -> Arc<Salts> {
+        Salts::fixed(DailySalts {
+            day,
+            current: [byte; SALT_LEN],
+            previous: None,
+        })
+    }
+
+    #[test]
+    fn a_salt_is_never_used_for_a_later_day() {
+        let salts = salts_of(100, 1);
+        assert_eq!(salts.for_day(100).unwrap().current, [1; SALT_LEN]);
+        // A clock behind the salt keeps the newer salt.
+        assert_eq!(salts.for_day(99).unwrap().day, 100);
+        // The next day without a prepared salt: refused, and nothing changed.
+        assert_eq!(
+            salts.for_day(101).unwrap_err(),
+            StaleSalt {
+                salt_day: 100,
+                day: 101
+            }
+        );
+        assert_eq!(salts.current().day, 100);
+        // A salt prepared for another day does not help either.
+        *salts.lock_prepared() = Some(Prepared {
+            day: 102,
+            salt: Zeroizing::new([2; SALT_LEN]),
+        });
+        assert!(salts.for_day(101).is_err());
+        assert_eq!(salts.prepared_day(), Some(102));
+    }
+
+    #[test]
+    fn the_first_hit_of_a_day_switches_to_the_prepared_salt() {
+        let salts = salts_of(100, 1);
+        *salts.lock_prepared() = Some(Prepared {
+            day: 101,
+            salt: Zeroizing::new([3; SALT_LEN]),
+        });
+        let now = salts.for_day(101).unwrap();
+        assert_eq!((now.day, now.current), (101, [3; SALT_LEN]));
+        assert_eq!(
+            now.previous,
+            Some([1; SALT_LEN]),
+            "yesterday's stays previous"
+        );
+        assert_eq!(salts.current().day, 101);
+        assert_eq!(salts.prepared_day(), None, "used up");
+        // A prepared salt two days on has no previous: the day between is unknown.
+        *salts.lock_prepared() = Some(Prepared {
+            day: 103,
+            salt: Zeroizing::new([4; SALT_LEN]),
+        });
+        let later = salts.for_day(103).unwrap();
+        assert_eq!((later.day, later.previous), (103, None));
     }
 
     #[test]

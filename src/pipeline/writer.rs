@@ -744,6 +744,18 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
+    /// Whether the writer task has ended. Before [`WriterHandle::shutdown`] that means
+    /// it died (a panic): nothing drains the buffer any more.
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Test seam: ends the writer task the way a panic does, for supervision tests.
+    #[cfg(test)]
+    pub(crate) fn kill_for_tests(&self) {
+        self.join.abort();
+    }
+
     /// Stops accepting rows (submit answers [`SubmitError::ShuttingDown`]) and stores
     /// everything already accepted, retrying failed inserts, for at most `deadline`.
     ///
