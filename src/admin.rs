@@ -299,7 +299,8 @@ async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> 
                 },
                 Err(e) => return error_json(StatusCode::BAD_REQUEST, &e.to_string()),
             };
-            let result = dsr::erase(&state.client, &selector, &actor).await;
+            let result =
+                dsr::erase(&state.client, state.purger.timeouts(), &selector, &actor).await;
             count_erasure(state, "erase", &result);
             match result {
                 Ok(report) => json(StatusCode::OK, &report),
@@ -349,13 +350,14 @@ async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> 
                 .and_then(|(_, v)| v.parse::<u64>().ok())
                 .unwrap_or(100)
                 .min(10_000);
-            match purge::history(&state.client, limit).await {
+            match purge::history(&state.client, state.purger.timeouts().query, limit).await {
                 Ok(rows) => json(StatusCode::OK, &rows),
                 Err(e) => from_purge_error(&e),
             }
         }
         (&Method::DELETE, ["admin", "v1", "sites", domain, "data"]) => {
-            let result = dsr::delete_site(&state.client, domain, &actor).await;
+            let result =
+                dsr::delete_site(&state.client, state.purger.timeouts(), domain, &actor).await;
             count_erasure(state, "site_delete", &result);
             match result {
                 Ok(report) => json(StatusCode::OK, &report),
@@ -402,7 +404,12 @@ async fn export(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
             Ok(s) => s,
             Err(e) => return from_purge_error(&e),
         };
-    let mut cursor = match dsr::export(&state.client, &selector, format) {
+    let mut cursor = match dsr::export(
+        &state.client,
+        state.purger.timeouts().query,
+        &selector,
+        format,
+    ) {
         Ok(c) => c,
         Err(e) => return from_purge_error(&e),
     };
@@ -411,7 +418,7 @@ async fn export(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     // which a client sees as a truncated transfer rather than a complete export.
     let first = match cursor.next().await {
         Ok(chunk) => chunk,
-        Err(e) => return from_purge_error(&PurgeError::from(e)),
+        Err(e) => return from_purge_error(&e),
     };
     let head = futures_util::stream::iter(first.map(|b| Ok::<_, BoxError>(Frame::data(b))));
     let rest = futures_util::stream::unfold(Some(cursor), |cursor| async move {

@@ -348,6 +348,12 @@ pub struct RetentionConfig {
     pub at_utc: String,
     /// Random delay added to the purge start so instances do not start together.
     pub jitter_secs: u64,
+    /// Longest one deleting statement may take: a purge's delete or partition drop, an
+    /// erasure, a site deletion, a salt cleanup. Each waits until ClickHouse has
+    /// finished (`mutations_sync = 2`), and a mutation rewrites every part holding a
+    /// matching row, so this is far above `clickhouse.request_timeout_ms`, which
+    /// bounds every other store request.
+    pub mutation_timeout_ms: u64,
 }
 
 impl Default for RetentionConfig {
@@ -358,6 +364,7 @@ impl Default for RetentionConfig {
             schedule: true,
             at_utc: "03:30".into(),
             jitter_secs: 600,
+            mutation_timeout_ms: 3_600_000,
         }
     }
 }
@@ -582,6 +589,13 @@ impl Config {
                 "retention.default_days",
                 r.default_days,
                 "must be 1..=retention.max_days",
+            ));
+        }
+        if r.mutation_timeout_ms == 0 {
+            return Err(invalid(
+                "retention.mutation_timeout_ms",
+                0,
+                "must be positive",
             ));
         }
         if parse_hh_mm(&r.at_utc).is_none() {

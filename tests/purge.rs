@@ -12,9 +12,16 @@ use std::time::Duration;
 use clickhouse::Client;
 use db::{insert_events, migrated_config};
 use hush::enrich::row::EventRow;
+use hush::store::Timeouts;
 use hush::store::dsr::{self, ExportFormat, Selector};
 use hush::store::purge::{self, LogProgress, PurgeMetrics, PurgeOptions, PurgeReport, Purger};
 use jiff::Timestamp;
+
+/// Bounds of every store call in these tests: generous, they only stop a hang.
+const T: Timeouts = Timeouts {
+    query: Duration::from_secs(60),
+    mutation: Duration::from_secs(600),
+};
 
 const SITES_TOML: &str = r#"
 [retention]
@@ -376,7 +383,7 @@ async fn purge_keeps_exactly_the_retained_days() {
     assert_eq!(again.stale_salts, 0);
     assert!(!again.ttl_changed);
 
-    let history = purge::history(&client, 1000).await.unwrap();
+    let history = purge::history(&client, T.query, 1000).await.unwrap();
     assert!(
         history
             .iter()
@@ -389,10 +396,10 @@ async fn lease_admits_one_holder_at_a_time() {
     let (_config, client) = migrated_config("lease", SITES_TOML).await;
     let settle = Duration::from_millis(100);
     let ttl = Duration::from_secs(60);
-    let a = purge::Lease::acquire(&client, "a", ttl, settle)
+    let a = purge::Lease::acquire(&client, "a", ttl, settle, T.query)
         .await
         .unwrap();
-    let err = purge::Lease::acquire(&client, "b", ttl, settle)
+    let err = purge::Lease::acquire(&client, "b", ttl, settle, T.query)
         .await
         .err()
         .expect("b must not get the lease while a holds it");
@@ -401,14 +408,14 @@ async fn lease_admits_one_holder_at_a_time() {
         "{err}"
     );
     a.release().await.unwrap();
-    let b = purge::Lease::acquire(&client, "b", ttl, settle)
+    let b = purge::Lease::acquire(&client, "b", ttl, settle, T.query)
         .await
         .unwrap();
     // Simultaneous claimants: exactly one wins.
     b.release().await.unwrap();
     let (x, y) = tokio::join!(
-        purge::Lease::acquire(&client, "x", ttl, settle),
-        purge::Lease::acquire(&client, "y", ttl, settle),
+        purge::Lease::acquire(&client, "x", ttl, settle, T.query),
+        purge::Lease::acquire(&client, "y", ttl, settle, T.query),
     );
     assert_eq!(
         u8::from(x.is_ok()) + u8::from(y.is_ok()),
@@ -421,12 +428,12 @@ async fn lease_admits_one_holder_at_a_time() {
     for held in [x, y].into_iter().flatten() {
         held.release().await.unwrap();
     }
-    let short = purge::Lease::acquire(&client, "short", Duration::from_secs(1), settle)
+    let short = purge::Lease::acquire(&client, "short", Duration::from_secs(1), settle, T.query)
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match purge::Lease::acquire(&client, "next", ttl, settle).await {
+        match purge::Lease::acquire(&client, "next", ttl, settle, T.query).await {
             Ok(_) => break,
             Err(purge::PurgeError::Busy { .. }) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await
@@ -512,13 +519,14 @@ async fn shutdown_stops_a_purge_between_steps_and_releases_the_lease() {
         "other-instance",
         Duration::from_secs(60),
         Duration::from_millis(100),
+        T.query,
     )
     .await
     .expect("the stopped run must have released its lease");
     other.release().await.unwrap();
 
     // The audit log says the run stopped (not success), next to the step it completed.
-    let log = purge::history(&client, 20).await.unwrap();
+    let log = purge::history(&client, T.query, 20).await.unwrap();
     let run = log
         .iter()
         .find(|r| r.method == "run" && r.actor == "test")
@@ -575,7 +583,7 @@ async fn export_and_erase_by_property_and_visitor() {
     assert!(expected_alice > 100);
 
     // Export, JSON lines: exactly the matching rows.
-    let mut cursor = dsr::export(&client, &alice, ExportFormat::JsonLines).unwrap();
+    let mut cursor = dsr::export(&client, T.query, &alice, ExportFormat::JsonLines).unwrap();
     let mut out = Vec::new();
     while let Some(chunk) = cursor.next().await.unwrap() {
         out.extend_from_slice(&chunk);
@@ -593,7 +601,7 @@ async fn export_and_erase_by_property_and_visitor() {
     );
 
     // CSV: header plus one line per row.
-    let mut cursor = dsr::export(&client, &alice, ExportFormat::Csv).unwrap();
+    let mut cursor = dsr::export(&client, T.query, &alice, ExportFormat::Csv).unwrap();
     let mut out = Vec::new();
     while let Some(chunk) = cursor.next().await.unwrap() {
         out.extend_from_slice(&chunk);
@@ -616,11 +624,11 @@ async fn export_and_erase_by_property_and_visitor() {
         .iter()
         .filter(|r| &*r.site == "utc.example" && r.props == prop("user", ""))
         .count() as u64;
-    assert_eq!(empty.count(&client).await.unwrap(), expected_empty);
+    assert_eq!(empty.count(&client, T.query).await.unwrap(), expected_empty);
 
     // Erase by property: exactly those rows go.
     let total = rows.len() as u64;
-    let report = dsr::erase(&client, &alice, "test").await.unwrap();
+    let report = dsr::erase(&client, T, &alice, "test").await.unwrap();
     assert_eq!(report.rows_before, expected_alice as u64);
     assert_eq!(report.rows_after, 0);
     let left: u64 = client
@@ -629,7 +637,7 @@ async fn export_and_erase_by_property_and_visitor() {
         .await
         .unwrap();
     assert_eq!(left, total - expected_alice as u64);
-    assert_eq!(alice.count(&client).await.unwrap(), 0);
+    assert_eq!(alice.count(&client, T.query).await.unwrap(), 0);
 
     // Erase by visitor id and time range on the other site.
     let from = base + 600 * 60;
@@ -644,7 +652,7 @@ async fn export_and_erase_by_property_and_visitor() {
         .filter(|r| &*r.site == "la.example" && r.visitor_id == 4242 && r.timestamp >= from)
         .count() as u64;
     assert!(expected_visitor > 10);
-    let report = dsr::erase(&client, &visitor, "test").await.unwrap();
+    let report = dsr::erase(&client, T, &visitor, "test").await.unwrap();
     assert_eq!(report.rows_before, expected_visitor);
     let still_4242: u64 = client
         .query("SELECT count() FROM events WHERE visitor_id = 4242")
@@ -664,21 +672,21 @@ async fn export_and_erase_by_property_and_visitor() {
         ..Selector::default()
     };
     assert!(matches!(
-        dsr::erase(&client, &site_only, "test").await,
+        dsr::erase(&client, T, &site_only, "test").await,
         Err(purge::PurgeError::Invalid(_))
     ));
     let before_la = Selector {
         site: "la.example".into(),
         ..Selector::default()
     }
-    .count(&client)
+    .count(&client, T.query)
     .await
     .unwrap();
-    let report = dsr::delete_site(&client, "utc.example", "test")
+    let report = dsr::delete_site(&client, T, "utc.example", "test")
         .await
         .unwrap();
     assert_eq!(report.rows_after, 0);
-    assert_eq!(site_only.count(&client).await.unwrap(), 0);
+    assert_eq!(site_only.count(&client, T.query).await.unwrap(), 0);
     let left: u64 = client
         .query("SELECT count() FROM events")
         .fetch_one()
@@ -687,7 +695,7 @@ async fn export_and_erase_by_property_and_visitor() {
     assert_eq!(left, before_la);
 
     // Logged without the selector's values.
-    let log = purge::history(&client, 100).await.unwrap();
+    let log = purge::history(&client, T.query, 100).await.unwrap();
     let methods: Vec<&str> = log.iter().map(|r| r.method.as_str()).collect();
     assert_eq!(
         methods.iter().filter(|m| **m == "erase").count(),
@@ -702,4 +710,64 @@ async fn export_and_erase_by_property_and_visitor() {
         );
     }
     assert!(log.iter().any(|r| r.selector == "props[user]"));
+}
+
+/// A ClickHouse that accepts connections and never answers: every store call must end
+/// with a timeout instead of hanging (issue 16, item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_calls_against_a_hanging_server_time_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = hush::config::Config::from_toml_str(SITES_TOML).unwrap();
+    config.clickhouse.url = format!("http://{}", listener.local_addr().unwrap());
+    config.clickhouse.request_timeout_ms = 300;
+    config.retention.mutation_timeout_ms = 300;
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = hush::db::client(&config.clickhouse);
+    let timeouts = Timeouts::from_config(&config);
+    let purger = Purger::new(client.clone(), &config, PurgeMetrics::default()).unwrap();
+    let opts = PurgeOptions {
+        now: now(),
+        dry_run: false,
+        actor: "test".into(),
+    };
+    let selector = Selector {
+        site: "utc.example".into(),
+        visitor_id: Some(1),
+        ..Selector::default()
+    };
+    must_time_out("ensure_ttl", purger.ensure_ttl()).await;
+    must_time_out("purge run", purger.run(&opts, &LogProgress)).await;
+    must_time_out(
+        "purge under the lease",
+        purge::run_with_lease(&purger, &opts, &LogProgress),
+    )
+    .await;
+    must_time_out("erase", dsr::erase(&client, timeouts, &selector, "test")).await;
+    must_time_out(
+        "site deletion",
+        dsr::delete_site(&client, timeouts, "utc.example", "test"),
+    )
+    .await;
+    must_time_out("history", purge::history(&client, timeouts.query, 10)).await;
+    let mut export = dsr::export(&client, timeouts.query, &selector, ExportFormat::Csv).unwrap();
+    must_time_out("export", export.next()).await;
+    hold.abort();
+}
+
+/// `call` ends with a ClickHouse timeout; the outer bound only turns a hang into a
+/// failure (it is not what is tested).
+async fn must_time_out<T: std::fmt::Debug>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, purge::PurgeError>>,
+) {
+    match tokio::time::timeout(Duration::from_secs(60), call).await {
+        Err(_) => panic!("{what} hung"),
+        Ok(Err(purge::PurgeError::ClickHouse(clickhouse::error::Error::TimedOut))) => {}
+        Ok(other) => panic!("{what}: expected a timeout, got {other:?}"),
+    }
 }

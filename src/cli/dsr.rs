@@ -1,6 +1,7 @@
 //! `hush export`, `hush erase`, `hush site delete`: data-subject requests from the
 //! command line. Arguments become a [`Selector`] here; the store never sees clap.
 
+use crate::store::Timeouts;
 use crate::store::dsr::{
     ExportFormat, Selector, delete_site, erase as erase_rows, export as export_rows, parse_prop,
     parse_time,
@@ -80,7 +81,12 @@ pub(super) async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let selector = args.selector.selector()?;
     let format = ExportFormat::parse(&args.format)?;
     let client = crate::db::client(&config.clickhouse);
-    let mut cursor = export_rows(&client, &selector, format)?;
+    let mut cursor = export_rows(
+        &client,
+        Timeouts::from_config(&config).query,
+        &selector,
+        format,
+    )?;
     // The CLI runs on a multi-threaded runtime; a blocked pipe must not stall the
     // runtime thread that polls the cursor.
     let mut stdout = std::io::stdout().lock();
@@ -97,7 +103,7 @@ pub(super) async fn erase(args: SelectorArgs) -> anyhow::Result<()> {
     crate::logging::init(&config.log)?;
     let selector = args.selector()?;
     let client = crate::db::client(&config.clickhouse);
-    let report = erase_rows(&client, &selector, "cli").await?;
+    let report = erase_rows(&client, Timeouts::from_config(&config), &selector, "cli").await?;
     println!(
         "erased {} rows of {} (run {}); 0 remain",
         report.rows_before, report.site, report.run_id
@@ -116,7 +122,7 @@ pub(super) async fn site(command: SiteCommand) -> anyhow::Result<()> {
             let config = config.load()?;
             crate::logging::init(&config.log)?;
             let client = crate::db::client(&config.clickhouse);
-            let report = delete_site(&client, &site, "cli").await?;
+            let report = delete_site(&client, Timeouts::from_config(&config), &site, "cli").await?;
             println!(
                 "deleted {} rows of {} (run {}); 0 remain",
                 report.rows_before, report.site, report.run_id

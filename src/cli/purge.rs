@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 
 use jiff::Timestamp;
 
+use crate::store::Timeouts;
 use crate::store::purge::{
     LogProgress, Progress, PurgeMetrics, PurgeOptions, Purger, history, run_with_lease,
 };
@@ -69,7 +70,7 @@ pub(super) async fn run(args: PurgeArgs) -> anyhow::Result<()> {
     crate::logging::init(&config.log)?;
     let client = crate::db::client(&config.clickhouse);
     if args.history {
-        for r in history(&client, args.limit).await? {
+        for r in history(&client, Timeouts::from_config(&config).query, args.limit).await? {
             let at = Timestamp::from_millisecond(r.started)
                 .map(|t| t.to_string())
                 .unwrap_or_default();

@@ -15,11 +15,16 @@
 //! Salts are one per UTC day for all sites, not per site, and carry no site data;
 //! deleting a site therefore removes all its rows and nothing else.
 
+use std::time::Duration;
+
+use bytes::Bytes;
 use clickhouse::Client;
-use clickhouse::query::Query;
+use clickhouse::query::{BytesCursor, Query};
 use jiff::Timestamp;
 use serde::Deserialize;
 
+use crate::db::timed;
+use crate::store::Timeouts;
 use crate::store::purge::{
     Method, PurgeError, PurgeLogRow, new_run_id, now_millis, to_db_seconds, write_log,
 };
@@ -190,10 +195,10 @@ impl Selector {
         parts.join(", ")
     }
 
-    /// Rows matching the selector.
-    pub async fn count(&self, client: &Client) -> Result<u64, PurgeError> {
+    /// Rows matching the selector, counted within `timeout`.
+    pub async fn count(&self, client: &Client, timeout: Duration) -> Result<u64, PurgeError> {
         let sql = format!("SELECT count() FROM events WHERE {}", self.condition());
-        Ok(self.bind(client.query(&sql)).fetch_one().await?)
+        Ok(timed(timeout, self.bind(client.query(&sql)).fetch_one()).await?)
     }
 }
 
@@ -229,19 +234,37 @@ impl ExportFormat {
 }
 
 /// Streams every matching row in `format`; the caller pulls chunks with
-/// `cursor.next().await` and nothing is buffered beyond the current chunk.
+/// `export.next().await` and nothing is buffered beyond the current chunk. Each chunk
+/// must arrive within `timeout` (an export may take long in total, but a server that
+/// stops sending is an error, not a hang).
 pub fn export(
     client: &Client,
+    timeout: Duration,
     selector: &Selector,
     format: ExportFormat,
-) -> Result<clickhouse::query::BytesCursor, PurgeError> {
+) -> Result<Export, PurgeError> {
     let sql = format!(
         "SELECT * FROM events WHERE {} ORDER BY timestamp",
         selector.condition()
     );
-    Ok(selector
+    let cursor = selector
         .bind(client.query(&sql))
-        .fetch_bytes(format.clickhouse_format())?)
+        .fetch_bytes(format.clickhouse_format())?;
+    Ok(Export { cursor, timeout })
+}
+
+/// The rows of an [`export`], chunk by chunk.
+pub struct Export {
+    cursor: BytesCursor,
+    timeout: Duration,
+}
+
+impl Export {
+    /// The next chunk, `None` at the end; [`clickhouse::error::Error::TimedOut`] when
+    /// ClickHouse sent nothing for the export's timeout.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, PurgeError> {
+        Ok(timed(self.timeout, self.cursor.next()).await?)
+    }
 }
 
 /// Result of an erasure or site deletion.
@@ -256,8 +279,12 @@ pub struct EraseReport {
 /// Deletes every row the selector matches, verifies none remain and logs the action.
 /// A selector that is only a site is refused: use [`delete_site`] for that, so a
 /// forgotten filter cannot wipe a site.
+///
+/// Counts and the audit row are bounded by `timeouts.query`, the deletion by
+/// `timeouts.mutation`.
 pub async fn erase(
     client: &Client,
+    timeouts: Timeouts,
     selector: &Selector,
     actor: &str,
 ) -> Result<EraseReport, PurgeError> {
@@ -268,13 +295,14 @@ pub async fn erase(
                 .into(),
         ));
     }
-    delete_matching(client, selector, Method::Erase, actor).await
+    delete_matching(client, timeouts, selector, Method::Erase, actor).await
 }
 
 /// Deletes all rows of `site` and logs the action. Salts are global per day and hold
 /// no site data, so there is nothing else to delete.
 pub async fn delete_site(
     client: &Client,
+    timeouts: Timeouts,
     site: &str,
     actor: &str,
 ) -> Result<EraseReport, PurgeError> {
@@ -283,11 +311,12 @@ pub async fn delete_site(
         ..Selector::default()
     };
     selector.validate()?;
-    delete_matching(client, &selector, Method::SiteDelete, actor).await
+    delete_matching(client, timeouts, &selector, Method::SiteDelete, actor).await
 }
 
 async fn delete_matching(
     client: &Client,
+    timeouts: Timeouts,
     selector: &Selector,
     method: Method,
     actor: &str,
@@ -295,16 +324,19 @@ async fn delete_matching(
     let run_id = new_run_id();
     let started = now_millis(Timestamp::now());
     let result = async {
-        let before = selector.count(client).await?;
+        let before = selector.count(client, timeouts.query).await?;
         if before > 0 {
             let sql = format!("ALTER TABLE events DELETE WHERE {}", selector.condition());
-            selector
-                .bind(client.query(&sql))
-                .with_setting("mutations_sync", "2")
-                .execute()
-                .await?;
+            timed(
+                timeouts.mutation,
+                selector
+                    .bind(client.query(&sql))
+                    .with_setting("mutations_sync", "2")
+                    .execute(),
+            )
+            .await?;
         }
-        let after = selector.count(client).await?;
+        let after = selector.count(client, timeouts.query).await?;
         Ok::<_, PurgeError>((before, after))
     }
     .await;
@@ -315,6 +347,7 @@ async fn delete_matching(
     };
     write_log(
         client,
+        timeouts.query,
         &[PurgeLogRow {
             run_id: run_id.clone(),
             method: method.as_str().into(),

@@ -14,3 +14,37 @@
 pub mod dsr;
 pub mod migrate;
 pub mod purge;
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// The bounds of the store's ClickHouse requests: every call is wrapped in
+/// [`crate::db::timed`] with one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Counts, selects, audit-log inserts, lease rows, metadata changes
+    /// (`clickhouse.request_timeout_ms`).
+    pub query: Duration,
+    /// One deleting statement that waits for ClickHouse to finish it (a mutation with
+    /// `mutations_sync = 2`, a synchronous lightweight delete, a partition drop):
+    /// `retention.mutation_timeout_ms`. When it expires the statement may still be
+    /// running in ClickHouse; the caller reports an error and the count that follows
+    /// every deletion (in this or the next run) tells what is left.
+    pub mutation: Duration,
+}
+
+impl Timeouts {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            query: crate::db::request_timeout(&config.clickhouse),
+            mutation: Duration::from_millis(config.retention.mutation_timeout_ms),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::from_config(&Config::default())
+    }
+}

@@ -5,6 +5,8 @@ use std::time::Duration;
 use clickhouse::Client;
 use serde::Deserialize;
 
+use crate::db::timed;
+
 use super::{
     Progress, PurgeError, PurgeOptions, PurgeReport, Purger, StopSignal, check_stop, new_run_id,
 };
@@ -27,6 +29,7 @@ use super::{
 pub struct Lease {
     client: Client,
     owner: String,
+    timeout: Duration,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -37,42 +40,62 @@ struct LeaseHolder {
 impl Lease {
     pub const NAME: &'static str = "purge";
 
+    /// Claims the lease for `owner` for `ttl`; every request to ClickHouse (the claim,
+    /// the read-back, the withdrawal) is bounded by `timeout`. A claim whose insert
+    /// failed or timed out may still have landed: it is withdrawn (best effort) before
+    /// the error is returned, so it does not hold off other instances for `ttl`.
     pub async fn acquire(
         client: &Client,
         owner: &str,
         ttl: Duration,
         settle: Duration,
+        timeout: Duration,
     ) -> Result<Lease, PurgeError> {
-        client
-            .query(
-                "INSERT INTO purge_lease (name, owner, claimed_at, expires_at) \
-                 SELECT ?, ?, now64(6, 'UTC'), now64(6, 'UTC') + toIntervalSecond(?)",
-            )
-            .bind(Self::NAME)
-            .bind(owner)
-            .bind(ttl.as_secs())
-            .execute()
-            .await?;
-        tokio::time::sleep(settle).await;
-        let holder = client
-            .query(
-                "SELECT ?fields FROM purge_lease WHERE name = ? AND expires_at > now64(6, 'UTC') \
-                 ORDER BY claimed_at, owner LIMIT 1",
-            )
-            .bind(Self::NAME)
-            .fetch_optional::<LeaseHolder>()
-            .await?;
         let lease = Lease {
             client: client.clone(),
             owner: owner.to_owned(),
+            timeout,
         };
+        let claim = timed(
+            timeout,
+            client
+                .query(
+                    "INSERT INTO purge_lease (name, owner, claimed_at, expires_at) \
+                     SELECT ?, ?, now64(6, 'UTC'), now64(6, 'UTC') + toIntervalSecond(?)",
+                )
+                .bind(Self::NAME)
+                .bind(owner)
+                .bind(ttl.as_secs())
+                .execute(),
+        )
+        .await;
+        if let Err(e) = claim {
+            let _ = lease.release().await;
+            return Err(e.into());
+        }
+        tokio::time::sleep(settle).await;
+        let holder = timed(
+            timeout,
+            client
+                .query(
+                    "SELECT ?fields FROM purge_lease WHERE name = ? AND expires_at > now64(6, 'UTC') \
+                     ORDER BY claimed_at, owner LIMIT 1",
+                )
+                .bind(Self::NAME)
+                .fetch_optional::<LeaseHolder>(),
+        )
+        .await;
         match holder {
-            Some(h) if h.owner == owner => Ok(lease),
-            other => {
+            Ok(Some(h)) if h.owner == owner => Ok(lease),
+            Ok(other) => {
                 lease.release().await?;
                 Err(PurgeError::Busy {
                     owner: other.map(|h| h.owner).unwrap_or_default(),
                 })
+            }
+            Err(e) => {
+                let _ = lease.release().await;
+                Err(e.into())
             }
         }
     }
@@ -83,13 +106,16 @@ impl Lease {
 
     /// Withdraws this owner's claims.
     pub async fn release(self) -> Result<(), PurgeError> {
-        self.client
-            .query("DELETE FROM purge_lease WHERE name = ? AND owner = ?")
-            .bind(Self::NAME)
-            .bind(&self.owner)
-            .with_setting("lightweight_deletes_sync", "2")
-            .execute()
-            .await?;
+        timed(
+            self.timeout,
+            self.client
+                .query("DELETE FROM purge_lease WHERE name = ? AND owner = ?")
+                .bind(Self::NAME)
+                .bind(&self.owner)
+                .with_setting("lightweight_deletes_sync", "2")
+                .execute(),
+        )
+        .await?;
         Ok(())
     }
 }
@@ -129,7 +155,15 @@ async fn lease_and_run(
 ) -> Result<PurgeReport, PurgeError> {
     check_stop(stop)?;
     let owner = lease_owner_id();
-    let lease = match Lease::acquire(purger.client(), &owner, LEASE_TTL, LEASE_SETTLE).await {
+    let lease = match Lease::acquire(
+        purger.client(),
+        &owner,
+        LEASE_TTL,
+        LEASE_SETTLE,
+        purger.timeouts().query,
+    )
+    .await
+    {
         Ok(lease) => lease,
         Err(e) => {
             if matches!(e, PurgeError::Busy { .. }) && !opts.dry_run {

@@ -1,6 +1,8 @@
 //! The audit trail and what a run reports as it goes: `purge_log` rows, the
 //! `hush_purge_*` metrics and progress reporting.
 
+use std::time::Duration;
+
 use clickhouse::Client;
 use jiff::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,6 +13,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use super::PurgeError;
+use crate::db::timed;
 
 /// Random hex id of one run, shared by its `purge_log` rows.
 pub fn new_run_id() -> String {
@@ -72,26 +75,40 @@ pub struct PurgeLogRow {
 }
 
 /// Appends audit rows. A failure is returned, not swallowed: an action that could not be
-/// recorded must not look recorded.
-pub async fn write_log(client: &Client, rows: &[PurgeLogRow]) -> Result<(), PurgeError> {
+/// recorded must not look recorded. The whole insert gets `timeout`.
+pub async fn write_log(
+    client: &Client,
+    timeout: Duration,
+    rows: &[PurgeLogRow],
+) -> Result<(), PurgeError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut insert = client.insert::<PurgeLogRow>("purge_log").await?;
-    for row in rows {
-        insert.write(row).await?;
-    }
-    insert.end().await?;
+    let insert = async {
+        let mut insert = client.insert::<PurgeLogRow>("purge_log").await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    };
+    timed(timeout, insert).await?;
     Ok(())
 }
 
-/// The most recent `purge_log` rows, newest first.
-pub async fn history(client: &Client, limit: u64) -> Result<Vec<PurgeLogRow>, PurgeError> {
-    Ok(client
-        .query("SELECT ?fields FROM purge_log ORDER BY started DESC, run_id, method LIMIT ?")
-        .bind(limit)
-        .fetch_all::<PurgeLogRow>()
-        .await?)
+/// The most recent `purge_log` rows, newest first, within `timeout`.
+pub async fn history(
+    client: &Client,
+    timeout: Duration,
+    limit: u64,
+) -> Result<Vec<PurgeLogRow>, PurgeError> {
+    Ok(timed(
+        timeout,
+        client
+            .query("SELECT ?fields FROM purge_log ORDER BY started DESC, run_id, method LIMIT ?")
+            .bind(limit)
+            .fetch_all::<PurgeLogRow>(),
+    )
+    .await?)
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

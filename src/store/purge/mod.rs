@@ -46,6 +46,8 @@ use jiff::{Span, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RetentionConfig};
+use crate::db::timed;
+use crate::store::Timeouts;
 
 pub use cutoff::{SitePolicy, month_bounds, now_millis, site_cutoff, to_db_seconds};
 pub use lease::{
@@ -191,6 +193,7 @@ pub struct Purger {
     retention: RetentionConfig,
     sites: Vec<SitePolicy>,
     metrics: PurgeMetrics,
+    timeouts: Timeouts,
 }
 
 impl Purger {
@@ -205,11 +208,17 @@ impl Purger {
             retention: config.retention.clone(),
             sites,
             metrics,
+            timeouts: Timeouts::from_config(config),
         })
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The bounds of this purger's ClickHouse requests (from the configuration).
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     pub fn metrics(&self) -> &PurgeMetrics {
@@ -218,25 +227,33 @@ impl Purger {
 
     /// Sets the backstop TTL to `retention.max_days` when the table has another (or none).
     /// Existing parts are not rewritten for it (`materialize_ttl_after_modify = 0`): the
-    /// purge itself removes old rows; the TTL applies as parts merge.
+    /// purge itself removes old rows; the TTL applies as parts merge. Without
+    /// materialising, the change is metadata only, so both statements get the query
+    /// bound: `serve` runs this at start-up and must not hang on a stuck server.
     pub async fn ensure_ttl(&self) -> Result<bool, PurgeError> {
-        let engine: String = self
-            .client
-            .query(
-                "SELECT engine_full FROM system.tables \
-                 WHERE database = currentDatabase() AND name = 'events'",
-            )
-            .fetch_one()
-            .await?;
+        let query = self.timeouts.query;
+        let engine: String = timed(
+            query,
+            self.client
+                .query(
+                    "SELECT engine_full FROM system.tables \
+                     WHERE database = currentDatabase() AND name = 'events'",
+                )
+                .fetch_one(),
+        )
+        .await?;
         if has_ttl_days(&engine, self.retention.max_days) {
             return Ok(false);
         }
-        self.client
-            .query("ALTER TABLE events MODIFY TTL timestamp + INTERVAL ? DAY")
-            .bind(self.retention.max_days)
-            .with_setting("materialize_ttl_after_modify", "0")
-            .execute()
-            .await?;
+        timed(
+            query,
+            self.client
+                .query("ALTER TABLE events MODIFY TTL timestamp + INTERVAL ? DAY")
+                .bind(self.retention.max_days)
+                .with_setting("materialize_ttl_after_modify", "0")
+                .execute(),
+        )
+        .await?;
         tracing::info!(max_days = self.retention.max_days, "events table TTL set");
         Ok(true)
     }
@@ -301,7 +318,7 @@ impl Purger {
             outcome: outcome.into(),
             error,
         });
-        let logged = write_log(&self.client, &log).await;
+        let logged = write_log(&self.client, self.timeouts.query, &log).await;
         if !opts.dry_run {
             self.metrics.record_run(outcome);
             if result.is_ok() && logged.is_ok() {
@@ -328,11 +345,14 @@ impl Purger {
         };
 
         // Sites present in the table but not configured get the default retention.
-        let present: Vec<String> = self
-            .client
-            .query("SELECT DISTINCT toString(site) FROM events")
-            .fetch_all()
-            .await?;
+        let query = self.timeouts.query;
+        let present: Vec<String> = timed(
+            query,
+            self.client
+                .query("SELECT DISTINCT toString(site) FROM events")
+                .fetch_all(),
+        )
+        .await?;
         let mut policies: BTreeMap<String, (SitePolicy, bool)> = self
             .sites
             .iter()
@@ -361,27 +381,31 @@ impl Purger {
 
         let site_names: Vec<&str> = cutoffs.keys().map(String::as_str).collect();
         let site_cutoffs: Vec<u32> = cutoffs.values().copied().collect();
-        let stats = self
-            .client
-            .query(
-                "SELECT toString(site) AS site, toYYYYMM(timestamp) AS month, \
-                 count() AS total, \
-                 countIf(timestamp < toDateTime(transform(toString(site), ?, ?, toUInt32(0)), 'UTC')) AS expired \
-                 FROM events GROUP BY site, month ORDER BY month, site",
-            )
-            .bind(&site_names)
-            .bind(&site_cutoffs)
-            .fetch_all::<MonthStat>()
-            .await?;
+        let stats = timed(
+            query,
+            self.client
+                .query(
+                    "SELECT toString(site) AS site, toYYYYMM(timestamp) AS month, \
+                     count() AS total, \
+                     countIf(timestamp < toDateTime(transform(toString(site), ?, ?, toUInt32(0)), 'UTC')) AS expired \
+                     FROM events GROUP BY site, month ORDER BY month, site",
+                )
+                .bind(&site_names)
+                .bind(&site_cutoffs)
+                .fetch_all::<MonthStat>(),
+        )
+        .await?;
 
-        let parts: Vec<String> = self
-            .client
-            .query(
-                "SELECT DISTINCT partition FROM system.parts \
-                 WHERE database = currentDatabase() AND table = 'events' AND active",
-            )
-            .fetch_all()
-            .await?;
+        let parts: Vec<String> = timed(
+            query,
+            self.client
+                .query(
+                    "SELECT DISTINCT partition FROM system.parts \
+                     WHERE database = currentDatabase() AND table = 'events' AND active",
+                )
+                .fetch_all(),
+        )
+        .await?;
         let mut partitions: BTreeSet<u32> = parts.iter().filter_map(|p| p.parse().ok()).collect();
         partitions.extend(stats.iter().map(|s| s.month));
         let droppable: BTreeSet<u32> = partitions
@@ -509,20 +533,25 @@ impl Purger {
     }
 
     async fn drop_partition(&self, month: u32) -> Result<(), PurgeError> {
-        self.client
-            .query("ALTER TABLE events DROP PARTITION ?")
-            .bind(month)
-            .execute()
-            .await?;
-        let left: u64 = self
-            .client
-            .query(
-                "SELECT count() FROM system.parts WHERE database = currentDatabase() \
-                 AND table = 'events' AND active AND partition = ?",
-            )
-            .bind(month.to_string())
-            .fetch_one()
-            .await?;
+        timed(
+            self.timeouts.mutation,
+            self.client
+                .query("ALTER TABLE events DROP PARTITION ?")
+                .bind(month)
+                .execute(),
+        )
+        .await?;
+        let left: u64 = timed(
+            self.timeouts.query,
+            self.client
+                .query(
+                    "SELECT count() FROM system.parts WHERE database = currentDatabase() \
+                     AND table = 'events' AND active AND partition = ?",
+                )
+                .bind(month.to_string())
+                .fetch_one(),
+        )
+        .await?;
         if left != 0 {
             return Err(PurgeError::Verify(format!(
                 "partition {month} still has {left} active parts after DROP PARTITION"
@@ -533,46 +562,61 @@ impl Purger {
     }
 
     async fn count_expired(&self, site: &str, month: u32, cutoff: u32) -> Result<u64, PurgeError> {
-        Ok(self
-            .client
-            .query(
-                "SELECT count() FROM events WHERE site = ? AND toYYYYMM(timestamp) = ? \
-                 AND timestamp < toDateTime(?, 'UTC')",
-            )
-            .bind(site)
-            .bind(month)
-            .bind(cutoff)
-            .fetch_one()
-            .await?)
+        Ok(timed(
+            self.timeouts.query,
+            self.client
+                .query(
+                    "SELECT count() FROM events WHERE site = ? AND toYYYYMM(timestamp) = ? \
+                     AND timestamp < toDateTime(?, 'UTC')",
+                )
+                .bind(site)
+                .bind(month)
+                .bind(cutoff)
+                .fetch_one(),
+        )
+        .await?)
     }
 
     async fn delete_expired(&self, site: &str, month: u32, cutoff: u32) -> Result<(), PurgeError> {
-        let lightweight = self
-            .client
-            .query(
-                "DELETE FROM events IN PARTITION ? WHERE site = ? AND timestamp < toDateTime(?, 'UTC')",
-            )
-            .bind(month)
-            .bind(site)
-            .bind(cutoff)
-            .with_setting("lightweight_deletes_sync", "2")
-            .execute()
-            .await;
-        if let Err(e) = lightweight {
-            tracing::warn!(error = %e, "lightweight delete refused; using a mutation");
+        let lightweight = timed(
+            self.timeouts.mutation,
             self.client
                 .query(
-                    "ALTER TABLE events DELETE IN PARTITION ? \
-                     WHERE site = ? AND timestamp < toDateTime(?, 'UTC')",
+                    "DELETE FROM events IN PARTITION ? WHERE site = ? AND timestamp < toDateTime(?, 'UTC')",
                 )
                 .bind(month)
                 .bind(site)
                 .bind(cutoff)
-                .with_setting("mutations_sync", "2")
-                .execute()
+                .with_setting("lightweight_deletes_sync", "2")
+                .execute(),
+        )
+        .await;
+        match lightweight {
+            Ok(()) => Ok(()),
+            // Only a refusal by the server means the table cannot take lightweight
+            // deletes; a timeout or a lost connection is an error of this step (the
+            // delete may still be running: starting a mutation beside it would only
+            // double the work).
+            Err(e @ clickhouse::error::Error::BadResponse(_)) => {
+                tracing::warn!(error = %e, "lightweight delete refused; using a mutation");
+                timed(
+                    self.timeouts.mutation,
+                    self.client
+                        .query(
+                            "ALTER TABLE events DELETE IN PARTITION ? \
+                             WHERE site = ? AND timestamp < toDateTime(?, 'UTC')",
+                        )
+                        .bind(month)
+                        .bind(site)
+                        .bind(cutoff)
+                        .with_setting("mutations_sync", "2")
+                        .execute(),
+                )
                 .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(())
     }
 
     /// Salts older than yesterday (UTC) should have been deleted at rotation; any found
@@ -591,10 +635,13 @@ impl Purger {
             .map_err(time_err("salt day"))?
             .to_string();
         let count_stale = || {
-            self.client
-                .query("SELECT count() FROM salts WHERE day < toDate(?)")
-                .bind(yesterday.as_str())
-                .fetch_one::<u64>()
+            timed(
+                self.timeouts.query,
+                self.client
+                    .query("SELECT count() FROM salts WHERE day < toDate(?)")
+                    .bind(yesterday.as_str())
+                    .fetch_one::<u64>(),
+            )
         };
         let stale = count_stale().await?;
         if stale == 0 || opts.dry_run {
@@ -605,14 +652,17 @@ impl Purger {
         }
         tracing::warn!(stale, "salts older than yesterday found; deleting them");
         let started = now_millis(Timestamp::now());
-        self.client
-            // A mutation, not a lightweight delete: a salt must be gone from disk, not
-            // just hidden until a merge.
-            .query("ALTER TABLE salts DELETE WHERE day < toDate(?)")
-            .bind(yesterday.as_str())
-            .with_setting("mutations_sync", "2")
-            .execute()
-            .await?;
+        timed(
+            self.timeouts.mutation,
+            self.client
+                // A mutation, not a lightweight delete: a salt must be gone from disk,
+                // not just hidden until a merge.
+                .query("ALTER TABLE salts DELETE WHERE day < toDate(?)")
+                .bind(yesterday.as_str())
+                .with_setting("mutations_sync", "2")
+                .execute(),
+        )
+        .await?;
         let after = count_stale().await?;
         log.push(PurgeLogRow {
             run_id: run_id.to_owned(),
