@@ -824,6 +824,93 @@ async fn a_replay_after_more_than_a_thousand_other_inserts_lands_once() {
     );
 }
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Runs a spooled writer on the spool in `dir` until the spool is drained.
+async fn drain_spool(client: &Client, dir: &std::path::Path) -> writer::FlushReport {
+    let mut registry = Registry::default();
+    let spool = open_spool(dir, &mut registry);
+    let (_sink, handle) = Writer::spawn_spooled(
+        client.clone(),
+        &writer_config(100, 20, 1_000),
+        Duration::from_secs(30),
+        "events",
+        spool.clone(),
+        dir,
+        &mut registry,
+    );
+    wait_until("the spool to drain", || spool.status().pending_records == 0).await;
+    handle.shutdown(Duration::from_secs(30)).await.unwrap()
+}
+
+/// A batch with one row ClickHouse refuses among good ones: the good rows are stored,
+/// only the refused row is dead-lettered; and splitting it again after a "crash"
+/// (the same batch replayed from a copy of the spool) stores nothing twice.
+#[tokio::test]
+async fn one_refused_row_among_good_ones_is_the_only_dead_letter() {
+    let cfg = migrated("writer_split").await;
+    let client = db::client(&cfg);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    let spool = open_spool(&dir, &mut Registry::default());
+    let good: Vec<EventRow> = (0..10).map(event).collect();
+    let mut records: Vec<Vec<u8>> = good
+        .iter()
+        .map(|row| {
+            let mut r = Vec::new();
+            hush::pipeline::rowbinary::encode_event(row, &mut r);
+            r
+        })
+        .collect();
+    records.insert(6, BAD_ROW.to_vec());
+    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    spool.append(&refs).await.unwrap();
+    spool.close().await;
+    drop(spool);
+    // The spool as it is now, for the replay below: same id, same batch, same tokens.
+    let copy = tmp.path().join("copy");
+    copy_dir(&dir, &copy);
+
+    let report = drain_spool(&client, &dir).await;
+    assert_eq!((report.rows_inserted, report.rows_dead_lettered), (10, 1));
+    let expected: Vec<StoredRow> = good.iter().map(StoredRow::from).collect();
+    assert_eq!(stored_rows(&client).await, expected);
+    let dead = dead_letters(&dir.join("quarantine"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(std::fs::read(&dead[0]).unwrap(), BAD_ROW);
+    let note = std::fs::read_to_string(dead[0].with_extension("txt")).unwrap();
+    assert!(note.contains("rows: 1 of 11"), "{note}");
+    let row_line = note
+        .lines()
+        .find(|l| l.starts_with("row "))
+        .unwrap_or_default();
+    assert!(
+        row_line.starts_with("row 6: ") && row_line.contains("Code: 131"),
+        "{note}"
+    );
+
+    // A crash after the good parts were stored and before the ack: the batch comes
+    // back, is split the same way, and ClickHouse drops every part it already has.
+    let again = drain_spool(&client, &copy).await;
+    assert_eq!((again.rows_inserted, again.rows_dead_lettered), (10, 1));
+    assert_eq!(
+        stored_rows(&client).await,
+        expected,
+        "a part was stored twice"
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // salts
 

@@ -148,6 +148,8 @@ pub struct SpoolBatch {
     range: Range<u64>,
     records: u64,
     payload: Bytes,
+    /// Where each record ends in `payload`.
+    ends: Vec<usize>,
     token: String,
 }
 
@@ -171,6 +173,12 @@ impl SpoolBatch {
     /// The records' payloads, concatenated: a RowBinary body.
     pub fn payload(&self) -> &Bytes {
         &self.payload
+    }
+
+    /// Where each record ends in [`payload`](Self::payload), in order (one entry per
+    /// record), so a batch can be split between records.
+    pub fn record_ends(&self) -> &[usize] {
+        &self.ends
     }
 
     /// `insert_deduplication_token` for this batch: identical whenever the same
@@ -1197,11 +1205,13 @@ fn cut_batch(shared: &Shared, max_records: usize) -> Result<CutOutcome, SpoolErr
         range,
         records: read.records,
         payload: Bytes::from(read.payload),
+        ends: read.ends,
     }))
 }
 
 struct Read {
     payload: Vec<u8>,
+    ends: Vec<usize>,
     records: u64,
     end: u64,
 }
@@ -1217,6 +1227,7 @@ fn read_records(
 ) -> io::Result<Read> {
     let mut out = Read {
         payload: Vec::new(),
+        ends: Vec::new(),
         records: 0,
         end: plan.start,
     };
@@ -1258,6 +1269,7 @@ fn read_records(
             Frame::Valid { len, .. } => {
                 let at = (pos - chunk_at) as usize + FRAME_OVERHEAD;
                 out.payload.extend_from_slice(&chunk[at..at + len]);
+                out.ends.push(out.payload.len());
                 out.records += 1;
                 pos += Frame::total(len) as u64;
                 out.end = pos;
