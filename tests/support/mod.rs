@@ -14,6 +14,11 @@
 //! a temporary data directory; it exits with the test process. Every test
 //! works in its own database, so tests run in parallel without interfering.
 //!
+//! Nothing is left behind: the local launcher's data directory goes with it, and on
+//! an external server every database [`ClickHouse::fresh_database`] created is
+//! dropped when the test binary exits (set `HUSH_TEST_KEEP_DATABASES=1` to keep them
+//! for a post-mortem; their names are printed then).
+//!
 //! [`LocalClickHouse`] starts a separate launcher that a test owns and can
 //! stop, kill, pause (SIGSTOP) and restart, for persistence and fault tests.
 //!
@@ -24,9 +29,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// First start may install the engine into scripts/.venv (a ~180 MB wheel).
@@ -44,11 +49,15 @@ pub struct ClickHouse {
 
 static SHARED: OnceLock<ClickHouse> = OnceLock::new();
 static DB_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Databases created on an external server, dropped at exit.
+static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The ClickHouse for this test binary (started on first use).
 pub fn clickhouse() -> &'static ClickHouse {
     SHARED.get_or_init(|| {
         if let Some(url) = external_url() {
+            // SAFETY: registers a plain `extern "C" fn()`; it runs once, at exit.
+            unsafe { libc::atexit(drop_created_databases) };
             return ClickHouse {
                 url,
                 user: std::env::var("CLICKHOUSE_USER").unwrap_or_else(|_| "default".into()),
@@ -137,8 +146,55 @@ impl ClickHouse {
             .execute()
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {}: {e}", self.url));
+        if !self.is_local() {
+            CREATED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(name.clone());
+        }
         name
     }
+}
+
+/// At exit of a test binary that used an external server: drops the databases it
+/// created, on a thread of its own with a runtime of its own (the tests' runtimes are
+/// gone), within a bound so a hanging server cannot hang the exit.
+extern "C" fn drop_created_databases() {
+    let names = std::mem::take(
+        &mut *CREATED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let Some(ch) = SHARED.get() else { return };
+    if names.is_empty() {
+        return;
+    }
+    if std::env::var_os("HUSH_TEST_KEEP_DATABASES").is_some() {
+        eprintln!("kept test databases on {}: {}", ch.url, names.join(", "));
+        return;
+    }
+    let client = ch.base_client();
+    let dropper = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            for name in &names {
+                let drop = client
+                    .query(&format!("DROP DATABASE IF EXISTS `{name}`"))
+                    .execute();
+                match tokio::time::timeout(Duration::from_secs(10), drop).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => eprintln!("could not drop test database {name}: {e}"),
+                    Err(_) => eprintln!("dropping test database {name} timed out"),
+                }
+            }
+        });
+    });
+    let _ = dropper.join();
 }
 
 /// A launcher process owned by one test.
