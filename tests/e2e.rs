@@ -3,8 +3,13 @@
 //! Each test starts `hush serve` on an ephemeral port with its own database, sends hits
 //! the way browsers, apps and bots do (keep-alive connections; `X-Forwarded-For` from a
 //! trusted loopback proxy stands in for many clients), and checks the stored rows
-//! column by column. The privacy test then scans every column of every table, and the
-//! collector's debug log, for the client addresses used.
+//! column by column. Other clients connect from their own loopback addresses
+//! (127.0.0.2 and up, sockets bound to them; hush trusts no proxy there), so the
+//! address hush sees is the socket peer's. The privacy test then scans every column of
+//! every table, every file hush wrote (spool, dead letters, port files) and the
+//! collector's debug log for every client address used, written in any of the forms
+//! an address takes (dotted, integer in decimal and hex, IPv6 full and compressed,
+//! IPv4-mapped, and raw bytes in files).
 
 #[path = "geo_fixture/mod.rs"]
 mod geo_fixture;
@@ -16,7 +21,8 @@ mod support;
 #[path = "support/wait.rs"]
 mod wait;
 
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -50,30 +56,57 @@ const IP_BOT: &str = "192.0.2.203";
 const IP_BAD: &str = "192.0.2.204";
 const ALL_IPS: &[&str] = &[IP_A, IP_B, IP_C, IP_DNT, IP_GPC, IP_BOT, IP_BAD];
 
+/// Clients connecting from their own loopback address (the whole 127/8 is loopback
+/// on Linux; hush trusts only 127.0.0.1 as a proxy). Two share a /24 with 127.0.0.2.
+const SOCKET_IPS: &[&str] = &[
+    "127.0.0.2",
+    "127.0.0.77",
+    "127.0.0.254",
+    "127.1.2.3",
+    "127.45.67.89",
+    "127.200.100.50",
+];
+/// What those clients claim in `X-Forwarded-For`; hush must ignore it (and never store
+/// or log it).
+const FORGED_IPS: &[&str] = &["198.18.0.1", "198.18.5.1", "198.18.10.1"];
+
 /// A running `hush serve` (the shared [`HushProcess`]) in a temporary directory that
-/// lives as long as it does.
+/// lives as long as it does and holds everything it writes (spool, port files).
 struct Collector {
     // Declared first so it is dropped (killed) before its directory is removed.
     hush: HushProcess,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Collector {
-    fn start(config: &str) -> Collector {
+    /// `hush serve` on database `db` with the e2e config plus `extra`, its spool in
+    /// its own directory.
+    fn start(db: &str, extra: &str) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
+        let config = config(db, &dir.path().join("spool"), extra);
         // `debug` for every crate: the privacy test scans dependencies' lines too.
-        let hush = HushProcess::start_with_log_filter(dir.path(), config, "debug");
-        let addr = hush.addr();
-        let text = hush.log();
-        assert!(
-            text.contains(&format!("listening on {addr}")) || {
-                // The line may still be in the pipe; the port file came after it.
-                std::thread::sleep(Duration::from_millis(200));
-                hush.log().contains(&format!("listening on {addr}"))
-            },
-            "no `listening on {addr}` line:\n{text}"
-        );
-        Collector { hush, _dir: dir }
+        let hush = HushProcess::start_with_log_filter(&dir.path().join("hush"), &config, "debug");
+        // The line comes before the port file, but may still be in the pipe.
+        hush.wait_for_log(&format!("listening on {}", hush.addr()), DEADLINE);
+        Collector { hush, dir }
+    }
+
+    /// Every file under the collector's directory but the config the test wrote.
+    fn written_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("list collector dir") {
+                let path = entry.expect("dir entry").path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.file_name().is_some_and(|n| n != "hush.toml") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(self.dir.path(), &mut files);
+        files.sort();
+        files
     }
 
     fn url(&self, path: &str) -> String {
@@ -111,16 +144,7 @@ fn geo_config() -> String {
 
 /// Each collector gets its own disk spool (the production default), so every e2e
 /// check also covers the spooled path: body → spool → writer → ClickHouse.
-fn spool_dir(db: &str) -> std::path::PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("e2e-spool-{db}-{n}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the spool dir");
-    dir
-}
-
-fn config(db: &str, extra: &str) -> String {
+fn config(db: &str, spool: &Path, extra: &str) -> String {
     let ch = support::clickhouse();
     test_config(
         ch.url(),
@@ -129,6 +153,7 @@ fn config(db: &str, extra: &str) -> String {
         &format!(
             r#"
 [server]
+# Only the test's own client is a proxy; 127.0.0.2 and up are clients themselves.
 trusted_proxies = ["127.0.0.1/32", "::1/128"]
 shutdown_timeout_ms = 30000
 
@@ -146,7 +171,7 @@ aliases = ["www.example.com"]
 domain = "blog.example.org"
 "#,
             geo = geo_config(),
-            spool = spool_dir(db).display(),
+            spool = spool.display(),
         ),
     )
 }
@@ -207,7 +232,7 @@ async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
     let ch = support::clickhouse();
     let db = ch.fresh_database("e2e_pipeline").await;
     let chc = ch.client(&db).with_validation(false);
-    let mut c = Collector::start(&config(&db, ""));
+    let mut c = Collector::start(&db, "");
     let client = http();
 
     // Operational endpoints.
@@ -731,6 +756,55 @@ async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
         "{metrics}"
     );
 
+    // Clients that are their own socket peer (no trusted proxy in front): hush must
+    // take the peer's address, ignore what they forge in X-Forwarded-For, and keep
+    // neither.
+    for (i, ip) in SOCKET_IPS.iter().enumerate() {
+        let socket_client = reqwest::Client::builder()
+            .local_address(ip.parse::<IpAddr>().unwrap())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client bound to a loopback address");
+        let resp = socket_client
+            .post(c.url("/api/event"))
+            .header("content-type", "text/plain")
+            .header("user-agent", FIREFOX_MAC)
+            .header("x-forwarded-for", FORGED_IPS[i % FORGED_IPS.len()])
+            .body(
+                serde_json::json!({"n": "pageview", "u": format!("https://example.com/socket/{i}"), "d": "example.com"})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("send from {ip}: {e}"));
+        assert_eq!(resp.status(), 202, "from {ip}");
+    }
+    wait_for_count(
+        &chc,
+        "SELECT count() FROM events WHERE startsWith(pathname, '/socket/')",
+        SOCKET_IPS.len() as u64,
+        DEADLINE,
+    )
+    .await;
+    let socket_rows = rows(&chc, "startsWith(pathname, '/socket/')").await;
+    let visitor = |i: usize| one(&socket_rows, &format!("/socket/{i}")).visitor_id;
+    // 127.0.0.2, .77 and .254 are one /24: one visitor, although each forged another
+    // X-Forwarded-For (so it was ignored) ...
+    assert_eq!(visitor(0), visitor(1));
+    assert_eq!(visitor(0), visitor(2));
+    // ... and peers in other /24s are other visitors (so the peer address was used).
+    let distinct: std::collections::HashSet<u64> = [0, 3, 4, 5].into_iter().map(visitor).collect();
+    assert_eq!(distinct.len(), 4, "one visitor per /24: {socket_rows:#?}");
+
+    // Privacy of what hush wrote to disk while running: the spool (and dead letters,
+    // if any) hold every row, but no address.
+    let scanned = scan_files(&c, &all_addresses());
+    assert!(
+        scanned.rows_seen,
+        "the scan saw no spooled row; it would prove nothing: {:?}",
+        c.written_files()
+    );
+
     // Graceful shutdown: hits sent right before SIGTERM are all stored.
     let mut sent = 0;
     for i in 0..40 {
@@ -757,6 +831,7 @@ async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
     );
 
     // Privacy: no client address anywhere in the database ...
+    let addresses = all_addresses();
     #[derive(Debug, clickhouse::Row, Deserialize)]
     struct Column {
         table: String,
@@ -770,6 +845,7 @@ async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
         .unwrap();
     assert!(columns.iter().any(|c| c.table == "events"), "{columns:?}");
     assert!(columns.len() > 30, "{columns:?}");
+    let mut values_scanned = 0;
     for col in &columns {
         let sql = format!(
             "SELECT toValidUTF8(CAST(ifNull(toString(`{}`), '') AS String)) FROM `{db}`.`{}`",
@@ -781,23 +857,234 @@ async fn hits_are_enriched_stored_and_nothing_identifying_is_kept() {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         for value in &values {
-            for ip in ALL_IPS {
-                assert!(
-                    !value.contains(ip),
-                    "{}.{} holds client address {ip}: {value}",
-                    col.table,
-                    col.name
-                );
+            values_scanned += 1;
+            if let Some(leak) = find_address(value.as_bytes(), &addresses, false) {
+                panic!("{}.{} holds {leak}: {value}", col.table, col.name);
             }
         }
     }
+    assert!(values_scanned > 1_000, "{values_scanned} values scanned");
+    // ... none in the files hush left behind ...
+    scan_files(&c, &addresses);
     // ... and none in the debug log (which must exist and be verbose for this to mean anything).
     let log = c.log();
     assert!(log.contains("DEBUG"), "expected debug output:\n{log}");
-    for ip in ALL_IPS {
+    if let Some(leak) = find_address(log.as_bytes(), &addresses, false) {
+        panic!("the log holds {leak}:\n{log}");
+    }
+}
+
+/// Every client address the privacy test used: forwarded, socket peers, forged.
+fn all_addresses() -> Vec<IpAddr> {
+    ALL_IPS
+        .iter()
+        .chain(SOCKET_IPS)
+        .chain(FORGED_IPS)
+        .map(|ip| ip.parse().expect("test address"))
+        .collect()
+}
+
+/// What [`scan_files`] found.
+struct Scanned {
+    /// A spooled row was among the bytes scanned (its pathname was).
+    rows_seen: bool,
+}
+
+/// Scans every file the collector wrote for `addresses`, also as raw bytes; panics
+/// naming the file and the form on a hit.
+fn scan_files(c: &Collector, addresses: &[IpAddr]) -> Scanned {
+    let mut rows_seen = false;
+    for path in c.written_files() {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        if let Some(leak) = find_address(&bytes, addresses, true) {
+            panic!("{} holds {leak}", path.display());
+        }
+        rows_seen |= bytes.windows(8).any(|w| w == b"/pricing");
+    }
+    Scanned { rows_seen }
+}
+
+/// One way of writing an address down.
+struct Form {
+    what: String,
+    /// Lower-case text, or raw bytes.
+    needle: Vec<u8>,
+    /// Bytes that may not touch the needle on either side (it would then be part of
+    /// a longer, different number or address); none for raw bytes.
+    border: fn(u8) -> bool,
+    raw: bool,
+}
+
+fn digit(b: u8) -> bool {
+    b.is_ascii_digit()
+}
+
+fn hex_digit(b: u8) -> bool {
+    b.is_ascii_hexdigit()
+}
+
+fn v6_char(b: u8) -> bool {
+    b.is_ascii_hexdigit() || b == b':'
+}
+
+fn no_border(_: u8) -> bool {
+    false
+}
+
+fn text(what: String, needle: String, border: fn(u8) -> bool) -> Form {
+    Form {
+        what,
+        needle: needle.to_ascii_lowercase().into_bytes(),
+        border,
+        raw: false,
+    }
+}
+
+fn raw(what: String, needle: Vec<u8>) -> Form {
+    Form {
+        what,
+        needle,
+        border: no_border,
+        raw: true,
+    }
+}
+
+fn v6_forms(ip: Ipv6Addr, label: &str, out: &mut Vec<Form>) {
+    let groups = ip.segments();
+    let full: Vec<String> = groups.iter().map(|g| format!("{g:04x}")).collect();
+    let short: Vec<String> = groups.iter().map(|g| format!("{g:x}")).collect();
+    out.push(text(
+        format!("{label} (compressed)"),
+        ip.to_string(),
+        v6_char,
+    ));
+    out.push(text(format!("{label} (full)"), full.join(":"), v6_char));
+    out.push(text(
+        format!("{label} (uncompressed)"),
+        short.join(":"),
+        v6_char,
+    ));
+    out.push(text(format!("{label} (hex)"), full.concat(), hex_digit));
+    out.push(text(
+        format!("{label} (decimal)"),
+        u128::from(ip).to_string(),
+        digit,
+    ));
+    out.push(raw(format!("{label} (raw bytes)"), ip.octets().to_vec()));
+}
+
+/// Every form of `ip` a leak could take.
+fn forms(ip: IpAddr) -> Vec<Form> {
+    let mut out = Vec::new();
+    match ip {
+        IpAddr::V4(v4) => {
+            let n = u32::from(v4);
+            let label = v4.to_string();
+            // Dotted, also inside `::ffff:a.b.c.d` and `[...]:port`.
+            out.push(text(label.clone(), label.clone(), digit));
+            out.push(text(format!("{label} (decimal)"), n.to_string(), digit));
+            out.push(text(
+                format!("{label} (hex)"),
+                format!("{n:08x}"),
+                hex_digit,
+            ));
+            // IPv4-mapped, written with hex groups: ::ffff:cb00:714d.
+            let mapped = v4.to_ipv6_mapped();
+            out.push(text(
+                format!("{label} (IPv4-mapped)"),
+                mapped
+                    .to_string()
+                    .replace(&label, &format!("{:x}:{:x}", n >> 16, n & 0xffff)),
+                v6_char,
+            ));
+            v6_forms(mapped, &format!("{label} as IPv6"), &mut out);
+            out.push(raw(
+                format!("{label} (raw, network order)"),
+                v4.octets().to_vec(),
+            ));
+            out.push(raw(
+                format!("{label} (raw, little-endian)"),
+                n.to_le_bytes().to_vec(),
+            ));
+        }
+        IpAddr::V6(v6) => v6_forms(v6, &v6.to_string(), &mut out),
+    }
+    out
+}
+
+/// The first form of any of `addresses` in `hay` (text forms case-insensitive; raw
+/// forms only when `files`, as binary files hold them), described.
+fn find_address(hay: &[u8], addresses: &[IpAddr], files: bool) -> Option<String> {
+    let lower = hay.to_ascii_lowercase();
+    for ip in addresses {
+        for form in forms(*ip) {
+            if form.raw && !files {
+                continue;
+            }
+            let hay = if form.raw { hay } else { &lower[..] };
+            let n = form.needle.len();
+            let found = hay.windows(n).enumerate().find(|&(at, w)| {
+                w == form.needle.as_slice()
+                    && !(at > 0 && (form.border)(hay[at - 1]))
+                    && !hay.get(at + n).is_some_and(|&b| (form.border)(b))
+            });
+            if let Some((at, _)) = found {
+                return Some(format!("client address {} at byte {at}", form.what));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn the_address_scan_finds_every_form_and_only_those() {
+    let v4: IpAddr = "203.0.113.77".parse().unwrap();
+    let v6: IpAddr = IP_C.parse().unwrap();
+    let found = |hay: &[u8], files: bool| find_address(hay, &[v4, v6], files);
+    for leak in [
+        &b"peer=203.0.113.77:4711"[..],
+        b"at 203.0.113.77.",
+        b"[::ffff:203.0.113.77]",
+        b"::FFFF:CB00:714D",
+        b"ip=3405803853;",
+        b"0xCB00714D",
+        b"\"ip\":\"cb00714d\"",
+        b"2001:db8:85a3:1234:5678:8a2e:370:7334",
+        b"2001:0DB8:85A3:1234:5678:8A2E:0370:7334",
+        b"20010db885a3123456788a2e03707334",
+        b"42540766452641240039798329148735255348",
+    ] {
         assert!(
-            !log.contains(ip),
-            "log contains client address {ip}:\n{log}"
+            found(leak, false).is_some(),
+            "{}",
+            String::from_utf8_lossy(leak)
+        );
+    }
+    // Raw bytes, in files only.
+    let mut file = b"row:".to_vec();
+    file.extend_from_slice(&[203, 0, 113, 77]);
+    assert!(found(&file, false).is_none());
+    assert!(found(&file, true).is_some());
+    let mut file = b"row:".to_vec();
+    file.extend_from_slice(&u32::from_be_bytes([203, 0, 113, 77]).to_le_bytes());
+    assert!(found(&file, true).is_some());
+    let v6_raw = match v6 {
+        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(_) => unreachable!(),
+    };
+    assert!(found(&v6_raw, true).is_some());
+    // Not a leak: the truncated networks, and longer numbers or addresses.
+    assert!(found(b"203.0.113.0/24 and 2001:db8:85a3::/48", true).is_none());
+    for fine in [
+        &b"1203.0.113.771"[..],
+        b"34058038530",
+        b"acb00714d",
+        b"2001:db8:85a3:1234:5678:8a2e:370:73345",
+    ] {
+        assert!(
+            found(fine, false).is_none(),
+            "{}",
+            String::from_utf8_lossy(fine)
         );
     }
 }
@@ -807,8 +1094,8 @@ async fn instances_sharing_a_database_agree_on_visitor_ids() {
     let ch = support::clickhouse();
     let db = ch.fresh_database("e2e_two_instances").await;
     let chc = ch.client(&db).with_validation(false);
-    let one_c = Collector::start(&config(&db, ""));
-    let two_c = Collector::start(&config(&db, ""));
+    let one_c = Collector::start(&db, "");
+    let two_c = Collector::start(&db, "");
     let client = http();
     for (c, path, ip) in [
         (&one_c, "/one", IP_A),
@@ -847,7 +1134,7 @@ async fn opt_out_drop_policy_and_h2c() {
     let ch = support::clickhouse();
     let db = ch.fresh_database("e2e_policy").await;
     let chc = ch.client(&db).with_validation(false);
-    let c = Collector::start(&config(&db, "[privacy]\ndnt = \"drop\"\ngpc = \"drop\"\n"));
+    let c = Collector::start(&db, "[privacy]\ndnt = \"drop\"\ngpc = \"drop\"\n");
     // HTTP/2 with prior knowledge, as a proxy speaking h2c would.
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
