@@ -59,6 +59,8 @@ pub enum Route {
     health,
     ready,
     metrics,
+    /// The tracker script (`/js/script.js`, `/js/hush.js`).
+    script,
     not_found,
 }
 

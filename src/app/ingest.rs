@@ -1,5 +1,6 @@
 //! Request handling: the Plausible-compatible Events API (`POST /api/event`,
-//! `POST /api/events`), CORS, and the operational endpoints (`/health`, `/ready`, and
+//! `POST /api/events`), CORS, the tracker script (`GET /js/script.js`, see
+//! [`crate::app::tracker`]), and the operational endpoints (`/health`, `/ready`, and
 //! `/metrics` only with `metrics.public`: it is on the admin listener otherwise).
 //!
 //! Status codes are a contract with the tracker and with monitoring: 202 only once the
@@ -185,6 +186,7 @@ impl Ingest {
             "/health" => Route::health,
             "/ready" => Route::ready,
             "/metrics" if self.config.metrics.public => Route::metrics,
+            "/js/script.js" | "/js/hush.js" => Route::script,
             _ => Route::not_found,
         };
         let route = if *method == Method::OPTIONS && matches!(route, Route::event | Route::events) {
@@ -195,7 +197,7 @@ impl Ingest {
         let method_ok = match route {
             Route::event | Route::events => *method == Method::POST,
             Route::preflight => true,
-            Route::health | Route::ready | Route::metrics => {
+            Route::health | Route::ready | Route::metrics | Route::script => {
                 *method == Method::GET || *method == Method::HEAD
             }
             Route::not_found => true,
@@ -674,6 +676,7 @@ impl Handler for Ingest {
                 Route::health => self.health(),
                 Route::ready => self.ready().await,
                 Route::metrics => self.metrics_page(),
+                Route::script => crate::app::tracker::SCRIPT_ASSET.respond(req.headers()),
                 Route::not_found => simple(StatusCode::NOT_FOUND, "not found\n"),
             }
         };

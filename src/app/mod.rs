@@ -14,6 +14,7 @@
 mod geo_metrics;
 pub mod ingest;
 pub mod supervise;
+pub mod tracker;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
