@@ -61,7 +61,23 @@ pub enum Route {
     metrics,
     /// The tracker script (`/js/script.js`, `/js/hush.js`).
     script,
+    /// The no-JavaScript pixel (`/api/event.gif`, `/pixel.gif`).
+    pixel,
     not_found,
+}
+
+/// What became of a pixel hit. The pixel answers its GIF whatever happened, so this
+/// counter is where the outcome shows; a refusal's reason is also counted in
+/// `hush_hits_rejected_total`, a drop's in `hush_hits_dropped_total`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum PixelOutcome {
+    /// Handed to the writer (spooled when there is a spool) before the GIF was sent.
+    stored,
+    /// Deliberately not stored (bot, DNT, GPC).
+    dropped,
+    /// Refused: invalid parameters, unknown site, or the writer's buffer full.
+    refused,
 }
 
 /// Why a hit was deliberately not stored (answered 202 with `X-Hush-Dropped`).
@@ -169,6 +185,11 @@ struct RejectLabels {
     reason: RejectReason,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PixelLabels {
+    outcome: PixelOutcome,
+}
+
 fn duration_histogram() -> Histogram {
     // 50 µs .. ~1.6 s: ingestion is sub-millisecond; the tail shows queueing.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -186,6 +207,7 @@ pub struct HttpMetrics {
     dropped: Family<DropLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
     refusal_logs: Arc<[RateLimit; REJECT_REASONS]>,
+    pixel: Family<PixelLabels, Counter>,
 }
 
 impl HttpMetrics {
@@ -197,6 +219,7 @@ impl HttpMetrics {
             dropped: Family::default(),
             rejected: Family::default(),
             refusal_logs: Arc::new(std::array::from_fn(|_| RateLimit::new(REFUSAL_LOG_EVERY))),
+            pixel: Family::default(),
         };
         registry.register(
             "hush_http_requests",
@@ -225,6 +248,11 @@ impl HttpMetrics {
              request refused before its events could be counted counts as one)",
             m.rejected.clone(),
         );
+        registry.register(
+            "hush_pixel_hits",
+            "Pixel hits by outcome (the pixel always answers its GIF)",
+            m.pixel.clone(),
+        );
         m
     }
 
@@ -243,6 +271,10 @@ impl HttpMetrics {
 
     pub fn dropped(&self, reason: DropReason) {
         self.dropped.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    pub fn pixel(&self, outcome: PixelOutcome) {
+        self.pixel.get_or_create(&PixelLabels { outcome }).inc();
     }
 
     /// Counts `n` refused hits and logs the refusal as its reason deserves
@@ -353,7 +385,12 @@ mod tests {
         m.accepted(3);
         m.dropped(DropReason::gpc);
         m.rejected(RejectReason::unknown_site, 2);
+        m.pixel(PixelOutcome::refused);
         let text = render(&registry);
+        assert!(
+            text.contains("hush_pixel_hits_total{outcome=\"refused\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("hush_http_requests_total{route=\"event\",status=\"202\"} 1"),
             "{text}"

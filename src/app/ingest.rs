@@ -1,7 +1,8 @@
 //! Request handling: the Plausible-compatible Events API (`POST /api/event`,
 //! `POST /api/events`), CORS, the tracker script (`GET /js/script.js`, see
-//! [`crate::app::tracker`]), and the operational endpoints (`/health`, `/ready`, and
-//! `/metrics` only with `metrics.public`: it is on the admin listener otherwise).
+//! [`crate::app::tracker`]), the no-JavaScript pixel (`GET /api/event.gif`, see
+//! [`pixel`]), and the operational endpoints (`/health`, `/ready`, and `/metrics` only
+//! with `metrics.public`: it is on the admin listener otherwise).
 //!
 //! Status codes are a contract with the tracker and with monitoring: 202 only once the
 //! writer took the rows (or for a deliberate drop, marked with `X-Hush-Dropped`), 400
@@ -32,6 +33,8 @@ use crate::http::response;
 use crate::http::server::{Body, Handler, simple};
 use crate::metrics::{DropReason, HttpMetrics, RejectReason, Route};
 use crate::pipeline::writer::{EventSink, SubmitError};
+
+mod pixel;
 
 /// How long `/ready` waits for ClickHouse before answering 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -187,6 +190,7 @@ impl Ingest {
             "/ready" => Route::ready,
             "/metrics" if self.config.metrics.public => Route::metrics,
             "/js/script.js" | "/js/hush.js" => Route::script,
+            "/api/event.gif" | "/pixel.gif" => Route::pixel,
             _ => Route::not_found,
         };
         let route = if *method == Method::OPTIONS && matches!(route, Route::event | Route::events) {
@@ -197,7 +201,7 @@ impl Ingest {
         let method_ok = match route {
             Route::event | Route::events => *method == Method::POST,
             Route::preflight => true,
-            Route::health | Route::ready | Route::metrics | Route::script => {
+            Route::health | Route::ready | Route::metrics | Route::script | Route::pixel => {
                 *method == Method::GET || *method == Method::HEAD
             }
             Route::not_found => true,
@@ -677,6 +681,7 @@ impl Handler for Ingest {
                 Route::ready => self.ready().await,
                 Route::metrics => self.metrics_page(),
                 Route::script => crate::app::tracker::SCRIPT_ASSET.respond(req.headers()),
+                Route::pixel => self.pixel(req, peer).await,
                 Route::not_found => simple(StatusCode::NOT_FOUND, "not found\n"),
             }
         };
