@@ -4,13 +4,18 @@
 //! Over HTTP: the script's headers, encodings, ETags and 304s (the bytes compared
 //! with `tracker/dist/` read from disk), and pixel hits with and without a
 //! `Referer`, bad ones (still a GIF, nothing stored) and their counts in
-//! `/metrics`.
+//! `/metrics`. In a real browser (`browser` below): headless Chromium loads pages
+//! from another origin that load the script from hush, and every feature must
+//! leave exactly its rows in ClickHouse.
 
 #[path = "support/hush.rs"]
 mod hush_process;
 mod support;
 #[path = "support/wait.rs"]
 mod wait;
+
+#[path = "tracker/browser.rs"]
+mod browser;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,16 +28,16 @@ const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML,
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
 /// A running `hush serve` in a temporary directory that lives as long as it does.
-struct Collector {
+pub struct Collector {
     // Declared first so it is dropped (killed) before its directory is removed.
-    hush: HushProcess,
+    pub hush: HushProcess,
     _dir: tempfile::TempDir,
 }
 
 impl Collector {
     /// A collector on a fresh database with a disk spool (so a stored pixel hit is
     /// also a spooled one), serving `sites` (TOML `[[sites]]` tables).
-    async fn start(prefix: &str, sites: &str) -> (Collector, clickhouse::Client) {
+    pub async fn start(prefix: &str, sites: &str) -> (Collector, clickhouse::Client) {
         let ch = support::clickhouse();
         let db = ch.fresh_database(prefix).await;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -47,7 +52,7 @@ impl Collector {
         (Collector { hush, _dir: dir }, ch.client(&db))
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         self.hush.url(path)
     }
 }

@@ -33,7 +33,7 @@
 
   // Downloads: links to these extensions, or to data-file-types (a comma list).
   let files = RegExp(
-    `\\.(${ds.fileTypes?.replace(/\W+/g, '|') || 'pdf|docx?|xlsx?|pptx?|csv|zip|gz|dmg|exe|mp[34]'})$`,
+    `\\.(${ds.fileTypes?.replace(/\W+/g, '|') || 'pdf|docx?|xlsx?|pptx?|csv|zip|gz|dmg|exe'})$`,
     'i'
   );
 
@@ -56,7 +56,8 @@
       // Scroll depth: how much of the page was seen, in percent.
       post('engagement', page, {
         e: now() - since,
-        sd: Math.min(100, (((depth + innerHeight) / d.body.scrollHeight) * 100) | 0),
+        // (min first: a page with an empty body is 100%, not Infinity | 0 = 0)
+        sd: Math.min(100, ((depth + innerHeight) / d.body.scrollHeight) * 100) | 0,
       });
     since = !d.hidden && now();
   };
@@ -117,8 +118,10 @@
         view();
       };
     }
-    // Also fired by a change of the #fragment (a link, or setting location.hash).
+    // Back and forward; a change of the #fragment (a link, or setting
+    // location.hash) fires only hashchange.
     w.addEventListener('popstate', view);
+    w.addEventListener('hashchange', view);
     view();
   }
   // The row's pathname says which page was missing.
