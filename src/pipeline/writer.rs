@@ -1778,6 +1778,21 @@ mod tests {
         assert_eq!(on_disk.pending_records, accepted);
     }
 
+    /// Opens the spool again once the last run let go of it: a blocking read the
+    /// aborted writer had started can hold a handle for a moment after the abort (seen
+    /// on a loaded machine as `Locked`). Waits with a deadline, never on luck.
+    async fn reopen_when_released(dir: &std::path::Path, max_bytes: u64) -> Spool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Spool::open(&spool_config(dir, max_bytes), &mut Registry::default()) {
+                Err(SpoolError::Locked(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn spooled_rows_are_encoded_once_per_row_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -1789,8 +1804,7 @@ mod tests {
         handle.shutdown(Duration::from_millis(100)).await.unwrap();
         // The aborted writer's batch is handed out again after a restart, then the rest.
         drop((sink, spool));
-        let spool =
-            Spool::open(&spool_config(dir.path(), 1 << 20), &mut Registry::default()).unwrap();
+        let spool = reopen_when_released(dir.path(), 1 << 20).await;
         let mut payload = Vec::new();
         let mut records = 0;
         while let Some(batch) = spool.try_next_batch(100).await.unwrap() {
