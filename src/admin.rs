@@ -1,5 +1,8 @@
 //! Admin API: a listener of its own (`admin.listen`, loopback by default), apart from
-//! the public ingestion port, for data-subject requests and purges.
+//! the public ingestion port, for data-subject requests and purges. It is served by
+//! [`crate::http::server::run`] like the public port, so it has the same header, body
+//! and keep-alive timeouts, HTTP/2 limits and graceful shutdown, with a small
+//! connection cap of its own ([`server_config`]).
 //!
 //! Every request needs `Authorization: Bearer <token>` where the token's SHA-256 is in
 //! `admin.tokens`; anything else gets a bare 401, before routing, so the API reveals
@@ -16,8 +19,10 @@
 //! | `DELETE /admin/v1/sites/{domain}/data` | deletes every row of a site |
 //! | `GET /metrics` | the Prometheus metrics page (also public with `metrics.public`) |
 
-use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,25 +30,67 @@ use clickhouse::Client;
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming, SizeHint};
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
+use crate::config::{Config, ServerConfig};
+use crate::http::body::{BodyError, read_limited};
+use crate::http::server::{self, BoxError, Drained, Handler};
 use crate::metrics::MetricsPage;
 use crate::store::dsr::{self, ExportFormat, Selector, SelectorBody};
 use crate::store::purge::{self, LogProgress, PurgeError, PurgeOptions, Purger};
 use crate::token::TokenSet;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Body = UnsyncBoxBody<Bytes, BoxError>;
-
 /// Largest accepted request body (an erasure selector is a few hundred bytes).
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Time a client has to send its request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the admin listener serves at once (operators and their scripts, not the
+/// public); more wait in the kernel backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Requests in flight on the admin listener at once, and per connection.
+pub const MAX_IN_FLIGHT: usize = 64;
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 8;
+/// How long open admin connections get to finish at shutdown.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// The response body of the admin API: whole answers, or an export streamed from
+/// ClickHouse as it arrives.
+pub struct AdminBody(UnsyncBoxBody<Bytes, BoxError>);
+
+impl AdminBody {
+    fn stream(body: UnsyncBoxBody<Bytes, BoxError>) -> Self {
+        Self(body)
+    }
+}
+
+impl From<Full<Bytes>> for AdminBody {
+    fn from(body: Full<Bytes>) -> Self {
+        Self(body.map_err(|never| match never {}).boxed_unsync())
+    }
+}
+
+impl hyper::body::Body for AdminBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+type Body = AdminBody;
 
 /// Everything the admin handlers need.
 pub struct AdminState {
@@ -65,64 +112,64 @@ impl AdminState {
     }
 }
 
-/// Serves the admin API on `listener` until `shutdown` turns true (or its sender is
-/// dropped); connections in progress are then given `drain` to finish.
+/// The admin API as an [`http::server`](crate::http::server) handler: the admin
+/// listener gets the same accept loop, connection cap, header, body and keep-alive
+/// timeouts and graceful shutdown as the public one (with the admin's own limits).
+struct AdminApi {
+    state: Arc<AdminState>,
+    body_read_timeout: Duration,
+}
+
+impl Handler for AdminApi {
+    type Body = AdminBody;
+
+    async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<AdminBody> {
+        handle(self, req).await
+    }
+}
+
+/// The server settings of the admin listener: the public server's timeouts, the
+/// admin's own address and small limits ([`MAX_CONNECTIONS`], [`MAX_IN_FLIGHT`]).
+pub fn server_config(config: &Config) -> ServerConfig {
+    ServerConfig {
+        listen: config.admin.listen.unwrap_or(config.server.listen),
+        max_connections: MAX_CONNECTIONS,
+        max_in_flight_requests: MAX_IN_FLIGHT,
+        max_in_flight_per_connection: MAX_IN_FLIGHT_PER_CONNECTION,
+        h2_max_concurrent_streams: MAX_IN_FLIGHT_PER_CONNECTION as u32,
+        shutdown_timeout_ms: DRAIN.as_millis() as u64,
+        trusted_proxies: Vec::new(),
+        ..config.server.clone()
+    }
+}
+
+/// Serves the admin API on `listener` with `config`'s limits (see [`server_config`])
+/// until `shutdown` turns true (or its sender is dropped); connections in progress are
+/// then given `config.shutdown_timeout_ms` to finish.
 pub async fn run_admin(
     listener: TcpListener,
     state: Arc<AdminState>,
+    config: &ServerConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-    drain: Duration,
-) -> std::io::Result<()> {
+) -> Drained {
     if state.tokens.is_empty() {
         tracing::warn!("admin API has no tokens configured: every request will get 401");
     }
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break;
-                }
-                continue;
-            }
-        };
-        let (stream, _peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let state = state.clone();
-        let service = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT);
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-        });
-    }
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let api = Arc::new(AdminApi {
+        state,
+        body_read_timeout: config.body_read_timeout(),
+    });
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    let drained = server::run(listener, config, api, stop).await;
+    if !drained.complete {
         tracing::warn!("admin connections still open after the drain timeout");
     }
-    Ok(())
+    drained
 }
 
 /// `serve` wiring: registers the purge metrics, sets the TTL backstop, starts the
@@ -145,10 +192,7 @@ pub async fn start_in_serve(
 ) -> Result<
     (
         Option<tokio::task::JoinHandle<()>>,
-        Option<(
-            std::net::SocketAddr,
-            tokio::task::JoinHandle<std::io::Result<()>>,
-        )>,
+        Option<(SocketAddr, tokio::task::JoinHandle<Drained>)>,
     ),
     PurgeError,
 > {
@@ -167,7 +211,9 @@ pub async fn start_in_serve(
                     ..AdminState::new(purger, TokenSet::from_config(&config.admin.tokens))
                 });
                 let bound = listener.local_addr().unwrap_or(addr);
-                let task = tokio::spawn(run_admin(listener, state, stop, Duration::from_secs(5)));
+                let server = server_config(config);
+                let task =
+                    tokio::spawn(async move { run_admin(listener, state, &server, stop).await });
                 Some((bound, task))
             }
             Err(err) => {
@@ -180,11 +226,7 @@ pub async fn start_in_serve(
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut resp = Response::new(AdminBody::from(Full::new(body.into())));
     *resp.status_mut() = status;
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -240,14 +282,15 @@ fn authenticate<'a>(tokens: &'a TokenSet, req: &Request<Incoming>) -> Option<&'a
     tokens.verify(token.trim())
 }
 
-async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+async fn handle(api: &AdminApi, req: Request<Incoming>) -> Response<Body> {
+    let state = &*api.state;
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let Some(token_name) = authenticate(&state.tokens, &req).map(str::to_owned) else {
         tracing::warn!(%method, %path, status = 401, "admin call refused");
         return unauthorized();
     };
-    let resp = route(state, &token_name, req).await;
+    let resp = route(api, &token_name, req).await;
     let status = resp.status().as_u16();
     if path == "/metrics" && status == 200 {
         // A scrape every few seconds is not an event worth a line.
@@ -264,20 +307,28 @@ fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
+/// The whole request body, at most [`MAX_BODY_BYTES`], within the server's body read
+/// timeout.
+async fn read_body(api: &AdminApi, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let read = read_limited(req.into_body(), MAX_BODY_BYTES);
+    match tokio::time::timeout(api.body_read_timeout, read).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(BodyError::TooLarge)) => {
+            Err(error_json(StatusCode::PAYLOAD_TOO_LARGE, "body too large"))
+        }
+        Ok(Err(BodyError::Broken)) => Err(error_json(
+            StatusCode::BAD_REQUEST,
+            "body could not be read",
+        )),
         Err(_) => Err(error_json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body too large or unreadable",
+            StatusCode::REQUEST_TIMEOUT,
+            "body not received in time",
         )),
     }
 }
 
-async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> Response<Body> {
+async fn route(api: &AdminApi, token_name: &str, req: Request<Incoming>) -> Response<Body> {
+    let state = &*api.state;
     let actor = format!("admin:{token_name}");
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -288,7 +339,7 @@ async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> 
         },
         (&Method::GET, ["admin", "v1", "export"]) => export(state, &req).await,
         (&Method::POST, ["admin", "v1", "erase"]) => {
-            let body = match read_body(req).await {
+            let body = match read_body(api, req).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
@@ -311,7 +362,7 @@ async fn route(state: &AdminState, token_name: &str, req: Request<Incoming>) -> 
             let mut dry_run = query_pairs(&req)
                 .iter()
                 .any(|(k, v)| k == "dry_run" && (v == "true" || v == "1"));
-            let body = match read_body(req).await {
+            let body = match read_body(api, req).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
@@ -432,7 +483,7 @@ async fn export(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {
             }
         }
     });
-    let body = BodyExt::boxed_unsync(StreamBody::new(head.chain(rest)));
+    let body = AdminBody::stream(BodyExt::boxed_unsync(StreamBody::new(head.chain(rest))));
     let mut resp = Response::new(body);
     if let Ok(v) = header::HeaderValue::from_str(format.content_type()) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clickhouse::Client;
 use db::{insert_events, migrated_config};
-use hush::admin::{AdminState, run_admin};
+use hush::admin::{AdminState, run_admin, server_config};
 use hush::config::{AdminToken, Config};
 use hush::enrich::row::EventRow;
 use hush::store::purge::{PurgeMetrics, Purger};
@@ -50,7 +50,7 @@ fn row(site: &str, timestamp: u32, visitor_id: u64, props: Vec<(String, String)>
 struct Admin {
     addr: SocketAddr,
     shutdown: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<hush::http::server::Drained>,
 }
 
 impl Admin {
@@ -63,7 +63,8 @@ impl Admin {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(run_admin(listener, state, rx, Duration::from_secs(5)));
+        let server = server_config(config);
+        let task = tokio::spawn(async move { run_admin(listener, state, &server, rx).await });
         Admin {
             addr,
             shutdown,
@@ -80,7 +81,6 @@ impl Admin {
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("admin listener stops on shutdown")
-            .unwrap()
             .unwrap();
     }
 }
@@ -337,5 +337,59 @@ async fn admin_api_end_to_end() {
     assert!(log.iter().all(|r| r["actor"] == "admin:ops"), "{log:?}");
     assert!(!serde_json::to_string(&log).unwrap().contains("h-123"));
 
+    admin.stop().await;
+}
+
+/// The admin listener is served by `http::server::run`: it speaks h2c like the public
+/// one and a body that never arrives gets 408 after `server.body_read_timeout_ms`
+/// (its own accept loop waited for such a body forever, and spoke HTTP/1 only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_has_the_server_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ops = NewToken::generate("ops");
+    let mut config = Config::from_toml_str(TOML).unwrap();
+    config.admin.tokens = vec![token_entry(&ops)];
+    config.server.body_read_timeout_ms = 300;
+    // Never contacted: these requests end before any store call.
+    let client = hush::db::client(&config.clickhouse);
+    let admin = Admin::start(&config, &client).await;
+
+    // Headers promising 100 bytes, 10 sent, then silence.
+    let mut s = tokio::net::TcpStream::connect(admin.addr).await.unwrap();
+    let head = format!(
+        "POST /admin/v1/erase HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"site\":\"a",
+        ops.secret
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The bound only stops a broken implementation from hanging the test.
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        while !String::from_utf8_lossy(&out).contains("\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the admin API waited forever for the body");
+    let resp = String::from_utf8_lossy(&out);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+
+    // HTTP/2 with prior knowledge, like the ingestion listener.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .get(admin.url("/admin/v1/purge/history"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    drop(h2);
     admin.stop().await;
 }

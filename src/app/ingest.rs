@@ -652,6 +652,8 @@ fn batch_item_error(index: usize, error: serde_json::Value) -> serde_json::Value
 }
 
 impl Handler for Ingest {
+    type Body = Body;
+
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let http1 = req.version() < http::Version::HTTP_2;

@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -92,15 +93,25 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// refused first, which keeps the last slots for connections holding few.
 const PRESSURE_DIVISOR: usize = 4;
 
+/// Errors a streaming response body may end with (the connection is then reset, which
+/// a client sees as a truncated transfer).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What the server calls for every request.
 pub trait Handler: Send + Sync + 'static {
+    /// The response body. Handlers that answer from memory use [`Body`]
+    /// (`Full<Bytes>`: the ingestion path pays for no indirection); one that streams
+    /// (the admin export) uses its own type, which must also hold the server's own
+    /// answers ([`Handler::on_overload`], [`Handler::on_panic`]): hence `From<Body>`.
+    type Body: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + From<Body> + Send + 'static;
+
     /// Answers one request. `peer` is the TCP peer; it is used only for client address
     /// resolution and must not be stored or logged.
     fn handle(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> impl Future<Output = Response<Body>> + Send;
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
 
     /// Answer when `max_in_flight_requests` are already being handled.
     fn on_overload(&self) -> Response<Body> {
@@ -340,14 +351,14 @@ pub async fn run<H: Handler>(
                     activity.served.fetch_add(1, Ordering::Relaxed);
                     let _guard = ActiveGuard(&activity);
                     let Some(_slot) = in_flight.acquire(&activity) else {
-                        return Ok::<_, Infallible>(handler.on_overload());
+                        return Ok::<_, Infallible>(handler.on_overload().map(H::Body::from));
                     };
                     let resp = AssertUnwindSafe(handler.handle(req, peer))
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|_| {
                             tracing::error!("request handler panicked");
-                            handler.on_panic()
+                            handler.on_panic().map(H::Body::from)
                         });
                     Ok(resp)
                 }
@@ -434,6 +445,8 @@ mod tests {
     }
 
     impl Handler for Echo {
+        type Body = Body;
+
         async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
             match req.uri().path() {
                 "/panic" => panic!("handler bug"),
