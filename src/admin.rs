@@ -19,6 +19,7 @@
 //! | `DELETE /admin/v1/sites/{domain}/data` | deletes every row of a site |
 //! | `GET /metrics` | the Prometheus metrics page (also public with `metrics.public`) |
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ use crate::config::{Config, ServerConfig};
 use crate::http::body::{BodyError, read_limited};
 use crate::http::server::{self, BoxError, Drained, Handler};
 use crate::metrics::MetricsPage;
-use crate::store::dsr::{self, ExportFormat, Selector, SelectorBody};
+use crate::store::dsr::{self, EraseScope, ExportFormat, Selector, SelectorBody};
 use crate::store::purge::{self, LogProgress, PurgeError, PurgeOptions, Purger};
 use crate::token::TokenSet;
 
@@ -99,15 +100,87 @@ pub struct AdminState {
     pub tokens: TokenSet,
     /// `GET /metrics`; answers 503 until `serve` publishes the registry.
     pub metrics: MetricsPage,
+    /// Shutdown as the purges and deletions see it: they stop at their next safe point.
+    stop: purge::StopSignal,
+    jobs: Jobs,
 }
 
 impl AdminState {
+    /// State whose jobs are never asked to stop (see [`AdminState::with_stop`]).
     pub fn new(purger: Purger, tokens: TokenSet) -> Self {
+        let (_never, stop) = tokio::sync::watch::channel(false);
         Self {
             client: purger.client().clone(),
             purger,
             tokens,
             metrics: MetricsPage::default(),
+            stop,
+            jobs: Jobs::default(),
+        }
+    }
+
+    /// Purges, erasures and site deletions stop at their next safe point once `stop`
+    /// turns true (`serve` fires it at the shutdown signal).
+    pub fn with_stop(mut self, stop: purge::StopSignal) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Purges, erasures and site deletions still running (their requests may be gone).
+    pub fn running_jobs(&self) -> usize {
+        *self.jobs.0.borrow()
+    }
+}
+
+/// The purges, erasures and site deletions the admin API started. Each runs as a task
+/// of its own, not inside its request: a client that disconnects (or a connection
+/// dropped at the end of the shutdown drain) cancels only its wait for the answer,
+/// never the work half-way (a lease left for hours, a deletion without its
+/// `purge_log` row). The count of running jobs lets shutdown wait for them.
+#[derive(Clone, Default)]
+struct Jobs(Arc<tokio::sync::watch::Sender<usize>>);
+
+/// Counts a job out when its task ends, also by panic.
+struct JobGuard(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Jobs {
+    fn spawn<T: Send + 'static>(
+        &self,
+        job: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.0.send_modify(|n| *n += 1);
+        let guard = JobGuard(Arc::clone(&self.0));
+        tokio::spawn(async move {
+            let _guard = guard;
+            job.await
+        })
+    }
+
+    /// Resolves once no job is running.
+    async fn idle(&self) {
+        let _ = self.0.subscribe().wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Waits for a job's answer; the job goes on if this wait is dropped.
+async fn answer<T: serde::Serialize>(
+    job: tokio::task::JoinHandle<Result<T, PurgeError>>,
+) -> Response<Body> {
+    match job.await {
+        Ok(Ok(report)) => json(StatusCode::OK, &report),
+        Ok(Err(e)) => from_purge_error(&e),
+        Err(e) => {
+            tracing::error!(error = %e, "admin job failed");
+            error_json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the collector log",
+            )
         }
     }
 }
@@ -165,18 +238,27 @@ pub async fn run_admin(
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    let drained = server::run(listener, config, api, stop).await;
+    let drained = server::run(listener, config, Arc::clone(&api), stop).await;
     if !drained.complete {
         tracing::warn!("admin connections still open after the drain timeout");
     }
+    // Jobs were told to stop with the shutdown signal (see `AdminState::with_stop`):
+    // each ends at its next safe point, lease released and `purge_log` written. The
+    // caller bounds this wait (`serve` by its shutdown budget).
+    let running = api.state.running_jobs();
+    if running > 0 {
+        tracing::info!(running, "waiting for admin jobs to reach a safe point");
+    }
+    api.state.jobs.idle().await;
     drained
 }
 
 /// `serve` wiring: registers the purge metrics, sets the TTL backstop, starts the
 /// daily purge scheduler and the admin listener (when `admin.listen` is set). The
-/// admin API ends when `stop` turns true; the scheduler when `purge_stop` does (serve
-/// fires it at the signal, so a running purge gets the whole shutdown budget to reach a
-/// safe point and release its lease). Await the scheduler task; do not abort it.
+/// scheduler and the admin API's jobs stop when `purge_stop` turns true (serve fires it
+/// at the signal, so a running purge gets the whole shutdown budget to reach a safe
+/// point and release its lease); the admin listener when `stop` does, and its task
+/// ends once its jobs have. Await both tasks; do not abort them early.
 ///
 /// An admin address that cannot be bound is logged, not fatal: ingestion matters more
 /// than the admin API, and several collectors on one host would otherwise fight over
@@ -201,7 +283,8 @@ pub async fn start_in_serve(
     if let Err(err) = purger.ensure_ttl().await {
         tracing::warn!(error = %err, "cannot set the events TTL backstop");
     }
-    let scheduler = purge::spawn_scheduler(purger.clone(), config.retention.clone(), purge_stop);
+    let scheduler =
+        purge::spawn_scheduler(purger.clone(), config.retention.clone(), purge_stop.clone());
     let admin = match config.admin.listen {
         None => None,
         Some(addr) => match TcpListener::bind(addr).await {
@@ -209,6 +292,7 @@ pub async fn start_in_serve(
                 let state = Arc::new(AdminState {
                     metrics: metrics_page,
                     ..AdminState::new(purger, TokenSet::from_config(&config.admin.tokens))
+                        .with_stop(purge_stop)
                 });
                 let bound = listener.local_addr().unwrap_or(addr);
                 let server = server_config(config);
@@ -262,6 +346,11 @@ fn from_purge_error(e: &PurgeError) -> Response<Body> {
     match e {
         PurgeError::Invalid(msg) => error_json(StatusCode::BAD_REQUEST, msg),
         PurgeError::Busy { .. } => error_json(StatusCode::CONFLICT, "another purge is running"),
+        PurgeError::Stopped => crate::http::response::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": "the collector is shutting down; retry" }),
+        )
+        .map(AdminBody::from),
         other => {
             tracing::error!(error = %other, "admin request failed");
             error_json(
@@ -350,13 +439,19 @@ async fn route(api: &AdminApi, token_name: &str, req: Request<Incoming>) -> Resp
                 },
                 Err(e) => return error_json(StatusCode::BAD_REQUEST, &e.to_string()),
             };
-            let result =
-                dsr::erase(&state.client, state.purger.timeouts(), &selector, &actor).await;
-            count_erasure(state, "erase", &result);
-            match result {
-                Ok(report) => json(StatusCode::OK, &report),
-                Err(e) => from_purge_error(&e),
-            }
+            let (client, timeouts, stop) = (
+                state.client.clone(),
+                state.purger.timeouts(),
+                state.stop.clone(),
+            );
+            let metrics = state.purger.metrics().clone();
+            answer(state.jobs.spawn(async move {
+                let scope = EraseScope { stop: Some(&stop) };
+                let result = dsr::erase_in(&client, timeouts, &selector, &actor, scope).await;
+                count_erasure(&metrics, "erase", &result);
+                result
+            }))
+            .await
         }
         (&Method::POST, ["admin", "v1", "purge"]) => {
             let mut dry_run = query_pairs(&req)
@@ -383,16 +478,16 @@ async fn route(api: &AdminApi, token_name: &str, req: Request<Incoming>) -> Resp
                 dry_run,
                 actor,
             };
-            // A dry run changes nothing, so it needs no lease.
-            let result = if dry_run {
-                state.purger.run(&opts, &LogProgress).await
-            } else {
-                purge::run_with_lease(&state.purger, &opts, &LogProgress).await
-            };
-            match result {
-                Ok(report) => json(StatusCode::OK, &report),
-                Err(e) => from_purge_error(&e),
-            }
+            let (purger, stop) = (state.purger.clone(), state.stop.clone());
+            answer(state.jobs.spawn(async move {
+                // A dry run changes nothing, so it needs no lease.
+                if dry_run {
+                    purger.run_until(&opts, &LogProgress, &stop).await
+                } else {
+                    purge::run_with_lease_until(&purger, &opts, &LogProgress, &stop).await
+                }
+            }))
+            .await
         }
         (&Method::GET, ["admin", "v1", "purge", "history"]) => {
             let limit = query_pairs(&req)
@@ -407,13 +502,20 @@ async fn route(api: &AdminApi, token_name: &str, req: Request<Incoming>) -> Resp
             }
         }
         (&Method::DELETE, ["admin", "v1", "sites", domain, "data"]) => {
-            let result =
-                dsr::delete_site(&state.client, state.purger.timeouts(), domain, &actor).await;
-            count_erasure(state, "site_delete", &result);
-            match result {
-                Ok(report) => json(StatusCode::OK, &report),
-                Err(e) => from_purge_error(&e),
-            }
+            let (client, timeouts, stop) = (
+                state.client.clone(),
+                state.purger.timeouts(),
+                state.stop.clone(),
+            );
+            let site = (*domain).to_owned();
+            let metrics = state.purger.metrics().clone();
+            answer(state.jobs.spawn(async move {
+                let scope = EraseScope { stop: Some(&stop) };
+                let result = dsr::delete_site_in(&client, timeouts, &site, &actor, scope).await;
+                count_erasure(&metrics, "site_delete", &result);
+                result
+            }))
+            .await
         }
         (_, ["metrics"])
         | (_, ["admin", "v1", "export"])
@@ -429,7 +531,7 @@ async fn route(api: &AdminApi, token_name: &str, req: Request<Incoming>) -> Resp
 
 /// Counts an erasure or site deletion that ran (a refused selector did not).
 fn count_erasure(
-    state: &AdminState,
+    metrics: &purge::PurgeMetrics,
     method: &'static str,
     result: &Result<dsr::EraseReport, PurgeError>,
 ) {
@@ -438,7 +540,7 @@ fn count_erasure(
         Err(PurgeError::Invalid(_)) => return,
         Err(_) => Err(()),
     };
-    state.purger.metrics().record_erasure(method, removed);
+    metrics.record_erasure(method, removed);
 }
 
 async fn export(state: &AdminState, req: &Request<Incoming>) -> Response<Body> {

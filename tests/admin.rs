@@ -3,6 +3,8 @@
 #[path = "support/db.rs"]
 mod db;
 mod support;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -391,5 +393,114 @@ async fn admin_listener_has_the_server_limits() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     drop(h2);
+    admin.stop().await;
+}
+
+/// Polls the count `sql` until `done` holds, for at most `deadline`.
+async fn wait_until(client: &Client, sql: &str, done: impl Fn(u64) -> bool, deadline: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let n = wait::count(client, sql).await;
+        if done(n) {
+            return;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{sql}: still {n} after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A purge or erasure started through the admin API finishes when its client goes
+/// away (issue 16, item 5): it runs as a task of its own, not inside the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_jobs_outlive_their_clients() {
+    use tokio::io::AsyncWriteExt;
+    let (mut config, client) = migrated_config("admin_jobs", TOML).await;
+    let ops = NewToken::generate("ops");
+    config.admin.tokens = vec![token_entry(&ops)];
+    let now = jiff::Timestamp::now().as_second() as u32;
+    let mut rows = Vec::new();
+    // Past a.example's 30 days: the purge deletes these.
+    for i in 0..20u32 {
+        rows.push(row("a.example", now - 40 * 86_400 - i * 60, 1, vec![]));
+    }
+    // Recent rows of one visitor: the erasure deletes these.
+    for i in 0..30u32 {
+        rows.push(row("b.example", now - 3_600 - i * 60, 77, vec![]));
+    }
+    insert_events(&client, &rows).await;
+    let admin = Admin::start(&config, &client).await;
+    let deadline = Duration::from_secs(60);
+
+    // A purge over HTTP/2, whose request is dropped while the run holds the lease and
+    // waits for it to settle (2 s): in the request future, this cancelled the run and
+    // left the claim for 6 h, with no `purge_log` row.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let request = tokio::spawn(
+        h2.post(admin.url("/admin/v1/purge"))
+            .bearer_auth(&ops.secret)
+            .send(),
+    );
+    wait_until(
+        &client,
+        "SELECT count() FROM purge_lease",
+        |n| n > 0,
+        deadline,
+    )
+    .await;
+    request.abort();
+    let _ = request.await;
+    drop(h2);
+    wait_until(
+        &client,
+        "SELECT count() FROM purge_log WHERE method = 'run' AND actor = 'admin:ops' \
+         AND outcome = 'success'",
+        |n| n == 1,
+        deadline,
+    )
+    .await;
+    wait_until(
+        &client,
+        "SELECT count() FROM purge_lease",
+        |n| n == 0,
+        deadline,
+    )
+    .await;
+    assert_eq!(
+        wait::count(
+            &client,
+            "SELECT count() FROM events WHERE site = 'a.example'"
+        )
+        .await,
+        0
+    );
+
+    // An erasure over HTTP/1 whose client closes the connection right after sending.
+    let mut s = tokio::net::TcpStream::connect(admin.addr).await.unwrap();
+    let body = r#"{"site":"b.example","visitor_id":77}"#;
+    let request = format!(
+        "POST /admin/v1/erase HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        ops.secret,
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    drop(s);
+    wait_until(
+        &client,
+        "SELECT count() FROM purge_log WHERE method = 'erase' AND outcome = 'success'",
+        |n| n == 1,
+        deadline,
+    )
+    .await;
+    assert_eq!(
+        wait::count(&client, "SELECT count() FROM events WHERE visitor_id = 77").await,
+        0
+    );
     admin.stop().await;
 }

@@ -771,3 +771,33 @@ async fn must_time_out<T: std::fmt::Debug>(
         Ok(other) => panic!("{what}: expected a timeout, got {other:?}"),
     }
 }
+
+/// An erasure asked to stop (shutdown) stops at its safe point, before the mutation:
+/// nothing deleted, the stop logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_erasure_deletes_nothing_and_says_so() {
+    let (_config, client) = migrated_config("erase_stop", SITES_TOML).await;
+    let base = secs("2025-06-01T00:00:00Z");
+    let rows: Vec<EventRow> = (0..10u32)
+        .map(|i| row("utc.example", base + i, 5, vec![]))
+        .collect();
+    insert_events(&client, &rows).await;
+    let selector = Selector {
+        site: "utc.example".into(),
+        visitor_id: Some(5),
+        ..Selector::default()
+    };
+    let (_stop_tx, stop) = tokio::sync::watch::channel(true);
+    let scope = dsr::EraseScope { stop: Some(&stop) };
+    let err = dsr::erase_in(&client, T, &selector, "test", scope)
+        .await
+        .expect_err("a stopped erasure must not run");
+    assert!(matches!(err, purge::PurgeError::Stopped), "{err}");
+    assert_eq!(selector.count(&client, T.query).await.unwrap(), 10);
+    let log = purge::history(&client, T.query, 10).await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (log[0].method.as_str(), log[0].outcome.as_str()),
+        ("erase", "stopped")
+    );
+}

@@ -294,8 +294,16 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
             task.abort();
         }
     }
-    if let Some(task) = admin_api {
-        let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+    if let Some(mut task) = admin_api {
+        // Its connections drain for `admin::DRAIN`, then it waits for its purges and
+        // deletions, told to stop at the signal, to reach their safe point.
+        let left = budget
+            .saturating_sub(signaled.get().map_or(Duration::ZERO, Instant::elapsed))
+            .max(crate::admin::DRAIN + Duration::from_secs(1));
+        if tokio::time::timeout(left, &mut task).await.is_err() {
+            tracing::warn!("an admin job is still in a step at the end of the shutdown budget");
+            task.abort();
+        }
     }
     match flushed {
         Ok(report) => {

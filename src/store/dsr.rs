@@ -26,7 +26,8 @@ use serde::Deserialize;
 use crate::db::timed;
 use crate::store::Timeouts;
 use crate::store::purge::{
-    Method, PurgeError, PurgeLogRow, new_run_id, now_millis, to_db_seconds, write_log,
+    Method, PurgeError, PurgeLogRow, StopSignal, check_stop, new_run_id, now_millis, to_db_seconds,
+    write_log,
 };
 
 /// Which rows a request is about.
@@ -288,6 +289,27 @@ pub async fn erase(
     selector: &Selector,
     actor: &str,
 ) -> Result<EraseReport, PurgeError> {
+    erase_in(client, timeouts, selector, actor, EraseScope::default()).await
+}
+
+/// What an erasure or site deletion reaches beyond the `events` table, and when it
+/// stops. The default is the table alone, never stopped (the CLI).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EraseScope<'a> {
+    /// Shutdown: the deletion stops at its safe point, before the mutation starts
+    /// (logged as `stopped`, [`PurgeError::Stopped`]); a mutation already sent is
+    /// waited for, verified and logged.
+    pub stop: Option<&'a StopSignal>,
+}
+
+/// [`erase`] with a scope (see [`EraseScope`]).
+pub async fn erase_in(
+    client: &Client,
+    timeouts: Timeouts,
+    selector: &Selector,
+    actor: &str,
+    scope: EraseScope<'_>,
+) -> Result<EraseReport, PurgeError> {
     selector.validate()?;
     if !selector.is_narrowed() {
         return Err(PurgeError::Invalid(
@@ -295,7 +317,7 @@ pub async fn erase(
                 .into(),
         ));
     }
-    delete_matching(client, timeouts, selector, Method::Erase, actor).await
+    delete_matching(client, timeouts, selector, Method::Erase, actor, scope).await
 }
 
 /// Deletes all rows of `site` and logs the action. Salts are global per day and hold
@@ -306,12 +328,31 @@ pub async fn delete_site(
     site: &str,
     actor: &str,
 ) -> Result<EraseReport, PurgeError> {
+    delete_site_in(client, timeouts, site, actor, EraseScope::default()).await
+}
+
+/// [`delete_site`] with a scope (see [`EraseScope`]).
+pub async fn delete_site_in(
+    client: &Client,
+    timeouts: Timeouts,
+    site: &str,
+    actor: &str,
+    scope: EraseScope<'_>,
+) -> Result<EraseReport, PurgeError> {
     let selector = Selector {
         site: site.to_owned(),
         ..Selector::default()
     };
     selector.validate()?;
-    delete_matching(client, timeouts, &selector, Method::SiteDelete, actor).await
+    delete_matching(
+        client,
+        timeouts,
+        &selector,
+        Method::SiteDelete,
+        actor,
+        scope,
+    )
+    .await
 }
 
 async fn delete_matching(
@@ -320,12 +361,18 @@ async fn delete_matching(
     selector: &Selector,
     method: Method,
     actor: &str,
+    scope: EraseScope<'_>,
 ) -> Result<EraseReport, PurgeError> {
     let run_id = new_run_id();
     let started = now_millis(Timestamp::now());
+    let mut counted = 0;
     let result = async {
+        check_stop(scope.stop)?;
         let before = selector.count(client, timeouts.query).await?;
+        counted = before;
         if before > 0 {
+            // The safe point: nothing deleted yet, so a stop loses no work.
+            check_stop(scope.stop)?;
             let sql = format!("ALTER TABLE events DELETE WHERE {}", selector.condition());
             timed(
                 timeouts.mutation,
@@ -343,7 +390,8 @@ async fn delete_matching(
     let (before, after, outcome, error) = match &result {
         Ok((b, 0)) => (*b, 0, "success", String::new()),
         Ok((b, a)) => (*b, *a, "error", format!("{a} matching rows remain")),
-        Err(e) => (0, 0, "error", e.to_string()),
+        Err(e @ PurgeError::Stopped) => (counted, counted, "stopped", e.to_string()),
+        Err(e) => (counted, 0, "error", e.to_string()),
     };
     write_log(
         client,

@@ -85,7 +85,7 @@ pub enum PurgeError {
 pub type StopSignal = tokio::sync::watch::Receiver<bool>;
 
 /// `Err(Stopped)` once `stop` says so; the safe point between two purge steps.
-fn check_stop(stop: Option<&StopSignal>) -> Result<(), PurgeError> {
+pub(crate) fn check_stop(stop: Option<&StopSignal>) -> Result<(), PurgeError> {
     if stop.is_some_and(|s| *s.borrow()) {
         Err(PurgeError::Stopped)
     } else {
