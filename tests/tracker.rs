@@ -166,13 +166,9 @@ async fn the_script_is_served_with_encodings_etags_and_cors() {
     assert_eq!(header(&resp, "allow"), "GET, HEAD");
 }
 
+/// The metrics page, from the admin listener (`/metrics` is not public by default).
 async fn metrics(c: &Collector) -> String {
-    reqwest::get(c.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
+    c.hush.metrics().await
 }
 
 /// The value of the sample named exactly `sample` (with its labels), 0 if absent.
