@@ -189,6 +189,9 @@ pub struct SessionConfig {
     pub timeout_secs: u64,
     /// Upper bound on tracked visitors; the least recently seen are forgotten first.
     pub max_tracked: usize,
+    /// Upper bound on the memory of the visit tracker, bytes (its table and every
+    /// visit's entry page); the least recently seen visitors are forgotten first.
+    pub max_bytes: u64,
 }
 
 impl Default for SessionConfig {
@@ -196,9 +199,13 @@ impl Default for SessionConfig {
         Self {
             timeout_secs: 30 * 60,
             max_tracked: 1_000_000,
+            max_bytes: 256 * 1024 * 1024,
         }
     }
 }
+
+/// The smallest `session.max_bytes` accepted: a few thousand visits.
+pub const MIN_SESSION_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -517,6 +524,13 @@ impl Config {
                  customer's network, so the address is no longer anonymised",
             ));
         }
+        if self.session.max_bytes < MIN_SESSION_BYTES {
+            return Err(invalid(
+                "session.max_bytes",
+                self.session.max_bytes,
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
         if self.writer.batch_rows == 0 {
             return Err(invalid(
                 "writer.batch_rows",
@@ -772,6 +786,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("batch_rowz"), "{err}");
+        let err = Config::from_toml_str("[session]\nmax_bytes = 1000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("session.max_bytes") && err.contains("1000"),
+            "{err}"
+        );
         let err = Config::from_toml_str("[server]\nmax_in_flight_per_connection = 0\n")
             .unwrap_err()
             .to_string();

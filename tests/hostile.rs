@@ -10,6 +10,8 @@
 #[path = "support/hush.rs"]
 mod hush_process;
 mod support;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +61,11 @@ impl Collector {
     }
 
     fn start_with(db: &str, limits: &InFlightLimits) -> Collector {
+        Self::start_with_extra(db, limits, "")
+    }
+
+    /// [`Collector::start_with`] plus more config (`[section]` tables not set here).
+    fn start_with_extra(db: &str, limits: &InFlightLimits, extra: &str) -> Collector {
         let InFlightLimits {
             total,
             per_connection,
@@ -81,7 +88,7 @@ keep_alive_timeout_ms = 5000
 h2_max_concurrent_streams = {H2_STREAMS}
 trusted_proxies = ["127.0.0.1/32"]
 shutdown_timeout_ms = 5000
-"#
+{extra}"#
             ),
         );
         let dir = tempfile::tempdir().expect("temp dir");
@@ -978,4 +985,84 @@ async fn stalled_h2_streams_cannot_take_every_in_flight_slot() {
         task.abort();
     }
     assert_survived(&mut c, &db, "stall").await;
+}
+
+/// A new visitor per request (a fresh User-Agent each time), each landing on the
+/// longest page the default limits allow: 1,975 emoji in the URL (8 KB of body)
+/// become a 23,701-byte percent-encoded path. Without a byte bound the visit tracker
+/// keeps every entry page (its count bound is a million visits): 10,000 of them are
+/// 237 MB, and the collector peaked at 367 MiB that way (94 MiB with the bound). The
+/// flood retries a 503 like a tracker, so every flood hit is accepted and stored in
+/// the end; the memory queue is kept small, so what it holds stays small next to
+/// the tracker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_visitors_with_long_entry_pages_cannot_exhaust_memory() {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 1_250;
+    const EMOJI: usize = 1_975;
+    let db = support::clickhouse().fresh_database("hostile_visits").await;
+    let mut c = Collector::start_with_extra(
+        &db,
+        &InFlightLimits::default(),
+        "[writer]\nqueue_capacity = 1000\nbatch_rows = 500\n",
+    );
+    let addr = c.addr();
+    let body = Arc::new(
+        serde_json::json!({
+            "n": "pageview",
+            "u": format!("https://example.com/{}", "\u{1F600}".repeat(EMOJI)),
+            "d": "example.com",
+        })
+        .to_string(),
+    );
+    assert!(body.len() <= 8 * 1024, "{} bytes of body", body.len());
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let body = Arc::clone(&body);
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            for i in 0..PER_TASK {
+                let started = Instant::now();
+                loop {
+                    let resp = client
+                        .post(format!("http://{addr}/api/event"))
+                        .header("content-type", "text/plain")
+                        .header(
+                            "user-agent",
+                            format!("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.{t}.{i}"),
+                        )
+                        .header("x-forwarded-for", "198.51.100.66")
+                        .body(body.as_bytes().to_vec())
+                        .send()
+                        .await
+                        .expect("flood hit");
+                    match resp.status().as_u16() {
+                        202 => break,
+                        503 => tokio::time::sleep(Duration::from_millis(20)).await,
+                        other => panic!("flood hit: status {other}"),
+                    }
+                    assert!(started.elapsed() < DEADLINE, "flood hit not accepted");
+                }
+            }
+        }));
+    }
+    send_good_hits(addr, "visits").await;
+    for task in tasks {
+        task.await.expect("flood task");
+    }
+    let ch = support::clickhouse().client(&db);
+    let flood = (TASKS * PER_TASK) as u64;
+    let stored = "SELECT count() FROM events WHERE pathname NOT LIKE '/good/%'";
+    wait::wait_for_count(&ch, stored, flood, DEADLINE).await;
+    // Every flood hit was a new visit.
+    let visits: u64 = wait::count(
+        &ch,
+        "SELECT uniqExact(session_id) FROM events WHERE pathname NOT LIKE '/good/%'",
+    )
+    .await;
+    assert_eq!(visits, flood);
+    assert_survived(&mut c, &db, "visits").await;
 }

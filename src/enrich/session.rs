@@ -3,16 +3,118 @@
 //! State lives in memory only, in a bounded concurrent cache keyed by (site, visitor
 //! id): `quick_cache` shards the map behind many small locks, so concurrent hits for
 //! different visitors rarely contend, and its eviction forgets the least recently
-//! seen visitors first when `session.max_tracked` is reached. A forgotten or expired
-//! visitor simply starts a new visit. Visitor ids are salted daily hashes, so this
-//! cache holds nothing that identifies a person either.
+//! seen visitors first. A forgotten or expired visitor simply starts a new visit.
+//! Visitor ids are salted daily hashes, so this cache holds nothing that identifies a
+//! person either.
+//!
+//! # Memory bound
+//!
+//! The tracker holds at most `session.max_tracked` visits and at most
+//! `session.max_bytes` bytes, whichever is reached first; a client that invents a new
+//! visitor per request (a new User-Agent each time) only makes it forget older ones.
+//! The bytes are counted, not measured:
+//!
+//! - the cache's table: [`TABLE_BYTES_PER_VISIT`] per visit it is sized for
+//!   (`max_tracked`, or fewer if that would take more than half the budget),
+//!   reserved when the tracker is built so it never grows by reallocation (its
+//!   pages become resident only as visits arrive);
+//! - each visit's entry page: its allocation ([`entry_page_bytes`]), and at least
+//!   the budget left for pages divided by the visits the table is sized for, which
+//!   makes the cache's weight bound also the count bound.
+//!
+//! The entry page kept for a visit is cut to [`MAX_ENTRY_PAGE_BYTES`] (a percent-
+//! encoded path can be three times its URL's length), so one hit can take at most a
+//! few KiB of the budget. Rows carry the visit's entry page, so their `entry_page`
+//! is cut the same way; their `pathname` is not.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use quick_cache::Weighter;
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
 
 use crate::config::SessionConfig;
+
+/// Longest entry page a visit keeps, in bytes; longer ones are cut at a character
+/// boundary and never inside a `%XX` escape.
+pub const MAX_ENTRY_PAGE_BYTES: usize = 2048;
+
+/// One slot of the cache: quick_cache 0.7 keeps a visit (or a ghost, the key of a
+/// recently forgotten one) in a 64-byte slab entry, found through a hash table of
+/// 4-byte indices plus a control byte, at most two buckets per slot: 64 + 16.
+const SLOT_BYTES: u64 = 80;
+
+/// Table bytes per visit the cache is sized for: one slot, plus half a slot for the
+/// ghosts quick_cache keeps (up to half as many as the visits it expects).
+pub const TABLE_BYTES_PER_VISIT: u64 = SLOT_BYTES * 3 / 2;
+
+/// Heap bytes of an entry page of `len` bytes: an `Arc<str>` puts two 8-byte counts
+/// before the text, and the allocator adds an 8-byte header and rounds up to 16
+/// bytes, at least 32.
+pub fn entry_page_bytes(len: usize) -> u64 {
+    (len as u64 + 24).next_multiple_of(16).max(32)
+}
+
+/// The weight of a visit in the cache: its entry page's bytes, at least `floor`.
+#[derive(Debug, Clone, Copy)]
+struct VisitWeight {
+    floor: u64,
+}
+
+impl Weighter<SessionKey, Visit> for VisitWeight {
+    fn weight(&self, _: &SessionKey, visit: &Visit) -> u64 {
+        entry_page_bytes(visit.entry_page.len()).max(self.floor)
+    }
+}
+
+/// `pathname` cut to [`MAX_ENTRY_PAGE_BYTES`].
+fn entry_page(pathname: &str) -> Arc<str> {
+    if pathname.len() <= MAX_ENTRY_PAGE_BYTES {
+        return Arc::from(pathname);
+    }
+    let mut end = MAX_ENTRY_PAGE_BYTES;
+    while !pathname.is_char_boundary(end) {
+        end -= 1;
+    }
+    // `%` plus two hex digits: a cut escape would decode to garbage.
+    if let Some(percent) = pathname[..end].rfind('%')
+        && end - percent < 3
+    {
+        end = percent;
+    }
+    Arc::from(&pathname[..whole_escaped_chars(pathname.as_bytes(), end)])
+}
+
+/// `end`, or less so that the `%XX` escapes just before it do not end inside one
+/// UTF-8 character (`%F0%9F` without the rest of its emoji).
+fn whole_escaped_chars(path: &[u8], end: usize) -> usize {
+    let mut at = end;
+    let mut continuation = 0;
+    while at >= 3 && path[at - 3] == b'%' {
+        let Some(byte) = hex_byte(path[at - 2], path[at - 1]) else {
+            break;
+        };
+        at -= 3;
+        match byte {
+            0x80..=0xbf if continuation < 3 => continuation += 1,
+            0xc0..=0xff => {
+                let needed = match byte {
+                    0xf0.. => 3,
+                    0xe0.. => 2,
+                    _ => 1,
+                };
+                return if continuation < needed { at } else { end };
+            }
+            _ => break,
+        }
+    }
+    end
+}
+
+fn hex_byte(high: u8, low: u8) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    u8::try_from(digit(high)? * 16 + digit(low)?).ok()
+}
 
 /// The visit a hit belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +150,9 @@ struct Visit {
 
 /// Tracks active visits. Cheap to share: wrap it in an `Arc`.
 pub struct SessionTracker {
-    visits: Cache<SessionKey, Visit>,
+    visits: Cache<SessionKey, Visit, VisitWeight>,
+    /// Visits the table is sized (and reserved) for.
+    max_visits: u64,
     timeout_secs: u32,
 }
 
@@ -56,7 +160,8 @@ impl std::fmt::Debug for SessionTracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionTracker")
             .field("tracked", &self.visits.len())
-            .field("capacity", &self.visits.capacity())
+            .field("max_visits", &self.max_visits)
+            .field("page_bytes", &self.visits.weight())
             .field("timeout_secs", &self.timeout_secs)
             .finish()
     }
@@ -64,8 +169,31 @@ impl std::fmt::Debug for SessionTracker {
 
 impl SessionTracker {
     pub fn new(config: &SessionConfig) -> Self {
+        let budget = config.max_bytes;
+        // As many visits as asked for, unless their table would take more than half
+        // the budget: the other half is for entry pages.
+        let max_visits = u64::try_from(config.max_tracked.max(1))
+            .unwrap_or(u64::MAX)
+            .min(budget / (2 * TABLE_BYTES_PER_VISIT))
+            .max(1);
+        // A little more than `max_visits`: shard rounding can put one visit more in a
+        // shard, and a full slab must not reallocate (that would double it).
+        let reserved = max_visits + max_visits / 64 + 64;
+        let page_budget = budget
+            .saturating_sub(reserved * TABLE_BYTES_PER_VISIT)
+            .max(entry_page_bytes(0));
+        // Rounded up, so that the weight bound is also the count bound (give or take
+        // one visit per shard, which the reserve's margin covers).
+        let floor = page_budget.div_ceil(max_visits);
+        let visits = Cache::with_weighter(
+            usize::try_from(max_visits).unwrap_or(usize::MAX),
+            page_budget,
+            VisitWeight { floor },
+        );
+        visits.reserve(usize::try_from(reserved).unwrap_or(usize::MAX));
         Self {
-            visits: Cache::new(config.max_tracked.max(1)),
+            visits,
+            max_visits,
             timeout_secs: u32::try_from(config.timeout_secs).unwrap_or(u32::MAX),
         }
     }
@@ -124,23 +252,20 @@ impl SessionTracker {
                     // Leave the stale visit for the sweep; this hit starts nothing.
                     return EntryAction::Retain(None);
                 }
-                *visit = Visit {
-                    session_id: new_session_id(),
-                    last_seen: now_secs,
-                    entry_page: Arc::from(pathname),
-                };
-                return EntryAction::Retain(Some(info(current, visit, true)));
+                // Replaced through the cache rather than in place: the new visit's
+                // entry page may weigh more, and only an insert evicts for it.
+                return EntryAction::ReplaceWithGuard;
             }
             visit.last_seen = visit.last_seen.max(now_secs);
             EntryAction::Retain(Some(info(current, visit, false)))
         });
         match result {
             EntryResult::Retained(Some(info)) => info,
-            EntryResult::Vacant(guard) if !is_engagement => {
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) if !is_engagement => {
                 let visit = Visit {
                     session_id: new_session_id(),
                     last_seen: now_secs,
-                    entry_page: Arc::from(pathname),
+                    entry_page: entry_page(pathname),
                 };
                 let info = info(current, &visit, true);
                 // Err only if the placeholder was already filled, which cannot happen
@@ -153,7 +278,7 @@ impl SessionTracker {
             _ => SessionInfo {
                 visitor_id: current,
                 session_id: new_session_id(),
-                entry_page: Arc::from(pathname),
+                entry_page: entry_page(pathname),
                 new_visit: true,
             },
         }
@@ -236,6 +361,7 @@ mod tests {
         SessionTracker::new(&SessionConfig {
             timeout_secs,
             max_tracked,
+            ..SessionConfig::default()
         })
     }
 
@@ -454,6 +580,109 @@ mod tests {
             t.touch("a.com", u64::MAX, none, T0, "/", false).session_id,
             hot.session_id
         );
+    }
+
+    fn tracker_of_bytes(max_tracked: usize, max_bytes: u64) -> SessionTracker {
+        SessionTracker::new(&SessionConfig {
+            timeout_secs: 1800,
+            max_tracked,
+            max_bytes,
+        })
+    }
+
+    #[test]
+    fn memory_is_bounded_by_bytes() {
+        const BUDGET: u64 = 2 * 1024 * 1024;
+        // A new visitor per hit, each with a 1,500-byte entry page: 10,000 of them
+        // would need 15 MB of pages alone. The count bound (a million) never binds.
+        let t = tracker_of_bytes(1_000_000, BUDGET);
+        let path = format!("/{}", "a".repeat(1_499));
+        for v in 0..10_000u64 {
+            t.touch("a.com", v, none, T0, &path, false);
+            // What quick_cache reports for its table, plus each page's text and the
+            // 16 bytes of counts an `Arc<str>` puts before it.
+            let table = t.visits.memory_used();
+            let pages = t.len() as u64 * (16 + 1_500);
+            let used = table.entries as u64 + table.map as u64 + pages;
+            assert!(used <= BUDGET, "{used} bytes after {v}: {t:?}");
+        }
+        // Forgetting the oldest, not refusing the newest.
+        assert!(t.len() > 500, "{t:?}");
+        assert!(!t.touch("a.com", 9_999, none, T0 + 1, "/", false).new_visit);
+    }
+
+    #[test]
+    fn the_table_costs_what_the_budget_counts() {
+        // Sized for 10,000 visits: 3 times as many visitors fill it and its ghost
+        // list; quick_cache's own figure stays within what the budget reserves.
+        let t = tracker_of_bytes(10_000, 1 << 30);
+        assert_eq!(t.max_visits, 10_000);
+        for v in 0..30_000u64 {
+            t.touch("a.com", v, none, T0, "/", false);
+        }
+        assert!(t.len() <= 10_000);
+        let table = t.visits.memory_used();
+        let reserved = (10_000 + 10_000 / 64 + 64) * TABLE_BYTES_PER_VISIT;
+        assert!(
+            (table.entries + table.map) as u64 <= reserved,
+            "{table:?} over {reserved}"
+        );
+        // Without evictions (no ghosts) the slab holds one 64-byte slot per visit:
+        // a bigger `Visit` or a new quick_cache layout must update SLOT_BYTES.
+        let t = tracker_of_bytes(10_000, 1 << 30);
+        for v in 0..1_000u64 {
+            t.touch("a.com", v, none, T0, "/", false);
+        }
+        assert_eq!(t.len(), 1_000);
+        assert!(t.visits.memory_used().entries <= 1_000 * 64);
+    }
+
+    #[test]
+    fn a_small_budget_tracks_fewer_visitors() {
+        // 1 MiB cannot hold a million visits: the table is sized for what fits.
+        let t = tracker_of_bytes(1_000_000, 1024 * 1024);
+        assert_eq!(t.max_visits, 1024 * 1024 / (2 * TABLE_BYTES_PER_VISIT));
+        for v in 0..100_000u64 {
+            t.touch("a.com", v, none, T0, "/", false);
+        }
+        // Shards round their share up: one visit more each at most.
+        let shards = t.visits.num_shards() as u64;
+        assert!(t.len() as u64 <= t.max_visits + shards, "{t:?}");
+        let table = t.visits.memory_used();
+        let used = (table.entries + table.map) as u64 + t.len() as u64 * 32;
+        assert!(used <= 1024 * 1024, "{used}: {t:?}");
+    }
+
+    #[test]
+    fn long_entry_pages_are_cut_between_characters() {
+        let t = tracker(1800, 1000);
+        // 500 percent-encoded emoji (12 bytes each) after the slash: 6,001 bytes.
+        // 170 whole emoji fit in 2,048 bytes with the slash: 2,041 bytes.
+        let emoji = "%F0%9F%98%80";
+        let long = format!("/{}", emoji.repeat(500));
+        let v = t.touch("a.com", 1, none, T0, &long, false);
+        assert_eq!(&*v.entry_page, format!("/{}", emoji.repeat(170)));
+        // Later hits of the visit carry the same cut entry page.
+        let next = t.touch("a.com", 1, none, T0 + 1, "/next", false);
+        assert_eq!(next.entry_page, v.entry_page);
+        // ASCII is cut at the limit; a two-byte character is not split.
+        let v = t.touch("a.com", 2, none, T0, &"/abc".repeat(1_000), false);
+        assert_eq!(v.entry_page.len(), MAX_ENTRY_PAGE_BYTES);
+        let v = t.touch(
+            "a.com",
+            3,
+            none,
+            T0,
+            &format!("/{}", "é".repeat(2_000)),
+            false,
+        );
+        assert_eq!(&*v.entry_page, format!("/{}", "é".repeat(1_023)));
+        // An escape cut in the middle is dropped; a short path is kept whole.
+        let path = format!("{}%41%42", "/".repeat(2_044));
+        let v = t.touch("a.com", 4, none, T0, &path, false);
+        assert_eq!(&*v.entry_page, format!("{}%41", "/".repeat(2_044)));
+        let v = t.touch("a.com", 5, none, T0, "/short%F0%9F", false);
+        assert_eq!(&*v.entry_page, "/short%F0%9F");
     }
 
     #[test]
