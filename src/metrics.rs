@@ -87,6 +87,8 @@ pub enum DropReason {
     bot,
     dnt,
     gpc,
+    /// An engagement ping whose visit has expired, was forgotten or never existed.
+    no_visit,
 }
 
 impl DropReason {
@@ -95,6 +97,7 @@ impl DropReason {
             DropReason::bot => "bot",
             DropReason::dnt => "dnt",
             DropReason::gpc => "gpc",
+            DropReason::no_visit => "no_visit",
         }
     }
 }

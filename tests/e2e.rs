@@ -84,8 +84,13 @@ impl Collector {
     fn start(db: &str, extra: &str) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = config(db, &dir.path().join("spool"), extra);
+        Collector::start_in(dir, &config)
+    }
+
+    /// A collector with a whole configuration of the test's own, in `dir`.
+    fn start_in(dir: tempfile::TempDir, config: &str) -> Collector {
         // `debug` for every crate: the privacy test scans dependencies' lines too.
-        let hush = HushProcess::start_with_log_filter(&dir.path().join("hush"), &config, "debug");
+        let hush = HushProcess::start_with_log_filter(&dir.path().join("hush"), config, "debug");
         // The line comes before the port file, but may still be in the pipe.
         hush.wait_for_log(&format!("listening on {}", hush.addr()), DEADLINE);
         Collector { hush, dir }
@@ -1175,4 +1180,266 @@ async fn opt_out_drop_policy_and_h2c() {
 #[allow(dead_code)]
 fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A TCP relay in front of ClickHouse that the test can cut, as a network outage
+/// would: while cut it closes the connections it carries and every new one. The
+/// ClickHouse behind it is the real one.
+struct Relay {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("relay listener");
+        let addr = listener.local_addr().expect("relay address");
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let (up, links) = (up.clone(), links.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: closed at once
+                    }
+                    let target = target.clone();
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    links.lock().unwrap().push(link);
+                }
+            }
+        });
+        Relay {
+            addr,
+            up,
+            links,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// A hit from visitor `ua` (one User-Agent per visitor, one address for all).
+fn visitor_hit(
+    client: &reqwest::Client,
+    c: &Collector,
+    ua: &str,
+    route: &str,
+    body: String,
+) -> reqwest::RequestBuilder {
+    client
+        .post(c.url(route))
+        .header("content-type", "text/plain")
+        .header("user-agent", ua)
+        .header("x-forwarded-for", IP_B)
+        .body(body)
+}
+
+fn pageview(path: &str) -> serde_json::Value {
+    serde_json::json!({"n": "pageview", "u": format!("https://example.com{path}"), "d": "example.com"})
+}
+
+/// A request refused with 503 (a full spool) leaves no visit behind: the visitor's
+/// next page view starts a visit of its own, with its own entry page. And an
+/// engagement ping without a visit is dropped (counted as `no_visit`), not stored as
+/// a visit of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_hits_leave_no_visit_and_orphan_engagement_is_dropped() {
+    let ch = support::clickhouse();
+    let Some(target) = ch
+        .url()
+        .strip_prefix("http://")
+        .map(|t| t.trim_end_matches('/').to_owned())
+    else {
+        eprintln!(
+            "SKIPPED: the relay needs a plain-HTTP ClickHouse, not {}",
+            ch.url()
+        );
+        return;
+    };
+    let db = ch.fresh_database("e2e_refused").await;
+    let chc = ch.client(&db).with_validation(false);
+    let relay = Relay::start(target).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = dir.path().join("spool");
+    let c = Collector::start_in(
+        dir,
+        &test_config(
+            &relay.url(),
+            Some((ch.user(), ch.password())),
+            &db,
+            &format!(
+                r#"
+[server]
+trusted_proxies = ["127.0.0.1/32", "::1/128"]
+
+[clickhouse]
+request_timeout_ms = 2000
+
+[writer]
+retry_base_ms = 50
+retry_max_ms = 200
+
+[spool]
+dir = "{spool}"
+segment_bytes = 16384
+max_bytes = 65536
+"#,
+                spool = spool.display(),
+            ),
+        ),
+    );
+    let client = http();
+
+    // An engagement ping with no page view before it: dropped, not a visit.
+    let resp = visitor_hit(
+        &client,
+        &c,
+        FIREFOX_MAC,
+        "/api/event",
+        serde_json::json!(
+            {"n": "engagement", "u": "https://example.com/read", "d": "example.com", "e": 4000}
+        )
+        .to_string(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["x-hush-dropped"], "no_visit");
+    let metrics = c.hush.metrics().await;
+    assert!(
+        metrics.contains("hush_hits_dropped_total{reason=\"no_visit\"} 1"),
+        "{metrics}"
+    );
+
+    // ClickHouse unreachable: the spool fills with other visitors' batches until 503.
+    relay.cut();
+    let mut filler = 0;
+    loop {
+        let batch: Vec<_> = (0..50)
+            .map(|i| pageview(&format!("/filler/{filler}/{i}")))
+            .collect();
+        let resp = visitor_hit(
+            &client,
+            &c,
+            &format!("{FIREFOX_MAC} filler/{filler}"),
+            "/api/events",
+            serde_json::Value::from(batch).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+        match resp.status().as_u16() {
+            202 => filler += 1,
+            503 => break,
+            other => panic!("filler batch: {other}"),
+        }
+        assert!(filler < 100, "the spool never filled up");
+    }
+    // Then with single hits of short paths, until not even one more fits.
+    loop {
+        let resp = visitor_hit(
+            &client,
+            &c,
+            &format!("{FIREFOX_MAC} filler/{filler}"),
+            "/api/event",
+            pageview(&format!("/f{}", filler % 10)).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+        match resp.status().as_u16() {
+            202 => filler += 1,
+            503 => break,
+            other => panic!("filler hit: {other}"),
+        }
+        assert!(filler < 1000, "the spool never filled up");
+    }
+    // Refused: a batch of visitor V (its first visit), and a single hit of visitor W
+    // (longer paths than the last filler hit, which did not fit).
+    let v = format!("{FIREFOX_MAC} V");
+    let w = format!("{FIREFOX_MAC} W");
+    let batch = serde_json::Value::from(vec![pageview("/v/refused-1"), pageview("/v/refused-2")]);
+    let resp = visitor_hit(&client, &c, &v, "/api/events", batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let resp = visitor_hit(
+        &client,
+        &c,
+        &w,
+        "/api/event",
+        pageview("/w/refused").to_string(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 503);
+
+    // ClickHouse back: V and W come again, retrying while the spool drains.
+    relay.restore();
+    for (ua, path) in [(&v, "/v/after"), (&w, "/w/after")] {
+        let started = std::time::Instant::now();
+        loop {
+            let resp = visitor_hit(&client, &c, ua, "/api/event", pageview(path).to_string())
+                .send()
+                .await
+                .unwrap();
+            match resp.status().as_u16() {
+                202 => break,
+                503 => {}
+                other => panic!("{path}: {other}"),
+            }
+            assert!(started.elapsed() < DEADLINE, "{path} never accepted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    wait_for_count(
+        &chc,
+        "SELECT count() FROM events WHERE pathname IN ('/v/after', '/w/after')",
+        2,
+        DEADLINE,
+    )
+    .await;
+    let stored = rows(&chc, "pathname LIKE '/v/%' OR pathname LIKE '/w/%'").await;
+    assert_eq!(stored.len(), 2, "{stored:#?}");
+    // Each starts its own visit: the refused hits' pages are not their entry pages.
+    assert_eq!(&*one(&stored, "/v/after").entry_page, "/v/after");
+    assert_eq!(&*one(&stored, "/w/after").entry_page, "/w/after");
+    assert_eq!(
+        count(&chc, "SELECT count() FROM events WHERE name = 'engagement'").await,
+        0
+    );
 }

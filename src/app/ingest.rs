@@ -27,6 +27,7 @@ use crate::collect::hit::{self, IncomingEvent};
 use crate::collect::sites::{Site, SiteRegistry};
 use crate::config::Config;
 use crate::enrich::row::EventRow;
+use crate::enrich::session::Journal;
 use crate::enrich::{EnrichError, Enricher, HitContext, Outcome};
 use crate::http::body::{BodyError, body_left_unread, read_limited};
 use crate::http::response;
@@ -329,13 +330,15 @@ impl Ingest {
     }
 
     /// Enriches one parsed hit for every site it names. Returns the rows to store and
-    /// the drop reason when the hit was deliberately not stored. The hit moves into
-    /// the last site's row; only extra sites of a multi-domain hit copy its strings.
+    /// the drop reason when the hit was deliberately not stored; `journal` records
+    /// what the hit changed in the visit tracker. The hit moves into the last site's
+    /// row; only extra sites of a multi-domain hit copy its strings.
     fn enrich_hit(
         &self,
         ev: IncomingEvent,
         ctx: &HitContext<'_>,
         rows: &mut impl Extend<EventRow>,
+        journal: &mut Journal,
     ) -> Result<Option<DropReason>, Reject> {
         let sites = self.resolve_sites(&ev)?;
         let Some((last, others)) = sites.split_last() else {
@@ -358,9 +361,9 @@ impl Ingest {
             Err(err @ EnrichError::Url(_)) => Err(Reject::malformed(enrich_message(&err))),
         };
         for site in others {
-            take(self.enricher.enrich(&ev, site, ctx))?;
+            take(self.enricher.enrich_journaled(&ev, site, ctx, journal))?;
         }
-        take(self.enricher.enrich_owned(ev, last, ctx))?;
+        take(self.enricher.enrich_owned_journaled(ev, last, ctx, journal))?;
         Ok(dropped)
     }
 
@@ -425,6 +428,14 @@ impl Ingest {
         }
     }
 
+    /// Takes back a refused request's visit changes. Not reached when the request is
+    /// cancelled while its rows are being submitted: they may still be stored.
+    fn undo(&self, journal: &Journal) {
+        if !journal.is_empty() {
+            self.enricher.sessions.undo(journal);
+        }
+    }
+
     /// The 202 of `/api/event`: marked (and counted) as dropped when the hit stored no
     /// row, so a hit is counted accepted or dropped, never both.
     fn accepted(&self, dropped: Option<DropReason>, stored: bool) -> Response<Body> {
@@ -474,8 +485,14 @@ impl Ingest {
         let ctx = self.context(&headers, peer);
         // One hit makes one row, or one per site of a multi-domain hit: kept inline.
         let mut rows: SmallVec<[EventRow; 1]> = SmallVec::new();
-        let dropped = self.enrich_hit(ev, &ctx, &mut rows)?;
-        self.submit(&rows, 1).await?;
+        let mut journal = Journal::default();
+        let dropped = self
+            .enrich_hit(ev, &ctx, &mut rows, &mut journal)
+            .inspect_err(|_| self.undo(&journal))?;
+        // A refused hit leaves no visit behind (as for a batch, below).
+        self.submit(&rows, 1)
+            .await
+            .inspect_err(|_| self.undo(&journal))?;
         Ok(self.accepted(dropped, !rows.is_empty()))
     }
 
@@ -513,7 +530,8 @@ impl Ingest {
         peer: SocketAddr,
     ) -> Result<Response<Body>, Reject> {
         // All or nothing, for state too: every item is checked (sites, page URL)
-        // before any of them touches the session tracker.
+        // before any of them touches the session tracker, and what they changed
+        // there is taken back if the batch is refused after all (a 503).
         let mut errors = Vec::new();
         for (index, ev) in events.iter().enumerate() {
             let problem = match self.resolve_sites(ev) {
@@ -534,14 +552,16 @@ impl Ingest {
         let mut rows = Vec::with_capacity(accepted);
         // Counted only once the batch is in: a refused batch's hits are refused, not
         // dropped.
+        let mut journal = Journal::default();
         let mut drops = Vec::new();
         for (index, ev) in events.into_iter().enumerate() {
             let before = rows.len();
-            match self.enrich_hit(ev, &ctx, &mut rows) {
+            match self.enrich_hit(ev, &ctx, &mut rows, &mut journal) {
                 Ok(Some(reason)) if rows.len() == before => drops.push(reason),
                 Ok(_) => {}
                 // Not the event's fault: the whole batch is refused with 503.
                 Err(reject) if reject.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    self.undo(&journal);
                     return Err(reject);
                 }
                 Err(reject) => errors.push(batch_item_error(
@@ -553,11 +573,14 @@ impl Ingest {
         // All or nothing: a batch with any bad item stores none of them, so a client
         // can fix and resend the whole batch without creating duplicates.
         if !errors.is_empty() {
+            self.undo(&journal);
             return Err(Reject::invalid_batch(errors));
         }
         let stored = rows.len();
         let dropped = drops.len();
-        self.submit(&rows, (accepted - dropped) as u64).await?;
+        self.submit(&rows, (accepted - dropped) as u64)
+            .await
+            .inspect_err(|_| self.undo(&journal))?;
         for reason in drops {
             self.metrics.dropped(reason);
         }

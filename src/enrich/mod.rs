@@ -8,7 +8,9 @@
 //! stored row itself ([`row`]). [`Enricher`] runs them in order for one hit.
 //!
 //! Receives: an `IncomingEvent`, its `Site` and a `TruncatedIp` from `collect`.
-//! Hands on: an `EventRow` to the pipeline, or a [`DropReason`] (bot, opted out).
+//! Hands on: an `EventRow` to the pipeline, or a [`DropReason`] (bot, opted out, an
+//! engagement ping without a visit), and a [`Journal`] of what the hit changed in the
+//! visit tracker, to undo when the pipeline refuses the row.
 //!
 //! Order matters for cost and privacy: bots and opted-out hits leave before any
 //! hashing or session state is touched, and the only address seen here is the
@@ -30,7 +32,7 @@ use self::geo::GeoDb;
 use self::page_url::UrlError;
 use self::row::{EventRow, SCROLL_DEPTH_UNKNOWN};
 use self::salt::Salts;
-use self::session::SessionTracker;
+use self::session::{Journal, SessionTracker};
 use self::ua::UaParser;
 use self::visitor::visitor_id;
 use crate::collect::client_ip::TruncatedIp;
@@ -117,14 +119,27 @@ impl Enricher {
     }
 
     /// Enriches a hit that is still needed afterwards (one hit counted for several
-    /// sites): its name and props are copied into the row.
+    /// sites): its name and props are copied into the row. What it changes in the
+    /// visit tracker stays; see [`Enricher::enrich_journaled`].
     pub fn enrich(
         &self,
         ev: &IncomingEvent,
         site: &Arc<Site>,
         ctx: &HitContext<'_>,
     ) -> Result<Outcome, EnrichError> {
-        let mut outcome = self.enrich_fields(ev, site, ctx)?;
+        self.enrich_journaled(ev, site, ctx, &mut Journal::default())
+    }
+
+    /// [`Enricher::enrich`], recording in `journal` what the hit changed in the visit
+    /// tracker, for [`SessionTracker::undo`] if its row is refused.
+    pub fn enrich_journaled(
+        &self,
+        ev: &IncomingEvent,
+        site: &Arc<Site>,
+        ctx: &HitContext<'_>,
+        journal: &mut Journal,
+    ) -> Result<Outcome, EnrichError> {
+        let mut outcome = self.enrich_fields(ev, site, ctx, journal)?;
         if let Outcome::Store(row) = &mut outcome {
             row.name.clone_from(&ev.name);
             row.props.clone_from(&ev.props);
@@ -140,7 +155,18 @@ impl Enricher {
         site: &Arc<Site>,
         ctx: &HitContext<'_>,
     ) -> Result<Outcome, EnrichError> {
-        let mut outcome = self.enrich_fields(&ev, site, ctx)?;
+        self.enrich_owned_journaled(ev, site, ctx, &mut Journal::default())
+    }
+
+    /// [`Enricher::enrich_owned`] with a [`Journal`], as [`Enricher::enrich_journaled`].
+    pub fn enrich_owned_journaled(
+        &self,
+        ev: IncomingEvent,
+        site: &Arc<Site>,
+        ctx: &HitContext<'_>,
+        journal: &mut Journal,
+    ) -> Result<Outcome, EnrichError> {
+        let mut outcome = self.enrich_fields(&ev, site, ctx, journal)?;
         if let Outcome::Store(row) = &mut outcome {
             row.name = ev.name;
             row.props = ev.props;
@@ -155,6 +181,7 @@ impl Enricher {
         ev: &IncomingEvent,
         site: &Arc<Site>,
         ctx: &HitContext<'_>,
+        journal: &mut Journal,
     ) -> Result<Outcome, EnrichError> {
         let ua = self.ua.parse(ctx.user_agent);
         if ua.is_bot {
@@ -204,6 +231,12 @@ impl Enricher {
                 &page.pathname,
                 is_engagement,
             );
+            if is_engagement && info.new_visit {
+                // Its visit expired, was forgotten or never was: storing it would
+                // count a one-off visit that nobody made (Plausible drops these too).
+                return Ok(Outcome::Dropped(DropReason::no_visit));
+            }
+            journal.record(info.touched);
             (info.visitor_id, info.session_id, info.entry_page)
         };
 
@@ -359,6 +392,68 @@ mod tests {
         assert_ne!(new_visit.session_id, late.session_id);
         assert_ne!(new_visit.visitor_id, late.visitor_id);
         assert_eq!(&*new_visit.entry_page, "/z");
+    }
+
+    fn dropped(outcome: Result<Outcome, EnrichError>) -> DropReason {
+        match outcome {
+            Ok(Outcome::Dropped(reason)) => reason,
+            other => panic!("not dropped: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn engagement_without_a_visit_is_dropped() {
+        let sessions = Arc::new(SessionTracker::new(&config().session));
+        let e = enricher(DAY, &sessions);
+        let registry = SiteRegistry::from_config(&config());
+        let site = registry.resolve("a.com").unwrap();
+        let hit = |name: &str| {
+            event(&format!(
+                r#"{{"n":"{name}","u":"https://a.com/read","d":"a.com","e":5000,"sd":40}}"#
+            ))
+        };
+        let at = |secs: u32| ctx("203.0.113.9", MIDNIGHT + secs);
+        // Never a page view: no visit to report on.
+        let orphan = e.enrich_owned(hit(ENGAGEMENT), site, &at(10));
+        assert_eq!(dropped(orphan), DropReason::no_visit);
+        assert!(sessions.is_empty());
+        // With its page view: stored in the same visit.
+        let view = stored(e.enrich_owned(hit("pageview"), site, &at(20)));
+        let engaged = stored(e.enrich_owned(hit(ENGAGEMENT), site, &at(30)));
+        assert_eq!(engaged.session_id, view.session_id);
+        assert_eq!((engaged.engagement_ms, engaged.scroll_depth), (5000, 40));
+        // After the visit expired (30 minutes after the last hit): dropped again.
+        let late = e.enrich_owned(hit(ENGAGEMENT), site, &at(30 + 1800));
+        assert_eq!(dropped(late), DropReason::no_visit);
+        // An anonymous (DNT) ping has no visit by design and is kept.
+        let mut anonymous = at(30 + 1800);
+        anonymous.dnt = true;
+        let row = stored(e.enrich_owned(hit(ENGAGEMENT), site, &anonymous));
+        assert_eq!(row.session_id, 0);
+    }
+
+    #[test]
+    fn a_journaled_hit_can_be_taken_back() {
+        let sessions = Arc::new(SessionTracker::new(&config().session));
+        let e = enricher(DAY, &sessions);
+        let registry = SiteRegistry::from_config(&config());
+        let site = registry.resolve("a.com").unwrap();
+        let page = |path: &str| {
+            event(&format!(
+                r#"{{"n":"pageview","u":"https://a.com{path}","d":"a.com"}}"#
+            ))
+        };
+        let mut journal = Journal::default();
+        let refused = stored(e.enrich_owned_journaled(
+            page("/refused"),
+            site,
+            &ctx("203.0.113.9", MIDNIGHT + 5),
+            &mut journal,
+        ));
+        sessions.undo(&journal);
+        let next = stored(e.enrich_owned(page("/next"), site, &ctx("203.0.113.9", MIDNIGHT + 6)));
+        assert_ne!(next.session_id, refused.session_id);
+        assert_eq!(&*next.entry_page, "/next");
     }
 
     #[test]

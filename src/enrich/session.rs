@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use quick_cache::Weighter;
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
+use smallvec::SmallVec;
 
 use crate::config::SessionConfig;
 
@@ -129,8 +130,39 @@ pub struct SessionInfo {
     pub entry_page: Arc<str>,
     /// This hit starts a visit (no active visit was found). For an engagement hit the
     /// visit is not remembered: engagement reports on a page view whose visit has
-    /// expired or was forgotten, and Plausible drops such hits; callers may too.
+    /// expired or was forgotten (or never existed), and such hits are dropped, as
+    /// Plausible does.
     pub new_visit: bool,
+    /// What this hit changed in the tracker (`None`: nothing), for
+    /// [`SessionTracker::undo`] when the hit is refused after all.
+    pub touched: Option<Touched>,
+}
+
+/// What one [`SessionTracker::touch`] changed: a visit started, or a visit's timer
+/// restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touched {
+    key: SessionKey,
+    session_id: u64,
+    /// The `last_seen` the touch left.
+    at: u32,
+    /// `None`: the touch started the visit; `Some(t)`: it moved `last_seen` from `t`.
+    before: Option<u32>,
+}
+
+/// The touches made for one request, undone together if the request is refused
+/// ("all or nothing" holds for visits too). Inline for the usual one or two.
+#[derive(Debug, Default)]
+pub struct Journal(SmallVec<[Touched; 2]>);
+
+impl Journal {
+    pub fn record(&mut self, touched: Option<Touched>) {
+        self.0.extend(touched);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -256,8 +288,8 @@ impl SessionTracker {
                 // entry page may weigh more, and only an insert evicts for it.
                 return EntryAction::ReplaceWithGuard;
             }
-            visit.last_seen = visit.last_seen.max(now_secs);
-            EntryAction::Retain(Some(info(current, visit, false)))
+            let touched = restart(key, visit, now_secs);
+            EntryAction::Retain(Some(info(current, visit, false, touched)))
         });
         match result {
             EntryResult::Retained(Some(info)) => info,
@@ -267,7 +299,13 @@ impl SessionTracker {
                     last_seen: now_secs,
                     entry_page: entry_page(pathname),
                 };
-                let info = info(current, &visit, true);
+                let touched = Touched {
+                    key,
+                    session_id: visit.session_id,
+                    at: now_secs,
+                    before: None,
+                };
+                let info = info(current, &visit, true, Some(touched));
                 // Err only if the placeholder was already filled, which cannot happen
                 // while we hold the guard; either way the visit is as good as new.
                 let _ = guard.insert(visit);
@@ -280,7 +318,37 @@ impl SessionTracker {
                 session_id: new_session_id(),
                 entry_page: entry_page(pathname),
                 new_visit: true,
+                touched: None,
             },
+        }
+    }
+
+    /// Takes back what `journal`'s touches did, latest first: a visit one started
+    /// is forgotten, a timer one restarted is set back. Call it when the hits they
+    /// enriched were refused (not stored), so a refused request leaves no trace.
+    ///
+    /// A visit that another hit has touched since (its `last_seen` moved on) is left
+    /// as it is: that hit may have been stored. Two hits of the same visitor in the
+    /// same second, one stored and one refused, cannot be told apart; the visit is
+    /// then taken back too, and the stored hit's next one starts a new visit.
+    pub fn undo(&self, journal: &Journal) {
+        for touched in journal.0.iter().rev() {
+            // A placeholder means a new visit is being inserted by another hit
+            // this instant: not ours to take back, and never worth waiting for.
+            let _ = self
+                .visits
+                .entry(&touched.key, Some(std::time::Duration::ZERO), |_, visit| {
+                    if visit.session_id != touched.session_id || visit.last_seen != touched.at {
+                        return EntryAction::Retain(());
+                    }
+                    match touched.before {
+                        None => EntryAction::Remove,
+                        Some(before) => {
+                            visit.last_seen = before;
+                            EntryAction::Retain(())
+                        }
+                    }
+                });
         }
     }
 
@@ -291,8 +359,8 @@ impl SessionTracker {
             if !is_active(visit, now_secs, timeout) {
                 return EntryAction::Retain(None);
             }
-            visit.last_seen = visit.last_seen.max(now_secs);
-            EntryAction::Retain(Some(info(key.visitor, visit, false)))
+            let touched = restart(*key, visit, now_secs);
+            EntryAction::Retain(Some(info(key.visitor, visit, false, touched)))
         }) {
             EntryResult::Retained(info) => info,
             // Vacant: dropping the guard releases the placeholder without inserting.
@@ -325,13 +393,26 @@ fn is_active(visit: &Visit, now_secs: u32, timeout: u32) -> bool {
     now_secs.saturating_sub(visit.last_seen) < timeout
 }
 
-fn info(visitor_id: u64, visit: &Visit, new_visit: bool) -> SessionInfo {
+fn info(visitor_id: u64, visit: &Visit, new_visit: bool, touched: Option<Touched>) -> SessionInfo {
     SessionInfo {
         visitor_id,
         session_id: visit.session_id,
         entry_page: Arc::clone(&visit.entry_page),
         new_visit,
+        touched,
     }
+}
+
+/// Restarts `visit`'s timer at `now_secs` (never backwards); what changed, if anything.
+fn restart(key: SessionKey, visit: &mut Visit, now_secs: u32) -> Option<Touched> {
+    let before = visit.last_seen;
+    visit.last_seen = before.max(now_secs);
+    (visit.last_seen != before).then_some(Touched {
+        key,
+        session_id: visit.session_id,
+        at: visit.last_seen,
+        before: Some(before),
+    })
 }
 
 fn site_hash(site: &str) -> u64 {
@@ -683,6 +764,78 @@ mod tests {
         assert_eq!(&*v.entry_page, format!("{}%41", "/".repeat(2_044)));
         let v = t.touch("a.com", 5, none, T0, "/short%F0%9F", false);
         assert_eq!(&*v.entry_page, "/short%F0%9F");
+    }
+
+    fn undo_one(t: &SessionTracker, info: &SessionInfo) {
+        let mut journal = Journal::default();
+        journal.record(info.touched);
+        t.undo(&journal);
+    }
+
+    #[test]
+    fn undo_forgets_a_started_visit() {
+        let t = tracker(1800, 1000);
+        let refused = t.touch("a.com", 7, none, T0, "/refused", false);
+        assert!(refused.new_visit && refused.touched.is_some());
+        undo_one(&t, &refused);
+        assert!(t.is_empty());
+        let next = t.touch("a.com", 7, none, T0 + 5, "/next", false);
+        assert!(next.new_visit);
+        assert_eq!(&*next.entry_page, "/next");
+        assert_ne!(next.session_id, refused.session_id);
+    }
+
+    #[test]
+    fn undo_sets_a_restarted_timer_back() {
+        let t = tracker(100, 1000);
+        let first = t.touch("a.com", 7, none, T0, "/", false);
+        let refused = t.touch("a.com", 7, none, T0 + 90, "/x", false);
+        assert_eq!(refused.session_id, first.session_id);
+        undo_one(&t, &refused);
+        // The visit is still there, but ends 100 s after the first hit, not the refused one.
+        let within = t.touch("a.com", 7, none, T0 + 99, "/", false);
+        assert_eq!(within.session_id, first.session_id);
+        let t = tracker(100, 1000);
+        let first = t.touch("a.com", 7, none, T0, "/", false);
+        let refused = t.touch("a.com", 7, none, T0 + 90, "/x", false);
+        undo_one(&t, &refused);
+        let after = t.touch("a.com", 7, none, T0 + 100, "/", false);
+        assert!(after.new_visit);
+        assert_ne!(after.session_id, first.session_id);
+    }
+
+    #[test]
+    fn undo_of_a_whole_batch_leaves_no_trace() {
+        let t = tracker(1800, 1000);
+        let existing = t.touch("a.com", 1, none, T0, "/", false);
+        let mut journal = Journal::default();
+        for (v, dt, path) in [(1, 10, "/a"), (2, 10, "/b"), (2, 11, "/c"), (1, 12, "/d")] {
+            journal.record(t.touch("a.com", v, none, T0 + dt, path, false).touched);
+        }
+        // Visitor 2's second hit moved its timer; visitor 1's timer moved twice.
+        assert_eq!(journal.0.len(), 4);
+        t.undo(&journal);
+        assert_eq!(t.len(), 1);
+        // Visitor 1's visit ends 1800 s after its first hit again.
+        let v1 = t.touch("a.com", 1, none, T0 + 1800, "/", false);
+        assert!(v1.new_visit);
+        assert_ne!(v1.session_id, existing.session_id);
+    }
+
+    #[test]
+    fn undo_leaves_a_visit_a_later_hit_has_touched() {
+        let t = tracker(1800, 1000);
+        let refused = t.touch("a.com", 7, none, T0, "/refused", false);
+        let stored = t.touch("a.com", 7, none, T0 + 1, "/stored", false);
+        assert_eq!(stored.session_id, refused.session_id);
+        undo_one(&t, &refused);
+        let next = t.touch("a.com", 7, none, T0 + 2, "/next", false);
+        assert_eq!(next.session_id, refused.session_id);
+        // Nothing changed, nothing to undo.
+        let same_second = t.touch("a.com", 7, none, T0 + 2, "/again", false);
+        assert_eq!(same_second.touched, None);
+        let orphan = t.touch("a.com", 8, none, T0, "/read", true);
+        assert_eq!(orphan.touched, None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use smallvec::SmallVec;
 use super::{Ingest, Reject};
 use crate::collect::pixel;
 use crate::enrich::row::EventRow;
+use crate::enrich::session::Journal;
 use crate::http::server::Body;
 use crate::metrics::{DropReason, PixelOutcome};
 
@@ -56,8 +57,14 @@ impl Ingest {
             .map_err(|e| Reject::malformed(e.to_string()))?;
         let ctx = self.context(headers, peer);
         let mut rows: SmallVec<[EventRow; 1]> = SmallVec::new();
-        let dropped = self.enrich_hit(ev, &ctx, &mut rows)?;
-        self.submit(&rows, 1).await?;
+        let mut journal = Journal::default();
+        let dropped = self
+            .enrich_hit(ev, &ctx, &mut rows, &mut journal)
+            .inspect_err(|_| self.undo(&journal))?;
+        // As for /api/event: a refused pixel hit leaves no visit behind.
+        self.submit(&rows, 1)
+            .await
+            .inspect_err(|_| self.undo(&journal))?;
         // As for /api/event: a drop counts only when no site stored the hit.
         match dropped {
             Some(reason) if rows.is_empty() => {
