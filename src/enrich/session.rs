@@ -26,6 +26,13 @@
 //! encoded path can be three times its URL's length), so one hit can take at most a
 //! few KiB of the budget. Rows carry the visit's entry page, so their `entry_page`
 //! is cut the same way; their `pathname` is not.
+//!
+//! # Refused hits
+//!
+//! A touch reports what it changed ([`Touched`]); the ingest handler collects them
+//! per request in a [`Journal`] and, when the request is refused (a full spool or
+//! queue), hands it to [`SessionTracker::undo`], so a refused request leaves no visit
+//! behind.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
