@@ -1,0 +1,1044 @@
+//! ClickHouse SQL for a validated [`Query`]: one statement per period, every value
+//! from the request a bound `{name:Type}` parameter.
+//!
+//! # What is counted, and from which rows
+//!
+//! All rows come from `events` for one site and the period's instants. A *visit* is
+//! the rows sharing a `session_id`; anonymous rows (DNT/GPC, `session_id = 0`) belong
+//! to no visit: they count in `pageviews` and `events`, never in `visitors` or
+//! `visits`. Engagement rows (`name = 'engagement'`) feed `time_on_page` and
+//! `scroll_depth` only.
+//!
+//! - **Visit attributes** (`visit:source`, `visit:channel`, `visit:referrer`,
+//!   `visit:utm_*`, `visit:entry_page_hostname`) are those of the visit's first page
+//!   view in the period (its first event if it has none), and `visit:exit_page` is its
+//!   last page view; each row is joined to its visit's attributes, so a filter or
+//!   dimension on them means "rows of visits that entered (or left) this way".
+//!   `visit:entry_page` is stored on every row by the collector. Device, browser, OS
+//!   and location are constant within a visitor (the visitor id hashes the User-Agent
+//!   and the truncated address) and are read off each row.
+//! - **Visit values** (`visits`, `bounce_rate`, `visit_duration`, `views_per_visit`)
+//!   are computed per visit from its non-engagement rows in the period, and per time
+//!   bucket when the query has a time dimension: a visit counts in every bucket (and
+//!   every period) it was active in, with the rows it had there. A visit qualifies
+//!   when at least one of those rows matches the filters. By `event:page` (or
+//!   `event:hostname`) a visit is counted under its entry page, as Plausible's top
+//!   pages panel does.
+//! - **Event values** (`visitors`, `pageviews`, `events`, revenue) count the rows that
+//!   match the filters.
+//!
+//! # Shape
+//!
+//! The statement is a `WITH` list of aggregates, each grouped by the same dimension
+//! columns `d0..dn`, joined on them from the primary one (events when the query asks
+//! for an event value, else visits, else engagement), then the metric expressions
+//! `m0..mk` over their components, ordered (with the dimensions as tie-breakers, so
+//! pages are stable) and paged. Which aggregates appear depends only on the metrics
+//! and dimensions, never on a value.
+
+use std::fmt::Write as _;
+
+use super::period::Period;
+use super::request::{
+    Dimension, Direction, EventDimension, Filter, Metric, Op, OrderKey, Query, QueryError,
+    TimeDimension, VisitDimension,
+};
+
+/// A site's goal: a custom event name, or page views of paths matching a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goal {
+    pub name: String,
+    pub kind: GoalKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoalKind {
+    /// Custom events with this name.
+    Event(String),
+    /// Page views whose path matches this anchored RE2 pattern.
+    Page(String),
+}
+
+impl Goal {
+    /// A page goal from a path pattern: `*` matches within one path segment, `**`
+    /// across segments, everything else literally.
+    pub fn page(name: impl Into<String>, pattern: &str) -> Self {
+        Self {
+            name: name.into(),
+            kind: GoalKind::Page(page_pattern_regex(pattern)),
+        }
+    }
+
+    pub fn event(name: impl Into<String>, event: impl Into<String>) -> Self {
+        let event = event.into();
+        Self {
+            name: name.into(),
+            kind: GoalKind::Event(event),
+        }
+    }
+}
+
+/// The anchored RE2 pattern of a page goal's path pattern.
+pub fn page_pattern_regex(pattern: &str) -> String {
+    let mut out = String::from("^");
+    let mut rest = pattern;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("**") {
+            out.push_str(".*");
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('*') {
+            out.push_str("[^/]*");
+            rest = r;
+        } else {
+            let c = rest.chars().next().unwrap_or_default();
+            if "\\.+?()[]{}|^$".contains(c) {
+                out.push('\\');
+            }
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out.push('$');
+    out
+}
+
+/// What the statement needs to know about the site beyond the query.
+#[derive(Debug, Clone)]
+pub struct Site<'a> {
+    pub domain: &'a str,
+    /// IANA time zone name.
+    pub timezone: &'a str,
+    pub goals: &'a [Goal],
+}
+
+/// A bound parameter value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Str(String),
+    Strs(Vec<String>),
+    U32(u32),
+    U64(u64),
+}
+
+/// A statement and its parameters, in the order they were bound.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    pub text: String,
+    pub params: Vec<(String, Param)>,
+    /// How many dimension columns (`d0..`) lead each result row; metrics follow.
+    pub dimensions: usize,
+    /// Whether a trailing `total_rows` column follows the metrics.
+    pub total_rows: bool,
+    /// Metrics whose value is a revenue object built from three columns (sum in
+    /// micros, row count, currency count and currency) rather than one number.
+    pub revenue: Vec<Metric>,
+}
+
+/// Countries' ISO codes and English names, for `visit:country_name` (bound as two
+/// arrays when a query uses it).
+pub type CountryNames<'a> = &'a [(&'a str, &'a str)];
+
+struct Builder<'a> {
+    query: &'a Query,
+    site: &'a Site<'a>,
+    period: &'a Period,
+    countries: CountryNames<'a>,
+    params: Vec<(String, Param)>,
+    tz: String,
+    goal_names: Option<String>,
+}
+
+/// Builds the statement for `query` over `period`.
+pub fn build(
+    query: &Query,
+    site: &Site<'_>,
+    period: &Period,
+    countries: CountryNames<'_>,
+) -> Result<Sql, QueryError> {
+    let mut b = Builder {
+        query,
+        site,
+        period,
+        countries,
+        params: Vec::new(),
+        tz: String::new(),
+        goal_names: None,
+    };
+    b.tz = b.bind(Param::Str(site.timezone.to_owned()), "String");
+    b.statement()
+}
+
+/// Where an aggregate's rows come from and how dimensions read there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    /// One row per event.
+    Row,
+    /// One row per visit (and bucket / event-dimension value).
+    Visit,
+}
+
+/// Visit attributes that are joined from the visit's first (or last) page view.
+const JOINED: &[(&str, &str)] = &[
+    (
+        "a_source",
+        "argMin(source, (name != 'pageview', timestamp))",
+    ),
+    (
+        "a_referrer",
+        "argMin(if(referrer_host = '', '', concat(referrer_host, referrer_path)), (name != 'pageview', timestamp))",
+    ),
+    (
+        "a_channel",
+        "argMin(channel, (name != 'pageview', timestamp))",
+    ),
+    (
+        "a_utm_medium",
+        "argMin(utm_medium, (name != 'pageview', timestamp))",
+    ),
+    (
+        "a_utm_source",
+        "argMin(utm_source, (name != 'pageview', timestamp))",
+    ),
+    (
+        "a_utm_campaign",
+        "argMin(utm_campaign, (name != 'pageview', timestamp))",
+    ),
+    (
+        "a_utm_content",
+        "argMin(utm_content, (name != 'pageview', timestamp))",
+    ),
+    (
+        "a_utm_term",
+        "argMin(utm_term, (name != 'pageview', timestamp))",
+    ),
+    (
+        "a_entry_hostname",
+        "argMin(hostname, (name != 'pageview', timestamp))",
+    ),
+    (
+        "a_exit_page",
+        "argMax(pathname, (name = 'pageview', timestamp))",
+    ),
+    (
+        "a_exit_hostname",
+        "argMax(hostname, (name = 'pageview', timestamp))",
+    ),
+];
+
+/// The row's own value of a joined attribute, for anonymous rows (no visit).
+fn joined_own(col: &str) -> &'static str {
+    match col {
+        "a_source" => "source",
+        "a_referrer" => "if(referrer_host = '', '', concat(referrer_host, referrer_path))",
+        "a_channel" => "channel",
+        "a_utm_medium" => "utm_medium",
+        "a_utm_source" => "utm_source",
+        "a_utm_campaign" => "utm_campaign",
+        "a_utm_content" => "utm_content",
+        "a_utm_term" => "utm_term",
+        "a_entry_hostname" | "a_exit_hostname" => "hostname",
+        _ => "pathname",
+    }
+}
+
+fn joined_column(d: VisitDimension) -> Option<&'static str> {
+    use VisitDimension as V;
+    Some(match d {
+        V::Source => "a_source",
+        V::Referrer => "a_referrer",
+        V::Channel => "a_channel",
+        V::UtmMedium => "a_utm_medium",
+        V::UtmSource => "a_utm_source",
+        V::UtmCampaign => "a_utm_campaign",
+        V::UtmContent => "a_utm_content",
+        V::UtmTerm => "a_utm_term",
+        V::EntryPageHostname => "a_entry_hostname",
+        V::ExitPage => "a_exit_page",
+        V::ExitPageHostname => "a_exit_hostname",
+        _ => return None,
+    })
+}
+
+/// `(not set)` for an empty value, as Plausible labels it.
+fn not_set(col: &str) -> String {
+    format!("if({col} = '', '(not set)', {col})")
+}
+
+const COUNTRY: &str = "if(country = '\\0\\0', '', toString(country))";
+
+fn is_exit(d: &Dimension) -> bool {
+    matches!(
+        d,
+        Dimension::Visit(VisitDimension::ExitPage | VisitDimension::ExitPageHostname)
+    )
+}
+
+impl<'a> Builder<'a> {
+    fn bind(&mut self, value: Param, ty: &str) -> String {
+        let name = format!("p{}", self.params.len());
+        self.params.push((name.clone(), value));
+        format!("{{{name}:{ty}}}")
+    }
+
+    fn bind_str(&mut self, s: &str) -> String {
+        self.bind(Param::Str(s.to_owned()), "String")
+    }
+
+    fn local_time(&self) -> String {
+        format!("toTimeZone(timestamp, {})", self.tz)
+    }
+
+    fn goal_names(&mut self) -> String {
+        if let Some(g) = &self.goal_names {
+            return g.clone();
+        }
+        let names = self.site.goals.iter().map(|g| g.name.clone()).collect();
+        let p = self.bind(Param::Strs(names), "Array(String)");
+        self.goal_names = Some(p.clone());
+        p
+    }
+
+    /// The condition under which a row completes goal `goal`.
+    fn goal_condition(&mut self, goal: &Goal) -> String {
+        match &goal.kind {
+            GoalKind::Event(event) => {
+                let p = self.bind_str(event);
+                format!("(name = {p})")
+            }
+            GoalKind::Page(regex) => {
+                let p = self.bind_str(regex);
+                format!("(name = 'pageview' AND match(pathname, {p}))")
+            }
+        }
+    }
+
+    /// The display value of `dimension` in `ctx`.
+    fn dimension(&mut self, dimension: &Dimension, ctx: Ctx) -> Result<String, QueryError> {
+        use VisitDimension as V;
+        let lt = self.local_time();
+        Ok(match dimension {
+            Dimension::Time(t) => match t {
+                TimeDimension::Minute => format!("formatDateTime(toStartOfMinute({lt}), '%Y-%m-%d %H:%i:00')"),
+                TimeDimension::Hour | TimeDimension::Auto => {
+                    format!("formatDateTime(toStartOfHour({lt}), '%Y-%m-%d %H:00:00')")
+                }
+                TimeDimension::Day => format!("toString(toDate({lt}))"),
+                TimeDimension::Week => {
+                    let first = self.bind_str(&self.period.first_day.to_string());
+                    format!("toString(greatest(toMonday({lt}), toDate({first})))")
+                }
+                TimeDimension::Month => format!("toString(toStartOfMonth({lt}))"),
+                TimeDimension::HourOfDay => format!("toString(toHour({lt}))"),
+                TimeDimension::Weekday => format!("toString(toDayOfWeek({lt}))"),
+            },
+            Dimension::Event(EventDimension::Page) if ctx == Ctx::Visit => "entry_page".into(),
+            Dimension::Event(EventDimension::Hostname) if ctx == Ctx::Visit => {
+                "a_entry_hostname".into()
+            }
+            Dimension::Event(EventDimension::Page) => "pathname".into(),
+            Dimension::Event(EventDimension::Hostname) => "hostname".into(),
+            Dimension::Event(EventDimension::Name) => "name".into(),
+            Dimension::Event(EventDimension::Goal) => {
+                let names = self.goal_names();
+                format!("{names}[goal]")
+            }
+            Dimension::Prop(key) => {
+                let k = self.bind_str(key);
+                format!("if(mapContains(props, {k}), props[{k}], '(none)')")
+            }
+            Dimension::Visit(v) => match v {
+                V::EntryPage => "entry_page".into(),
+                V::Source => "if(a_source = '', 'Direct / None', a_source)".into(),
+                V::Referrer => "if(a_referrer = '', 'Direct / None', a_referrer)".into(),
+                V::Channel => "multiIf(a_channel = 'direct', 'Direct', a_channel = 'search', 'Organic Search', \
+                     a_channel = 'social', 'Organic Social', a_channel = 'email', 'Email', \
+                     a_channel = 'paid', 'Paid Search', a_channel = 'referral', 'Referral', \
+                     a_channel = '', 'Direct', a_channel)"
+                    .into(),
+                V::UtmMedium => not_set("a_utm_medium"),
+                V::UtmSource => not_set("a_utm_source"),
+                V::UtmCampaign => not_set("a_utm_campaign"),
+                V::UtmContent => not_set("a_utm_content"),
+                V::UtmTerm => not_set("a_utm_term"),
+                V::EntryPageHostname => "a_entry_hostname".into(),
+                V::ExitPage => "a_exit_page".into(),
+                V::ExitPageHostname => "a_exit_hostname".into(),
+                V::Device => "multiIf(device = 'desktop', 'Desktop', device = 'mobile', 'Mobile', \
+                     device = 'tablet', 'Tablet', '(not set)')"
+                    .into(),
+                V::Browser => not_set("browser"),
+                V::BrowserVersion => not_set("browser_version"),
+                V::Os => not_set("os"),
+                V::OsVersion => not_set("os_version"),
+                V::Country => COUNTRY.into(),
+                V::Region | V::RegionName => {
+                    format!("if(region = '', '', concat({COUNTRY}, '-', region))")
+                }
+                V::City => "if(city_geoname_id = 0, '', toString(city_geoname_id))".into(),
+                V::CityName => "city".into(),
+                V::CountryName => {
+                    let codes = self.bind(
+                        Param::Strs(self.countries.iter().map(|(c, _)| (*c).to_owned()).collect()),
+                        "Array(String)",
+                    );
+                    let names = self.bind(
+                        Param::Strs(self.countries.iter().map(|(_, n)| (*n).to_owned()).collect()),
+                        "Array(String)",
+                    );
+                    format!("transform({COUNTRY}, {codes}, {names}, '')")
+                }
+            },
+        })
+    }
+
+    /// The condition of a filter tree on one row (visit attributes joined).
+    fn condition(&mut self, filter: &Filter) -> Result<String, QueryError> {
+        Ok(match filter {
+            Filter::And(list) => {
+                let parts = list
+                    .iter()
+                    .map(|f| self.condition(f))
+                    .collect::<Result<Vec<_>, _>>()?;
+                format!("({})", parts.join(" AND "))
+            }
+            Filter::Or(list) => {
+                let parts = list
+                    .iter()
+                    .map(|f| self.condition(f))
+                    .collect::<Result<Vec<_>, _>>()?;
+                format!("({})", parts.join(" OR "))
+            }
+            Filter::Not(inner) => format!("(NOT {})", self.condition(inner)?),
+            Filter::HasDone(inner) => self.has_done(inner)?,
+            Filter::HasNotDone(inner) => format!("(NOT {})", self.has_done(inner)?),
+            Filter::Simple {
+                op,
+                dimension,
+                clauses,
+                case_sensitive,
+            } => self.simple(*op, dimension, clauses, *case_sensitive)?,
+        })
+    }
+
+    /// The row's visit has a row matching `inner` (an anonymous row: the row itself).
+    fn has_done(&mut self, inner: &Filter) -> Result<String, QueryError> {
+        let cond = self.condition(inner)?;
+        Ok(format!(
+            "(if(session_id = 0, {cond}, session_id IN (SELECT session_id FROM hits WHERE session_id != 0 AND name != 'engagement' AND {cond})))"
+        ))
+    }
+
+    fn simple(
+        &mut self,
+        op: Op,
+        dimension: &Dimension,
+        clauses: &[String],
+        case_sensitive: bool,
+    ) -> Result<String, QueryError> {
+        if *dimension == Dimension::Event(EventDimension::Goal) {
+            return self.goal_filter(op, clauses, case_sensitive);
+        }
+        let expr = self.dimension(dimension, Ctx::Row)?;
+        let fold = |s: &str| {
+            if case_sensitive {
+                s.to_owned()
+            } else {
+                s.to_lowercase()
+            }
+        };
+        let subject = if case_sensitive {
+            expr.clone()
+        } else {
+            format!("lowerUTF8({expr})")
+        };
+        let positive = match op {
+            Op::Is | Op::IsNot => {
+                let values = clauses.iter().map(|c| fold(c)).collect();
+                let p = self.bind(Param::Strs(values), "Array(String)");
+                format!("has({p}, {subject})")
+            }
+            Op::Contains | Op::ContainsNot => {
+                let parts: Vec<String> = clauses
+                    .iter()
+                    .map(|c| {
+                        let p = self.bind_str(&fold(c));
+                        format!("position({subject}, {p}) > 0")
+                    })
+                    .collect();
+                format!("({})", parts.join(" OR "))
+            }
+            Op::Matches | Op::MatchesNot => {
+                let mut parts = Vec::with_capacity(clauses.len());
+                for c in clauses {
+                    check_regex(c)?;
+                    let pattern = if case_sensitive {
+                        c.clone()
+                    } else {
+                        format!("(?i){c}")
+                    };
+                    let p = self.bind_str(&pattern);
+                    parts.push(format!("match({expr}, {p})"));
+                }
+                format!("({})", parts.join(" OR "))
+            }
+        };
+        Ok(match op {
+            Op::IsNot | Op::ContainsNot | Op::MatchesNot => format!("(NOT {positive})"),
+            _ => positive,
+        })
+    }
+
+    fn goal_filter(
+        &mut self,
+        op: Op,
+        clauses: &[String],
+        case_sensitive: bool,
+    ) -> Result<String, QueryError> {
+        let goals = self.site.goals;
+        let mut chosen: Vec<&Goal> = Vec::new();
+        for clause in clauses {
+            let matching: Vec<&Goal> = goals
+                .iter()
+                .filter(|g| {
+                    let (name, c) = if case_sensitive {
+                        (g.name.clone(), clause.clone())
+                    } else {
+                        (g.name.to_lowercase(), clause.to_lowercase())
+                    };
+                    match op {
+                        Op::Contains => name.contains(&c),
+                        _ => name == c,
+                    }
+                })
+                .collect();
+            if matching.is_empty() && op == Op::Is {
+                return Err(QueryError(format!(
+                    "The goal `{clause}` is not configured for this site. Find out how to configure goals here: /api/v2/sites/{{site}}/goals"
+                )));
+            }
+            for g in matching {
+                if !chosen.contains(&g) {
+                    chosen.push(g);
+                }
+            }
+        }
+        if chosen.is_empty() {
+            return Ok("0".into());
+        }
+        let parts: Vec<String> = chosen.iter().map(|g| self.goal_condition(g)).collect();
+        Ok(format!("({})", parts.join(" OR ")))
+    }
+
+    fn uses_joined(&self) -> bool {
+        let mut joined = false;
+        let mut check = |d: &Dimension| {
+            if let Dimension::Visit(v) = d {
+                joined |= joined_column(*v).is_some();
+            }
+        };
+        for d in &self.query.dimensions {
+            check(d);
+        }
+        for d in self.query.filter_dimensions() {
+            check(d);
+        }
+        // Visits by event:hostname are counted under their entry host.
+        joined |= self
+            .query
+            .dimensions
+            .contains(&Dimension::Event(EventDimension::Hostname));
+        joined
+    }
+
+    fn statement(&mut self) -> Result<Sql, QueryError> {
+        let q = self.query;
+        let site = self.bind_str(self.site.domain);
+        let start = self.bind(
+            Param::U32(u32::try_from(self.period.start.as_second().max(0)).unwrap_or(u32::MAX)),
+            "UInt32",
+        );
+        let end = self.bind(
+            Param::U32(u32::try_from(self.period.end.as_second().max(0)).unwrap_or(u32::MAX)),
+            "UInt32",
+        );
+        let range = format!(
+            "site = {site} AND timestamp >= toDateTime({start}, 'UTC') AND timestamp < toDateTime({end}, 'UTC')"
+        );
+
+        let mut with: Vec<String> = Vec::new();
+        let joined = self.uses_joined();
+        if joined {
+            let cols: Vec<String> = JOINED
+                .iter()
+                .map(|(c, e)| format!("{e} AS j_{c}"))
+                .collect();
+            with.push(format!(
+                "visit_attrs AS (SELECT session_id, {} FROM events WHERE {range} AND session_id != 0 AND name != 'engagement' GROUP BY session_id)",
+                cols.join(", ")
+            ));
+            let own: Vec<String> = JOINED
+                .iter()
+                .map(|(c, _)| format!("if(session_id = 0, {}, j_{c}) AS {c}", joined_own(c)))
+                .collect();
+            with.push(format!(
+                "hits AS (SELECT * EXCEPT ({names}), {own} FROM (SELECT * FROM events WHERE {range}) AS e LEFT JOIN visit_attrs USING (session_id))",
+                names = JOINED.iter().map(|(c, _)| format!("j_{c}")).collect::<Vec<_>>().join(", "),
+                own = own.join(", "),
+            ));
+        } else {
+            with.push(format!("hits AS (SELECT * FROM events WHERE {range})"));
+        }
+
+        let has_goal_dim = q
+            .dimensions
+            .contains(&Dimension::Event(EventDimension::Goal));
+        let source = if has_goal_dim {
+            let mut conds = Vec::new();
+            for goal in self.site.goals {
+                conds.push(self.goal_condition(goal));
+            }
+            let list = if conds.is_empty() {
+                "CAST([], 'Array(UInt32)')".to_owned()
+            } else {
+                let items: Vec<String> = conds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("if({c}, {}, 0)", i + 1))
+                    .collect();
+                format!("arrayFilter(x -> x > 0, [{}])", items.join(", "))
+            };
+            with.push(format!(
+                "goal_hits AS (SELECT *, arrayJoin({list}) AS goal FROM hits)"
+            ));
+            "goal_hits"
+        } else {
+            "hits"
+        };
+
+        let filter = if q.filters.is_empty() {
+            "1".to_owned()
+        } else {
+            self.condition(&Filter::And(q.filters.clone()))?
+        };
+
+        let exit_dims = q.dimensions.iter().any(is_exit);
+        let metrics = &q.metrics;
+        let wants = |m: Metric| metrics.contains(&m);
+        let event_metric = |m: &Metric| {
+            matches!(
+                m,
+                Metric::Visitors
+                    | Metric::Pageviews
+                    | Metric::Events
+                    | Metric::TotalRevenue
+                    | Metric::AverageRevenue
+                    | Metric::Percentage
+                    | Metric::ConversionRate
+                    | Metric::GroupConversionRate
+            )
+        };
+        let visit_metric = |m: &Metric| {
+            matches!(
+                m,
+                Metric::Visits
+                    | Metric::BounceRate
+                    | Metric::VisitDuration
+                    | Metric::ViewsPerVisit
+                    | Metric::ExitRate
+            )
+        };
+        let need_e = !exit_dims && metrics.iter().any(event_metric);
+        let need_s =
+            metrics.iter().any(visit_metric) || (exit_dims && metrics.iter().any(event_metric));
+        let need_g = wants(Metric::TimeOnPage);
+        let need_sd = wants(Metric::ScrollDepth);
+
+        let n = q.dimensions.len();
+        let dcols: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+        let group = if n == 0 {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", dcols.join(", "))
+        };
+
+        let mut row_dims = Vec::with_capacity(n);
+        for d in &q.dimensions {
+            row_dims.push(self.dimension(d, Ctx::Row)?);
+        }
+        let row_select = |extra: &str| -> String {
+            let mut cols: Vec<String> = row_dims
+                .iter()
+                .enumerate()
+                .map(|(i, e)| format!("{e} AS d{i}"))
+                .collect();
+            cols.push(extra.to_owned());
+            cols.join(", ")
+        };
+
+        // (name, columns it provides)
+        let mut parts: Vec<(&str, Vec<&str>)> = Vec::new();
+        if need_e {
+            with.push(format!(
+                "agg_e AS (SELECT {} FROM {source} WHERE name != 'engagement' AND {filter}{group})",
+                row_select(
+                    "uniqIf(visitor_id, visitor_id != 0) AS e_visitors, \
+                     countIf(name = 'pageview') AS e_pageviews, count() AS e_events, \
+                     sumIf(revenue_micros, revenue_micros IS NOT NULL) AS e_rev_sum, \
+                     countIf(revenue_micros IS NOT NULL) AS e_rev_count, \
+                     uniqExactIf(revenue_currency, revenue_micros IS NOT NULL) AS e_rev_currencies, \
+                     anyIf(revenue_currency, revenue_micros IS NOT NULL) AS e_rev_currency"
+                )
+            ));
+            parts.push((
+                "agg_e",
+                vec![
+                    "e_visitors",
+                    "e_pageviews",
+                    "e_events",
+                    "e_rev_sum",
+                    "e_rev_count",
+                    "e_rev_currencies",
+                    "e_rev_currency",
+                ],
+            ));
+        }
+        if need_s {
+            let mut keys = vec!["session_id".to_owned()];
+            let mut dim_cols = Vec::with_capacity(n);
+            for (i, d) in q.dimensions.iter().enumerate() {
+                let e = self.dimension(d, Ctx::Visit)?;
+                let by_row = matches!(d, Dimension::Time(_))
+                    || matches!(
+                        d,
+                        Dimension::Event(EventDimension::Name | EventDimension::Goal)
+                            | Dimension::Prop(_)
+                    );
+                if by_row {
+                    keys.push(e.clone());
+                    dim_cols.push(format!("{e} AS d{i}"));
+                } else if matches!(d, Dimension::Event(EventDimension::Page)) {
+                    dim_cols.push(format!("any(entry_page) AS d{i}"));
+                } else {
+                    dim_cols.push(format!("any({e}) AS d{i}"));
+                }
+            }
+            with.push(format!(
+                "visit_rows AS (SELECT {dims}{sep}any(visitor_id) AS v_visitor, \
+                 countIf(name = 'pageview') AS v_pageviews, count() AS v_events, \
+                 countIf(name != 'pageview' AND interactive = 1) AS v_interactive, \
+                 max(timestamp) - min(timestamp) AS v_duration \
+                 FROM {source} WHERE session_id != 0 AND name != 'engagement' \
+                 GROUP BY {keys} HAVING countIf({filter}) > 0)",
+                dims = dim_cols.join(", "),
+                sep = if dim_cols.is_empty() { "" } else { ", " },
+                keys = keys.join(", "),
+            ));
+            let dsel: Vec<String> = dcols.to_vec();
+            with.push(format!(
+                "agg_s AS (SELECT {dims}{sep}count() AS s_visits, uniq(v_visitor) AS s_visitors, \
+                 sum(v_pageviews) AS s_pageviews, sum(v_events) AS s_events, \
+                 countIf(v_pageviews <= 1 AND v_interactive = 0) AS s_bounces, \
+                 sum(v_duration) AS s_duration FROM visit_rows{group})",
+                dims = dsel.join(", "),
+                sep = if dsel.is_empty() { "" } else { ", " },
+            ));
+            parts.push((
+                "agg_s",
+                vec![
+                    "s_visits",
+                    "s_visitors",
+                    "s_pageviews",
+                    "s_events",
+                    "s_bounces",
+                    "s_duration",
+                ],
+            ));
+        }
+        if need_g {
+            with.push(format!(
+                "agg_g AS (SELECT {} FROM {source} WHERE name = 'engagement' AND {filter}{group})",
+                row_select(
+                    "sumIf(engagement_ms, visitor_id != 0) AS g_ms, uniqIf(visitor_id, visitor_id != 0) AS g_visitors"
+                )
+            ));
+            parts.push(("agg_g", vec!["g_ms", "g_visitors"]));
+        }
+        if need_sd {
+            let mut keys: Vec<String> = dcols.to_vec();
+            keys.push("visitor_id".into());
+            keys.push("sd_path".into());
+            with.push(format!(
+                "scrolls AS (SELECT {}, max(scroll_depth) AS sd_max FROM {source} \
+                 WHERE name = 'engagement' AND scroll_depth <= 100 AND visitor_id != 0 AND {filter} \
+                 GROUP BY {})",
+                row_select("visitor_id, pathname AS sd_path"),
+                keys.join(", ")
+            ));
+            let dsel = dcols.join(", ");
+            with.push(format!(
+                "agg_sd AS (SELECT {dsel}{sep}avg(sd_max) AS sd_avg, count() AS sd_n FROM scrolls{group})",
+                sep = if n == 0 { "" } else { ", " },
+            ));
+            parts.push(("agg_sd", vec!["sd_avg", "sd_n"]));
+        }
+        let needs_total = wants(Metric::Percentage) || wants(Metric::ConversionRate);
+        if needs_total {
+            // Total visitors of the query without its dimensions; for conversion rate,
+            // also without its goal filters.
+            let base_filter = self.without_goal_filters()?;
+            let f = if wants(Metric::ConversionRate) {
+                base_filter
+            } else {
+                filter.clone()
+            };
+            with.push(format!(
+                "agg_t AS (SELECT uniqIf(visitor_id, visitor_id != 0) AS t_visitors FROM hits WHERE name != 'engagement' AND {f})"
+            ));
+        }
+        let group_dims: Vec<usize> = q
+            .dimensions
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d != Dimension::Event(EventDimension::Goal))
+            .map(|(i, _)| i)
+            .collect();
+        if wants(Metric::GroupConversionRate) {
+            let base_filter = self.without_goal_filters()?;
+            let cols: Vec<String> = group_dims
+                .iter()
+                .map(|&i| format!("{} AS d{i}", row_dims[i]))
+                .collect();
+            let g = if group_dims.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " GROUP BY {}",
+                    group_dims
+                        .iter()
+                        .map(|i| format!("d{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            with.push(format!(
+                "agg_b AS (SELECT {cols}{sep}uniqIf(visitor_id, visitor_id != 0) AS b_visitors FROM hits WHERE name != 'engagement' AND {base_filter}{g})",
+                cols = cols.join(", "),
+                sep = if cols.is_empty() { "" } else { ", " },
+            ));
+        }
+        if wants(Metric::ExitRate) {
+            // Page views of each exit page's path, under the same filters.
+            with.push(format!(
+                "agg_x AS (SELECT pathname AS d0, countIf(name = 'pageview') AS x_pageviews FROM hits WHERE name != 'engagement' AND {filter} GROUP BY d0)"
+            ));
+        }
+
+        // FROM the primary aggregate, LEFT JOIN the others on the dimensions.
+        let Some((primary, _)) = parts.first().cloned() else {
+            return Err(QueryError("#/metrics: nothing to compute".into()));
+        };
+        let mut from = primary.to_owned();
+        for (name, _) in parts.iter().skip(1) {
+            if n == 0 {
+                let _ = write!(from, " CROSS JOIN {name}");
+            } else {
+                let _ = write!(from, " LEFT JOIN {name} USING ({})", dcols.join(", "));
+            }
+        }
+        if needs_total {
+            from.push_str(" CROSS JOIN agg_t");
+        }
+        if wants(Metric::GroupConversionRate) {
+            if group_dims.is_empty() {
+                from.push_str(" CROSS JOIN agg_b");
+            } else {
+                let _ = write!(
+                    from,
+                    " LEFT JOIN agg_b USING ({})",
+                    group_dims
+                        .iter()
+                        .map(|i| format!("d{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        if wants(Metric::ExitRate) {
+            from.push_str(" LEFT JOIN agg_x USING (d0)");
+        }
+
+        let visitors = if exit_dims || !need_e {
+            "s_visitors"
+        } else {
+            "e_visitors"
+        };
+        let pageviews = if exit_dims {
+            "s_pageviews"
+        } else {
+            "e_pageviews"
+        };
+        let events = if exit_dims { "s_events" } else { "e_events" };
+        let mut select: Vec<String> = dcols.clone();
+        let mut revenue = Vec::new();
+        for (i, m) in metrics.iter().enumerate() {
+            let e = match m {
+                Metric::Visitors => format!("toUInt64({visitors})"),
+                Metric::Visits => "toUInt64(s_visits)".into(),
+                Metric::Pageviews => format!("toUInt64({pageviews})"),
+                Metric::Events => format!("toUInt64({events})"),
+                Metric::ViewsPerVisit => {
+                    "if(s_visits = 0, 0, round(s_pageviews / s_visits, 2))".into()
+                }
+                Metric::BounceRate => {
+                    "toInt64(if(s_visits = 0, 0, round(100 * s_bounces / s_visits)))".into()
+                }
+                Metric::VisitDuration => {
+                    "toInt64(if(s_visits = 0, 0, round(s_duration / s_visits)))".into()
+                }
+                Metric::TimeOnPage => {
+                    "toInt64(if(g_visitors = 0, 0, round(g_ms / 1000 / g_visitors)))".into()
+                }
+                Metric::ScrollDepth => "if(sd_n = 0, NULL, toInt64(round(sd_avg)))".into(),
+                Metric::Percentage => {
+                    format!("if(t_visitors = 0, 0, round(100 * {visitors} / t_visitors, 1))")
+                }
+                Metric::ConversionRate => {
+                    format!("if(t_visitors = 0, 0, round(100 * {visitors} / t_visitors, 2))")
+                }
+                Metric::GroupConversionRate => {
+                    format!("if(b_visitors = 0, 0, round(100 * {visitors} / b_visitors, 2))")
+                }
+                Metric::ExitRate => {
+                    "if(x_pageviews = 0, NULL, round(100 * s_visits / x_pageviews, 1))".into()
+                }
+                Metric::TotalRevenue | Metric::AverageRevenue => {
+                    revenue.push(*m);
+                    // Sum and count travel as one tuple; the engine builds the object.
+                    "tuple(toInt64(e_rev_sum), toUInt64(e_rev_count), toUInt64(e_rev_currencies), toString(e_rev_currency))".to_owned()
+                }
+            };
+            select.push(format!("{e} AS m{i}"));
+        }
+        if q.include.total_rows {
+            select.push("count() OVER () AS total_rows".into());
+        }
+
+        let mut order: Vec<String> = Vec::new();
+        for (key, dir) in &q.order_by {
+            let col = match key {
+                OrderKey::Metric(m) => {
+                    let i = metrics.iter().position(|x| x == m).unwrap_or(0);
+                    if matches!(m, Metric::TotalRevenue | Metric::AverageRevenue) {
+                        format!("m{i}.1")
+                    } else {
+                        format!("m{i}")
+                    }
+                }
+                OrderKey::Dimension(d) => {
+                    let i = q.dimensions.iter().position(|x| x == d).unwrap_or(0);
+                    self.dimension_order(d, i)
+                }
+            };
+            order.push(format!(
+                "{col} {}",
+                match dir {
+                    Direction::Asc => "ASC",
+                    Direction::Desc => "DESC",
+                }
+            ));
+        }
+        for (i, d) in q.dimensions.iter().enumerate() {
+            let col = self.dimension_order(d, i);
+            if !order.iter().any(|o| o.starts_with(&format!("{col} "))) {
+                order.push(format!("{col} ASC"));
+            }
+        }
+        let limit = self.bind(Param::U64(q.limit), "UInt64");
+        let offset = self.bind(Param::U64(q.offset), "UInt64");
+        let mut text = format!(
+            "WITH {} SELECT {} FROM {from}",
+            with.join(", "),
+            select.join(", ")
+        );
+        if !order.is_empty() {
+            let _ = write!(text, " ORDER BY {}", order.join(", "));
+        }
+        let _ = write!(text, " LIMIT {limit} OFFSET {offset}");
+        Ok(Sql {
+            text,
+            params: std::mem::take(&mut self.params),
+            dimensions: n,
+            total_rows: q.include.total_rows,
+            revenue,
+        })
+    }
+
+    /// How a dimension column sorts: time buckets, hours and weekdays by their number.
+    fn dimension_order(&self, d: &Dimension, i: usize) -> String {
+        match d {
+            Dimension::Time(TimeDimension::HourOfDay | TimeDimension::Weekday) => {
+                format!("toUInt8OrZero(d{i})")
+            }
+            _ => format!("d{i}"),
+        }
+    }
+
+    /// The query's filters with every `event:goal` filter taken out (conversion
+    /// rates divide by the visitors before the goal).
+    fn without_goal_filters(&mut self) -> Result<String, QueryError> {
+        let kept: Vec<Filter> = self
+            .query
+            .filters
+            .iter()
+            .filter(|f| {
+                !matches!(
+                    f,
+                    Filter::Simple {
+                        dimension: Dimension::Event(EventDimension::Goal),
+                        ..
+                    }
+                )
+            })
+            .cloned()
+            .collect();
+        if kept.is_empty() {
+            Ok("1".into())
+        } else {
+            self.condition(&Filter::And(kept))
+        }
+    }
+}
+
+/// Refuses a pattern RE2 would not compile, so a bad `matches` is a 400 naming it
+/// rather than an engine error.
+fn check_regex(pattern: &str) -> Result<(), QueryError> {
+    regex_syntax::Parser::new()
+        .parse(pattern)
+        .map(|_| ())
+        .map_err(|e| {
+            let first = e.to_string();
+            let reason = first.lines().last().unwrap_or("invalid pattern").trim();
+            QueryError(format!(
+                "Invalid regular expression \"{pattern}\": {reason}"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_patterns_anchor_and_escape() {
+        assert_eq!(page_pattern_regex("/blog/*"), "^/blog/[^/]*$");
+        assert_eq!(page_pattern_regex("/docs/**"), "^/docs/.*$");
+        assert_eq!(page_pattern_regex("/a.b?(c)"), "^/a\\.b\\?\\(c\\)$");
+    }
+
+    #[test]
+    fn bad_regex_is_refused_with_its_pattern() {
+        let e = check_regex("(unclosed").unwrap_err();
+        assert!(e.0.contains("(unclosed"), "{e}");
+        assert!(check_regex("^/blog/.*$").is_ok());
+    }
+}
