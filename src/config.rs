@@ -57,6 +57,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
+    pub stats: StatsConfig,
     pub log: LogConfig,
     pub sites: Vec<SiteConfig>,
 }
@@ -410,6 +411,57 @@ pub struct AdminToken {
     pub sha256: String,
 }
 
+/// The Stats API (the read side): who may read, and how much one request may cost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Stats API keys (`hush key new`); only their SHA-256 is configured.
+    pub keys: Vec<StatsKey>,
+    /// Requests per hour one key may make (Plausible's limit: 600), with a burst of
+    /// as many; anonymous readers of a public site share one allowance per network
+    /// (IPv4 /24, IPv6 /48). Over it: 429 with `Retry-After`.
+    pub rate_limit_per_hour: u32,
+    /// ClickHouse `max_execution_time` of every stats query, milliseconds.
+    pub max_execution_time_ms: u64,
+    /// ClickHouse `max_memory_usage` of every stats query, bytes.
+    pub max_memory_usage_bytes: u64,
+    /// ClickHouse `max_result_rows` of every stats query.
+    pub max_result_rows: u64,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            rate_limit_per_hour: 600,
+            max_execution_time_ms: 10_000,
+            max_memory_usage_bytes: 2 * 1024 * 1024 * 1024,
+            max_result_rows: 100_000,
+        }
+    }
+}
+
+/// Smallest `stats.max_memory_usage_bytes`: below it ordinary queries fail.
+pub const MIN_STATS_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
+/// Smallest `stats.max_result_rows`: one Stats API page holds up to this many rows.
+pub const MIN_STATS_RESULT_ROWS: u64 = 10_000;
+
+/// One Stats API key (`[[stats.keys]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsKey {
+    /// Logged with every call made with this key (never the key itself).
+    pub name: String,
+    /// Hex SHA-256 of the key (`hush key new` prints both).
+    pub sha256: String,
+    /// Domains of the sites this key may read (each a configured `sites.domain`), or
+    /// `["*"]` for every site.
+    pub sites: Vec<String>,
+}
+
+/// The `sites` entry of a [`StatsKey`] that allows every site.
+pub const ALL_SITES: &str = "*";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -448,6 +500,150 @@ pub struct SiteConfig {
     /// IANA time zone for day boundaries of this site's retention and reports.
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// Its stats can be read without a key (rate-limited per network).
+    #[serde(default)]
+    pub public: bool,
+    /// Conversion goals (`[[sites.goals]]`), for `event:goal` and conversion rates.
+    #[serde(default)]
+    pub goals: Vec<GoalConfig>,
+}
+
+/// A conversion goal: a custom event by name, or page views of matching paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoalConfig {
+    /// A custom event name (exact, case-sensitive). Exactly one of `event` and `page`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// A page path; `*` matches any run of characters, `/` included (so `/blog*`
+    /// matches `/blog` and `/blog/a/b`; `**` means the same), everything else
+    /// matches itself, and the whole path must match, as in Plausible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// The name shown and used in `event:goal`; see [`GoalConfig::name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// Longest goal event name, page pattern or display name, bytes.
+pub const MAX_GOAL_CHARS: usize = 2_000;
+
+impl GoalConfig {
+    /// The goal's name: `display_name` when set, else the event name, else
+    /// `Visit <page>` (Plausible's default for page goals).
+    pub fn name(&self) -> String {
+        match (&self.display_name, &self.event, &self.page) {
+            (Some(name), _, _) => name.clone(),
+            (None, Some(event), _) => event.clone(),
+            (None, None, Some(page)) => format!("Visit {page}"),
+            (None, None, None) => String::new(),
+        }
+    }
+
+    /// The RE2 (ClickHouse `match`) pattern of a page goal: anchored, every `*` run
+    /// as `.*`, every other character literal (RE2's metacharacters escaped). `None`
+    /// for an event goal. Pass it as a bound parameter like any other value.
+    pub fn page_regex(&self) -> Option<String> {
+        let page = self.page.as_deref()?;
+        let mut regex = String::with_capacity(page.len() + 8);
+        regex.push('^');
+        let mut stars = false;
+        for c in page.chars() {
+            if c == '*' {
+                if !stars {
+                    regex.push_str(".*");
+                }
+                stars = true;
+                continue;
+            }
+            stars = false;
+            if r"\.+*?()|[]{}^$".contains(c) {
+                regex.push('\\');
+            }
+            regex.push(c);
+        }
+        regex.push('$');
+        Some(regex)
+    }
+
+    /// Whether a page view of `path` completes this goal (always false for an event
+    /// goal): the same test as [`GoalConfig::page_regex`], without a regex engine.
+    pub fn matches_page(&self, path: &str) -> bool {
+        let Some(page) = self.page.as_deref() else {
+            return false;
+        };
+        wildcard_match(page.as_bytes(), path.as_bytes())
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        match (&self.event, &self.page) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(invalid(
+                    key,
+                    self.name(),
+                    "needs exactly one of `event` (a custom event name) and `page` (a path)",
+                ));
+            }
+            (Some(event), None) => {
+                if event.trim().is_empty() || event.len() > MAX_GOAL_CHARS {
+                    return Err(invalid(
+                        format!("{key}.event"),
+                        event,
+                        "must be a non-empty event name of at most 2000 bytes",
+                    ));
+                }
+                if event == "pageview" || event == "engagement" {
+                    return Err(invalid(
+                        format!("{key}.event"),
+                        event,
+                        "is not a custom event; a goal on page views is set with `page`",
+                    ));
+                }
+            }
+            (None, Some(page)) => {
+                if !page.starts_with('/') || page.len() > MAX_GOAL_CHARS {
+                    return Err(invalid(
+                        format!("{key}.page"),
+                        page,
+                        "must be a path starting with `/`, at most 2000 bytes",
+                    ));
+                }
+            }
+        }
+        if let Some(name) = &self.display_name
+            && (name.trim().is_empty() || name.len() > MAX_GOAL_CHARS)
+        {
+            return Err(invalid(
+                format!("{key}.display_name"),
+                name,
+                "must be non-empty, at most 2000 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `pattern` (where a run of `*` matches any bytes) matches all of `text`. Greedy
+/// with backtracking to the last star only: linear in practice, never exponential.
+fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
 }
 
 fn default_timezone() -> String {
@@ -678,6 +874,109 @@ impl Config {
                     "unknown IANA time zone",
                 ));
             }
+            let mut names = std::collections::HashSet::new();
+            let mut definitions = std::collections::HashSet::new();
+            for (j, goal) in site.goals.iter().enumerate() {
+                let goal_key = format!("{key}.goals[{j}]");
+                goal.validate(&goal_key)?;
+                if !names.insert(goal.name()) {
+                    return Err(invalid(
+                        goal_key,
+                        goal.name(),
+                        "another goal of this site has the same name",
+                    ));
+                }
+                if !definitions.insert((goal.event.clone(), goal.page.clone())) {
+                    return Err(invalid(
+                        goal_key,
+                        goal.name(),
+                        "another goal of this site has the same event or page",
+                    ));
+                }
+            }
+        }
+        self.validate_stats()
+    }
+
+    fn validate_stats(&self) -> Result<(), ConfigError> {
+        let s = &self.stats;
+        if s.rate_limit_per_hour == 0 {
+            return Err(invalid(
+                "stats.rate_limit_per_hour",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if s.max_execution_time_ms == 0 {
+            return Err(invalid(
+                "stats.max_execution_time_ms",
+                0,
+                "must be positive",
+            ));
+        }
+        if s.max_memory_usage_bytes < MIN_STATS_MEMORY_BYTES {
+            return Err(invalid(
+                "stats.max_memory_usage_bytes",
+                s.max_memory_usage_bytes,
+                "must be at least 16777216 (16 MiB)",
+            ));
+        }
+        if s.max_result_rows < MIN_STATS_RESULT_ROWS {
+            return Err(invalid(
+                "stats.max_result_rows",
+                s.max_result_rows,
+                "must be at least 10000: one Stats API page holds up to 10000 rows",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, k) in s.keys.iter().enumerate() {
+            let key = format!("stats.keys[{i}]");
+            if k.name.trim().is_empty() {
+                return Err(invalid(format!("{key}.name"), &k.name, "must not be empty"));
+            }
+            if !names.insert(k.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    &k.name,
+                    "another key has the same name (names identify keys in the logs)",
+                ));
+            }
+            if k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    format!("{key}.sha256"),
+                    "<hidden>",
+                    "must be 64 hex digits",
+                ));
+            }
+            if k.sites.is_empty() {
+                return Err(invalid(
+                    format!("{key}.sites"),
+                    &k.sites,
+                    "must name at least one site, or be [\"*\"] for all",
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for site in &k.sites {
+                if site == ALL_SITES {
+                    if k.sites.len() > 1 {
+                        return Err(invalid(
+                            format!("{key}.sites"),
+                            &k.sites,
+                            "\"*\" (every site) must be the only entry",
+                        ));
+                    }
+                } else if !self.sites.iter().any(|c| &c.domain == site) {
+                    let alias = self.sites.iter().find(|c| c.aliases.contains(site));
+                    let reason = match alias {
+                        Some(c) => format!("is an alias: name the site's domain {:?}", c.domain),
+                        None => "is not a configured site domain".to_owned(),
+                    };
+                    return Err(invalid(format!("{key}.sites"), site, reason));
+                }
+                if !seen.insert(site.as_str()) {
+                    return Err(invalid(format!("{key}.sites"), site, "is listed twice"));
+                }
+            }
         }
         Ok(())
     }
@@ -882,6 +1181,246 @@ mod tests {
             "[[sites]]\ndomain = \"a.com\"\n[[sites]]\ndomain = \"b.com\"\naliases = [\"a.com\"]\n";
         let err = Config::from_toml_str(toml).unwrap_err().to_string();
         assert!(err.contains("configured twice"), "{err}");
+    }
+
+    fn error_of(toml: &str) -> String {
+        match Config::from_toml_str(toml) {
+            Ok(_) => panic!("accepted:\n{toml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const SITES: &str = "[[sites]]\ndomain = \"a.com\"\naliases = [\"www.a.com\"]\n\
+                         [[sites]]\ndomain = \"b.com\"\n";
+
+    fn key_toml(name: &str, sha256: &str, sites: &str) -> String {
+        format!("{SITES}[[stats.keys]]\nname = {name:?}\nsha256 = {sha256:?}\nsites = {sites}\n")
+    }
+
+    #[test]
+    fn stats_keys_are_validated() {
+        let hash = "0123456789abcdef".repeat(4);
+        let config = Config::from_toml_str(&key_toml("ci", &hash, r#"["a.com", "b.com"]"#))
+            .expect("a valid key");
+        assert_eq!(config.stats.keys[0].sites, ["a.com", "b.com"]);
+        assert_eq!(config.stats.rate_limit_per_hour, 600);
+        Config::from_toml_str(&key_toml("all", &hash.to_uppercase(), r#"["*"]"#))
+            .expect("every site, upper-case hex");
+
+        for (toml, needles) in [
+            (
+                key_toml("ci", &hash[1..], r#"["a.com"]"#),
+                &["stats.keys[0].sha256", "64 hex"][..],
+            ),
+            (
+                key_toml("ci", &format!("{}g", &hash[1..]), r#"["a.com"]"#),
+                &["64 hex"][..],
+            ),
+            (
+                key_toml(" ", &hash, r#"["a.com"]"#),
+                &["stats.keys[0].name", "empty"][..],
+            ),
+            (
+                key_toml("ci", &hash, "[]"),
+                &["stats.keys[0].sites", "at least one"][..],
+            ),
+            (
+                key_toml("ci", &hash, r#"["c.com"]"#),
+                &["\"c.com\"", "not a configured"][..],
+            ),
+            (
+                key_toml("ci", &hash, r#"["www.a.com"]"#),
+                &["alias", "\"a.com\""][..],
+            ),
+            (
+                key_toml("ci", &hash, r#"["*", "a.com"]"#),
+                &["only entry"][..],
+            ),
+            (
+                key_toml("ci", &hash, r#"["a.com", "a.com"]"#),
+                &["twice"][..],
+            ),
+            (
+                format!(
+                    "{}[[stats.keys]]\nname = \"ci\"\nsha256 = \"{hash}\"\nsites = [\"*\"]\n",
+                    key_toml("ci", &hash, r#"["a.com"]"#)
+                ),
+                &["stats.keys[1].name", "same name"][..],
+            ),
+            (
+                format!("{SITES}[[stats.keys]]\nname = \"ci\"\nsha256 = \"{hash}\"\n"),
+                &["sites"][..],
+            ),
+            (
+                "[stats]\nrate_limit_per_hour = 0\n".to_owned(),
+                &["stats.rate_limit_per_hour"][..],
+            ),
+            (
+                "[stats]\nmax_execution_time_ms = 0\n".to_owned(),
+                &["stats.max_execution_time_ms"][..],
+            ),
+            (
+                "[stats]\nmax_memory_usage_bytes = 1000\n".to_owned(),
+                &["stats.max_memory_usage_bytes"][..],
+            ),
+            (
+                "[stats]\nmax_result_rows = 9999\n".to_owned(),
+                &["stats.max_result_rows", "9999"][..],
+            ),
+            ("[stats]\nrate_limit = 5\n".to_owned(), &["rate_limit"][..]),
+        ] {
+            let err = error_of(&toml);
+            for needle in needles {
+                assert!(err.contains(needle), "{toml}\n=> {err}\n(lacks {needle:?})");
+            }
+            assert!(!err.contains(&hash[8..]), "the hash is shown: {err}");
+        }
+    }
+
+    fn site_with_goals(goals: &str) -> String {
+        format!("[[sites]]\ndomain = \"a.com\"\npublic = true\n{goals}")
+    }
+
+    #[test]
+    fn goals_and_public_sites_parse() {
+        let config = Config::from_toml_str(&site_with_goals(
+            "[[sites.goals]]\nevent = \"Signup\"\n\
+             [[sites.goals]]\npage = \"/blog*\"\n\
+             [[sites.goals]]\npage = \"/checkout/done\"\ndisplay_name = \"Purchase\"\n",
+        ))
+        .unwrap();
+        let site = &config.sites[0];
+        assert!(site.public);
+        let names: Vec<String> = site.goals.iter().map(GoalConfig::name).collect();
+        assert_eq!(names, ["Signup", "Visit /blog*", "Purchase"]);
+        assert_eq!(site.goals[0].page_regex(), None);
+        assert!(!site.goals[0].matches_page("/Signup"));
+        let plain = Config::from_toml_str("[[sites]]\ndomain = \"a.com\"\n").unwrap();
+        assert!(!plain.sites[0].public && plain.sites[0].goals.is_empty());
+    }
+
+    #[test]
+    fn bad_goals_name_the_goal_and_the_reason() {
+        for (goals, needles) in [
+            (
+                "[[sites.goals]]\nevent = \"a\"\npage = \"/a\"\n",
+                &["sites[0].goals[0]", "exactly one"][..],
+            ),
+            (
+                "[[sites.goals]]\ndisplay_name = \"x\"\n",
+                &["exactly one"][..],
+            ),
+            (
+                "[[sites.goals]]\nevent = \" \"\n",
+                &["sites[0].goals[0].event"][..],
+            ),
+            ("[[sites.goals]]\nevent = \"pageview\"\n", &["`page`"][..]),
+            (
+                "[[sites.goals]]\nevent = \"engagement\"\n",
+                &["not a custom event"][..],
+            ),
+            (
+                "[[sites.goals]]\npage = \"blog\"\n",
+                &["sites[0].goals[0].page", "`/`"][..],
+            ),
+            (
+                "[[sites.goals]]\nevent = \"a\"\ndisplay_name = \"\"\n",
+                &["display_name"][..],
+            ),
+            (
+                "[[sites.goals]]\nevent = \"a\"\n[[sites.goals]]\nevent = \"a\"\ndisplay_name = \"b\"\n",
+                &["sites[0].goals[1]", "same event or page"][..],
+            ),
+            (
+                "[[sites.goals]]\nevent = \"Visit /x\"\n[[sites.goals]]\npage = \"/x\"\n",
+                &["sites[0].goals[1]", "same name"][..],
+            ),
+            (
+                "[[sites.goals]]\nevent = \"a\"\nurl = \"/x\"\n",
+                &["url"][..],
+            ),
+        ] {
+            let err = error_of(&site_with_goals(goals));
+            for needle in needles {
+                assert!(
+                    err.contains(needle),
+                    "{goals}\n=> {err}\n(lacks {needle:?})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn page_goal_wildcards_match_as_their_regex_does() {
+        let goal = |page: &str| GoalConfig {
+            event: None,
+            page: Some(page.to_owned()),
+            display_name: None,
+        };
+        // What Plausible's docs promise, stated here.
+        assert!(goal("/blog*").matches_page("/blog/2024/hello"));
+        assert!(goal("/checkout/order-received/*").matches_page("/checkout/order-received/81"));
+        assert!(!goal("/pricing").matches_page("/pricing/"));
+        // And the matcher agrees with the RE2 pattern the query engine gets, on
+        // patterns with metacharacters, repeated and adjacent stars.
+        let patterns = [
+            "/",
+            "/*",
+            "/**",
+            "/blog*",
+            "/blog/*/edit",
+            "*/edit",
+            "/a*b*c",
+            "/a.b",
+            "/(x)+?",
+            "/[v1]/{id}",
+            "/a|b",
+            "/$^",
+            "/a**b",
+            "/docs/*.pdf",
+            "/é*",
+        ];
+        let paths = [
+            "",
+            "/",
+            "/blog",
+            "/blog/",
+            "/blog/a/b",
+            "/blog/a/edit",
+            "/blog/edit",
+            "/x/edit",
+            "/abc",
+            "/aXbYc",
+            "/acb",
+            "/a.b",
+            "/aXb",
+            "/(x)+?",
+            "/(x)",
+            "/[v1]/{id}",
+            "/a|b",
+            "/a",
+            "/$^",
+            "/ab",
+            "/a/b",
+            "/docs/x.pdf",
+            "/docs/x/y.pdf",
+            "/docs/xpdf",
+            "/é/ü",
+        ];
+        let mut matched = 0;
+        for pattern in patterns {
+            let g = goal(pattern);
+            let re = regex::Regex::new(&g.page_regex().unwrap()).unwrap();
+            for path in paths {
+                assert_eq!(
+                    g.matches_page(path),
+                    re.is_match(path),
+                    "{pattern} on {path:?}"
+                );
+                matched += usize::from(re.is_match(path));
+            }
+        }
+        assert!(matched > 20, "too few matches ({matched}) to test anything");
     }
 
     #[test]

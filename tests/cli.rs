@@ -1,4 +1,5 @@
-//! The `hush` command line: exit codes and messages of `check-config` and `version`.
+//! The `hush` command line: exit codes and messages of `check-config`, `version` and
+//! `key new`.
 
 use std::process::{Command, Output};
 
@@ -111,4 +112,78 @@ fn usage_errors_exit_with_2() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let out = hush(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// The key `hush key new` printed, and its `[[stats.keys]]` entry.
+fn new_key(args: &[&str]) -> (String, String) {
+    let out = hush(&[&["key", "new"][..], args].concat());
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stats API key (shown once, keep it secret): "))
+        .expect("the key line")
+        .to_owned();
+    let snippet = stdout
+        .split_once("[[stats.keys]]")
+        .map(|(_, rest)| format!("[[stats.keys]]{rest}"))
+        .expect("the config entry");
+    (secret, snippet)
+}
+
+#[test]
+fn key_new_prints_a_key_and_the_entry_that_configures_it() {
+    use hush::token::{KeyDenied, StatsKeys};
+    let sites = "[[sites]]\ndomain = \"a.com\"\n[[sites]]\ndomain = \"b.com\"\n\
+                 [[sites]]\ndomain = \"c.com\"\n";
+    let (secret, snippet) = new_key(&["--name", "q3 report", "--sites", "a.com,b.com"]);
+    assert_eq!(secret.len(), 64, "{secret}");
+    assert!(
+        !snippet.contains(&secret),
+        "the config entry holds the key: {snippet}"
+    );
+    let config = hush::config::Config::from_toml_str(&format!("{sites}{snippet}")).unwrap();
+    let keys = StatsKeys::from_config(&config.stats.keys);
+    assert_eq!(keys.authorize(&secret, "a.com"), Ok("q3 report"));
+    assert_eq!(keys.authorize(&secret, "b.com"), Ok("q3 report"));
+    assert_eq!(
+        keys.authorize(&secret, "c.com"),
+        Err(KeyDenied::SiteNotAllowed)
+    );
+
+    // `check-config` accepts the file with the entry pasted in.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "keys.toml", &format!("{sites}{snippet}"));
+    let out = hush(&["check-config", "--config", &path]);
+    assert!(out.status.success(), "{out:?}");
+
+    let (all, snippet) = new_key(&["--name", "all", "--sites", "*"]);
+    assert_ne!(all, secret);
+    let config = hush::config::Config::from_toml_str(&format!("{sites}{snippet}")).unwrap();
+    let keys = StatsKeys::from_config(&config.stats.keys);
+    assert_eq!(keys.authorize(&all, "c.com"), Ok("all"));
+    assert_eq!(keys.authorize(&secret, "a.com"), Err(KeyDenied::Unknown));
+}
+
+#[test]
+fn key_new_refuses_bad_arguments() {
+    for (args, code, needle) in [
+        (&["--name", "x"][..], 2, "--sites"),
+        (&["--sites", "a.com"][..], 2, "--name"),
+        (&["--name", " ", "--sites", "a.com"][..], 1, "--name"),
+        (&["--name", "x", "--sites", "*,a.com"][..], 1, "only entry"),
+        (&["--name", "x", "--sites", "A.com"][..], 1, "lower-case"),
+        (
+            &["--name", "x", "--sites", "a.com,,b.com"][..],
+            1,
+            "--sites",
+        ),
+        (&["--name", "x", "--sites", "a.com,a.com"][..], 1, "twice"),
+    ] {
+        let out = hush(&[&["key", "new"][..], args].concat());
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: printed a key");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
 }

@@ -5,6 +5,7 @@
 //! key, value and reason), 2 usage error (clap).
 
 mod dsr;
+mod key;
 mod purge;
 mod token;
 
@@ -47,6 +48,9 @@ pub enum Command {
     /// Admin API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Stats API keys.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Site data.
     #[command(subcommand)]
     Site(dsr::SiteCommand),
@@ -160,6 +164,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => runtime()?.block_on(dsr::export(args)),
         Command::Erase(args) => runtime()?.block_on(dsr::erase(args)),
         Command::Token(command) => token::run(command),
+        Command::Key(command) => key::run(command),
         Command::Site(command) => runtime()?.block_on(dsr::site(command)),
         Command::Spool(SpoolCommand::Status(args)) => {
             print!("{}", spool_status(&args)?);
@@ -253,6 +258,9 @@ pub fn effective_config(config: &Config) -> anyhow::Result<String> {
     for token in &mut shown.admin.tokens {
         token.sha256 = crate::config::REDACTED.into();
     }
+    for key in &mut shown.stats.keys {
+        key.sha256 = crate::config::REDACTED.into();
+    }
     toml::to_string_pretty(&shown).context("cannot render the configuration")
 }
 
@@ -314,9 +322,16 @@ mod tests {
             name: "ops".into(),
             sha256: "ab".repeat(32),
         });
+        config.stats.keys.push(crate::config::StatsKey {
+            name: "grafana".into(),
+            sha256: "cd".repeat(32),
+            sites: vec!["*".into()],
+        });
         let out = effective_config(&config).unwrap();
         assert!(!out.contains("hunter2-secret"), "{out}");
         assert!(!out.contains(&"ab".repeat(32)), "{out}");
+        assert!(!out.contains(&"cd".repeat(32)), "{out}");
+        assert!(out.contains("name = \"grafana\""), "{out}");
         assert!(out.contains("password = \"<redacted>\""), "{out}");
         assert!(out.contains("name = \"ops\""), "{out}");
         assert!(
