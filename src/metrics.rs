@@ -63,6 +63,8 @@ pub enum Route {
     script,
     /// The no-JavaScript pixel (`/api/event.gif`, `/pixel.gif`).
     pixel,
+    /// The Stats API (`/api/v2/query`, `/api/v1/stats/*`, goals, schema).
+    stats,
     not_found,
 }
 

@@ -60,6 +60,8 @@ pub struct Ingest {
     pub health: Arc<crate::app::supervise::Health>,
     /// The last readiness answer, shared by concurrent `/ready` probes.
     pub ready_cache: ReadyCache,
+    /// The Stats API, when this listener serves the read side too.
+    pub stats: Option<Arc<crate::app::stats::Stats>>,
 }
 
 /// Caches the readiness check and runs at most one at a time.
@@ -205,7 +207,7 @@ impl Ingest {
             Route::health | Route::ready | Route::metrics | Route::script | Route::pixel => {
                 *method == Method::GET || *method == Method::HEAD
             }
-            Route::not_found => true,
+            Route::not_found | Route::stats => true,
         };
         (route, method_ok)
     }
@@ -679,6 +681,14 @@ impl Handler for Ingest {
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
+        if let Some(stats) = &self.stats
+            && crate::app::stats::Stats::serves(req.uri().path())
+        {
+            let resp = stats.handle(req, peer).await;
+            self.metrics
+                .request(Route::stats, resp.status().as_u16(), started.elapsed());
+            return resp;
+        }
         let http1 = req.version() < http::Version::HTTP_2;
         let (route, method_ok) = self.route(req.method(), req.uri().path());
         let origin = req.headers().get(header::ORIGIN).cloned();
@@ -707,7 +717,7 @@ impl Handler for Ingest {
                 Route::metrics => self.metrics_page(),
                 Route::script => crate::app::tracker::SCRIPT_ASSET.respond(req.headers()),
                 Route::pixel => self.pixel(req, peer).await,
-                Route::not_found => simple(StatusCode::NOT_FOUND, "not found\n"),
+                Route::not_found | Route::stats => simple(StatusCode::NOT_FOUND, "not found\n"),
             }
         };
         if matches!(route, Route::event | Route::events | Route::preflight) {
@@ -961,6 +971,7 @@ mod tests {
                 clickhouse: client,
                 health: Arc::new(crate::app::supervise::Health::default()),
                 ready_cache: ReadyCache::default(),
+                stats: None,
             });
             let listener = crate::http::server::bind("127.0.0.1:0".parse().unwrap())
                 .await

@@ -13,6 +13,7 @@
 
 mod geo_metrics;
 pub mod ingest;
+pub mod stats;
 pub mod supervise;
 pub mod tracker;
 
@@ -249,6 +250,10 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         clickhouse: client.clone(),
         health,
         ready_cache: crate::app::ingest::ReadyCache::default(),
+        stats: Some(Arc::new(
+            crate::app::stats::Stats::new(&config, client.clone())
+                .context("cannot set up the stats API")?,
+        )),
     });
 
     let budget = config.server.shutdown_timeout();

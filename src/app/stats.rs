@@ -1,0 +1,462 @@
+//! The Stats API routes: Plausible's v2 `POST /api/v2/query` and its schema, the v1
+//! `GET /api/v1/stats/*` endpoints, and a site's goals, all answered by
+//! [`query::engine`](crate::query::engine).
+//!
+//! Access: a stats API key (`Authorization: Bearer <key>`, `[[stats.keys]]`, checked
+//! by its SHA-256) that names the site, or none for a site marked `public = true`.
+//! Each key has its own rate limit (`stats.rate_limit_per_hour`); anonymous readers of
+//! public sites share one per network prefix. A call is logged with the key's name,
+//! never the key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::collect::client_ip;
+use crate::config::{Config, GoalConfig};
+use crate::http::ratelimit::RateLimiter;
+use crate::http::response;
+use crate::http::server::Body;
+use crate::logging::RateLimit;
+use crate::query::engine::{Engine, EngineError, Limits, SiteInfo};
+use crate::query::request::{Dimension, Metric, Query, QueryError, TimeDimension};
+use crate::query::sql::Goal;
+use crate::query::{schema, v1};
+use crate::token::StatsKeys;
+
+/// Largest v2 query body.
+const MAX_QUERY_BYTES: usize = 256 * 1024;
+
+/// Plausible's words for a key that may not read the site.
+const UNAUTHORIZED: &str = "Invalid API key or site ID. Please make sure you're using a valid API key with access to the site you've requested.";
+
+struct StatsSite {
+    info: SiteInfo,
+    public: bool,
+}
+
+/// Shared by every stats request.
+pub struct Stats {
+    engine: Engine,
+    sites: HashMap<String, StatsSite>,
+    keys: StatsKeys,
+    limiter: RateLimiter,
+    trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A site's configured goals for the engine.
+pub fn goals(config: &[GoalConfig]) -> Vec<Goal> {
+    config
+        .iter()
+        .map(|g| match (&g.event, &g.page) {
+            (Some(event), _) => Goal::event(g.name(), event.clone()),
+            (None, Some(page)) => Goal::page(g.name(), page),
+            (None, None) => Goal::event(g.name(), g.name()),
+        })
+        .collect()
+}
+
+/// Which stats route a path is, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Query,
+    Schema,
+    V1(v1::Endpoint),
+    Realtime,
+    Goals,
+}
+
+impl Stats {
+    pub fn new(config: &Config, client: clickhouse::Client) -> anyhow::Result<Self> {
+        let stats = &config.stats;
+        let mut sites = HashMap::new();
+        for site in &config.sites {
+            let timezone = jiff::tz::TimeZone::get(&site.timezone).map_err(|e| {
+                anyhow::anyhow!("site {}: time zone {}: {e}", site.domain, site.timezone)
+            })?;
+            sites.insert(
+                site.domain.clone(),
+                StatsSite {
+                    info: SiteInfo {
+                        domain: site.domain.clone(),
+                        timezone_name: site.timezone.clone(),
+                        timezone,
+                        goals: goals(&site.goals),
+                    },
+                    public: site.public,
+                },
+            );
+        }
+        Ok(Self {
+            engine: Engine::new(
+                client,
+                Limits {
+                    max_execution_time: Duration::from_millis(stats.max_execution_time_ms),
+                    max_memory_usage_bytes: stats.max_memory_usage_bytes,
+                    max_result_rows: stats.max_result_rows,
+                },
+            ),
+            sites,
+            keys: StatsKeys::from_config(&stats.keys),
+            limiter: RateLimiter::new(stats.rate_limit_per_hour),
+            trusted_proxies: config.server.trusted_proxies.clone(),
+        })
+    }
+
+    /// Whether `path` is one of the stats routes.
+    pub fn serves(path: &str) -> bool {
+        endpoint(path).is_some()
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let path = req.uri().path().to_owned();
+        let Some(endpoint) = endpoint(&path) else {
+            return error(StatusCode::NOT_FOUND, "not found");
+        };
+        let method_ok = match endpoint {
+            Endpoint::Query => *req.method() == Method::POST,
+            _ => *req.method() == Method::GET || *req.method() == Method::HEAD,
+        };
+        if !method_ok {
+            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            let allow = if endpoint == Endpoint::Query {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            return r;
+        }
+        if endpoint == Endpoint::Schema {
+            return response::json(StatusCode::OK, &schema::schema());
+        }
+        let (key, resp) = self.dispatch(endpoint, req, peer).await;
+        tracing::info!(
+            target: "hush::stats",
+            key = key.as_deref().unwrap_or("-"),
+            path = %path,
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "stats request"
+        );
+        resp
+    }
+
+    async fn dispatch(
+        &self,
+        endpoint: Endpoint,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> (Option<String>, Response<Body>) {
+        let bearer = bearer(&req);
+        let client = client_ip::client_ip(peer, req.headers(), &self.trusted_proxies);
+        let uri = req.uri().clone();
+        let (site_id, body) = match endpoint {
+            Endpoint::Query => {
+                let body = match read_body(req).await {
+                    Ok(b) => b,
+                    Err(resp) => return (None, resp),
+                };
+                let site = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("site_id").and_then(Value::as_str).map(str::to_owned));
+                (site, Some(body))
+            }
+            Endpoint::Goals => (
+                uri.path()
+                    .strip_prefix("/api/v2/sites/")
+                    .and_then(|p| p.strip_suffix("/goals"))
+                    .map(str::to_owned),
+                None,
+            ),
+            _ => (query_param(uri.query(), "site_id"), None),
+        };
+        let Some(site_id) = site_id else {
+            return (
+                None,
+                match endpoint {
+                    Endpoint::Query => match body.as_deref().map(Query::from_json) {
+                        Some(Err(e)) => error(StatusCode::BAD_REQUEST, &e.0),
+                        _ => error(
+                            StatusCode::BAD_REQUEST,
+                            "#: Required property site_id was not present.",
+                        ),
+                    },
+                    _ => error(StatusCode::BAD_REQUEST, "site_id: required"),
+                },
+            );
+        };
+        // Who is asking: a key that names the site, or nobody for a public site.
+        let site = self.sites.get(&site_id);
+        let key_name = match bearer {
+            Some(presented) => match (site, self.keys.authorize(&presented, &site_id)) {
+                (Some(_), Ok(name)) => Some(name.to_owned()),
+                _ => return (None, error(StatusCode::UNAUTHORIZED, UNAUTHORIZED)),
+            },
+            None => match site {
+                Some(s) if s.public => None,
+                _ => return (None, error(StatusCode::UNAUTHORIZED, UNAUTHORIZED)),
+            },
+        };
+        let Some(site) = site else {
+            return (key_name, error(StatusCode::UNAUTHORIZED, UNAUTHORIZED));
+        };
+        let limited = match &key_name {
+            Some(name) => self.limiter.check(name, Instant::now()),
+            None => self.limiter.check_anonymous(client),
+        };
+        if let Err(retry) = limited {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many API requests. Slow down, or ask for a higher stats.rate_limit_per_hour.",
+            );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry.as_secs().max(1)),
+            );
+            return (key_name, r);
+        }
+        let now = Timestamp::now();
+        let resp = match endpoint {
+            Endpoint::Query => {
+                let body = body.unwrap_or_default();
+                match Query::from_json(&body) {
+                    Err(e) => error(StatusCode::BAD_REQUEST, &e.0),
+                    Ok(q) => self
+                        .answer(&q, &site.info, now)
+                        .await
+                        .map_or_else(|r| r, |v| response::json(StatusCode::OK, &v)),
+                }
+            }
+            Endpoint::Goals => response::json(
+                StatusCode::OK,
+                &json!({
+                    "goals": site.info.goals.iter().map(|g| match &g.kind {
+                        crate::query::sql::GoalKind::Event(e) => json!({"name": g.name, "goal_type": "event", "event_name": e}),
+                        crate::query::sql::GoalKind::Page(_) => json!({"name": g.name, "goal_type": "page"}),
+                    }).collect::<Vec<_>>(),
+                }),
+            ),
+            Endpoint::Realtime => {
+                let body = json!({
+                    "site_id": site.info.domain,
+                    "metrics": ["visitors"],
+                    "date_range": [
+                        (now - jiff::SignedDuration::from_mins(5)).to_string(),
+                        now.to_string(),
+                    ],
+                });
+                match Query::from_json(body.to_string().as_bytes()) {
+                    Err(e) => error(StatusCode::BAD_REQUEST, &e.0),
+                    Ok(q) => match self.answer(&q, &site.info, now).await {
+                        Ok(v) => {
+                            response::json(StatusCode::OK, &v["results"][0]["metrics"][0].clone())
+                        }
+                        Err(r) => r,
+                    },
+                }
+            }
+            Endpoint::V1(kind) => self.v1(kind, uri.query(), &site.info, now).await,
+            Endpoint::Schema => response::json(StatusCode::OK, &schema::schema()),
+        };
+        (key_name, resp)
+    }
+
+    async fn answer(
+        &self,
+        q: &Query,
+        site: &SiteInfo,
+        now: Timestamp,
+    ) -> Result<Value, Response<Body>> {
+        self.engine.run(q, site, now).await.map_err(|e| match e {
+            EngineError::Query(QueryError(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+            EngineError::Limit(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+            EngineError::Timeout => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store did not answer in time",
+            ),
+            EngineError::Store(err) => {
+                static LOG: RateLimit = RateLimit::new(Duration::from_secs(10));
+                if let Some(held) = LOG.check() {
+                    tracing::error!(error = %err, held_back = held, "stats query failed");
+                }
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store could not answer",
+                )
+            }
+        })
+    }
+
+    async fn v1(
+        &self,
+        kind: v1::Endpoint,
+        query: Option<&str>,
+        site: &SiteInfo,
+        now: Timestamp,
+    ) -> Response<Body> {
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let params = v1::Params {
+            site_id: get("site_id"),
+            period: get("period"),
+            date: get("date"),
+            metrics: get("metrics"),
+            filters: get("filters"),
+            property: get("property"),
+            interval: get("interval"),
+            limit: get("limit"),
+            page: get("page"),
+            compare: get("compare"),
+        };
+        let today = now.to_zoned_datetime(site.timezone.clone()).date();
+        let q = match v1::to_query(kind, &params, today) {
+            // v1's timeseries lists every bucket of the period.
+            Ok(mut q) => {
+                q.include.fill_gaps = kind == v1::Endpoint::Timeseries;
+                q
+            }
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.0),
+        };
+        let answer = match self.answer(&q, site, now).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        response::json(StatusCode::OK, &v1_shape(kind, &q, &answer))
+    }
+}
+
+/// v2's answer in v1's shape.
+fn v1_shape(kind: v1::Endpoint, q: &Query, answer: &Value) -> Value {
+    let empty = Vec::new();
+    let results = answer["results"].as_array().unwrap_or(&empty);
+    let names: Vec<&str> = q.metrics.iter().map(|m| Metric::name(*m)).collect();
+    match kind {
+        v1::Endpoint::Aggregate => {
+            let mut out = serde_json::Map::new();
+            let row = results.first();
+            for (i, name) in names.iter().enumerate() {
+                let value = row.map(|r| r["metrics"][i].clone()).unwrap_or(json!(0));
+                let mut entry = json!({ "value": value });
+                if let Some(c) = row.and_then(|r| r.get("comparison")) {
+                    entry["comparison_value"] = c["metrics"][i].clone();
+                    entry["change"] = c["change"][i].clone();
+                }
+                out.insert((*name).to_owned(), entry);
+            }
+            json!({ "results": out })
+        }
+        v1::Endpoint::Timeseries => {
+            let key = match q.time_dimension() {
+                Some(TimeDimension::Month | TimeDimension::Day | TimeDimension::Week) | None => {
+                    "date"
+                }
+                Some(_) => "date",
+            };
+            json!({ "results": results.iter().map(|r| {
+                let mut o = serde_json::Map::new();
+                o.insert(key.into(), r["dimensions"][0].clone());
+                for (i, name) in names.iter().enumerate() {
+                    o.insert((*name).to_owned(), r["metrics"][i].clone());
+                }
+                Value::Object(o)
+            }).collect::<Vec<_>>() })
+        }
+        v1::Endpoint::Breakdown => {
+            let property = q
+                .dimensions
+                .first()
+                .map(|d| {
+                    let name = d.name();
+                    match d {
+                        Dimension::Prop(key) => key.clone(),
+                        _ => name.rsplit(':').next().unwrap_or(&name).to_owned(),
+                    }
+                })
+                .unwrap_or_default();
+            json!({ "results": results.iter().map(|r| {
+                let mut o = serde_json::Map::new();
+                o.insert(property.clone(), r["dimensions"][0].clone());
+                for (i, name) in names.iter().enumerate() {
+                    o.insert((*name).to_owned(), r["metrics"][i].clone());
+                }
+                Value::Object(o)
+            }).collect::<Vec<_>>() })
+        }
+    }
+}
+
+fn endpoint(path: &str) -> Option<Endpoint> {
+    Some(match path {
+        "/api/v2/query" => Endpoint::Query,
+        "/api/v2/query/schema.json" => Endpoint::Schema,
+        "/api/v1/stats/aggregate" => Endpoint::V1(v1::Endpoint::Aggregate),
+        "/api/v1/stats/timeseries" => Endpoint::V1(v1::Endpoint::Timeseries),
+        "/api/v1/stats/breakdown" => Endpoint::V1(v1::Endpoint::Breakdown),
+        "/api/v1/stats/realtime/visitors" => Endpoint::Realtime,
+        p if p.starts_with("/api/v2/sites/") && p.ends_with("/goals") => Endpoint::Goals,
+        _ => return None,
+    })
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_QUERY_BYTES);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "query larger than 256 KiB",
+        )),
+        Err(_) => Err(error(StatusCode::BAD_REQUEST, "the body could not be read")),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    response::json(status, &json!({ "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_paths_are_recognised_and_others_not() {
+        assert_eq!(endpoint("/api/v2/query"), Some(Endpoint::Query));
+        assert_eq!(endpoint("/api/v2/sites/a.com/goals"), Some(Endpoint::Goals));
+        assert_eq!(
+            endpoint("/api/v1/stats/breakdown"),
+            Some(Endpoint::V1(v1::Endpoint::Breakdown))
+        );
+        assert_eq!(endpoint("/api/event"), None);
+        assert_eq!(endpoint("/api/v2/queryx"), None);
+    }
+}
