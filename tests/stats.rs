@@ -20,7 +20,7 @@ use std::time::Duration;
 use hush::enrich::row::EventRow;
 use hush::query::engine::{Engine, Limits, SiteInfo};
 use hush::query::request::Query;
-use hush::query::sql::Goal;
+use hush::query::sql::{Goal, Plan};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
@@ -768,6 +768,8 @@ fn metric_number(v: &Value) -> Option<f64> {
 struct Fixture {
     rows: Vec<EventRow>,
     engine: Engine,
+    /// The same data through the general statement only, so both plans are checked.
+    general: Engine,
 }
 
 async fn fixture() -> &'static Fixture {
@@ -784,7 +786,12 @@ async fn fixture() -> &'static Fixture {
                 max_result_rows: 1_000_000,
             },
         );
-        Fixture { rows, engine }
+        let general = engine.clone().with_plan(Plan::General);
+        Fixture {
+            rows,
+            engine,
+            general,
+        }
     })
     .await
 }
@@ -815,6 +822,12 @@ async fn check(body: Value) -> Vec<Value> {
             .run(&query, &site, now)
             .await
             .unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        let general = f
+            .general
+            .run(&query, &site, now)
+            .await
+            .unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        assert_eq!(answer, general, "{domain} {body}: the two plans disagree");
         let range = answer["query"]["date_range"].as_array().unwrap();
         let start = range[0]
             .as_str()

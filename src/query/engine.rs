@@ -18,7 +18,7 @@ use super::request::{
     Comparison, DateRange, Dimension, Direction, Filter, Metric, OrderKey, Query, QueryError,
     TimeDimension,
 };
-use super::sql::{self, Goal, Param, Site, Sql};
+use super::sql::{self, Goal, Param, Plan, Site, Sql};
 
 /// Caps every stats statement runs under.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +59,7 @@ pub enum EngineError {
 pub struct Engine {
     client: clickhouse::Client,
     limits: Limits,
+    plan: Plan,
 }
 
 /// One result row: dimension labels, then metric values.
@@ -76,7 +77,16 @@ struct Answer {
 
 impl Engine {
     pub fn new(client: clickhouse::Client, limits: Limits) -> Self {
-        Self { client, limits }
+        Self {
+            client,
+            limits,
+            plan: Plan::Auto,
+        }
+    }
+
+    /// The same engine, building every statement with `plan` (tests run both shapes).
+    pub fn with_plan(self, plan: Plan) -> Self {
+        Self { plan, ..self }
     }
 
     /// Answers `query` for `site` as of `now`.
@@ -193,7 +203,7 @@ impl Engine {
             timezone: &site.timezone_name,
             goals: &site.goals,
         };
-        let statement = sql::build(query, &sql_site, period, super::names::COUNTRIES)?;
+        let statement = sql::build(query, &sql_site, period, super::names::COUNTRIES, self.plan)?;
         let lines = self.fetch(&statement).await?;
         let mut rows = Vec::with_capacity(lines.len());
         let mut total_rows = None;
@@ -236,6 +246,7 @@ impl Engine {
     }
 
     async fn fetch(&self, statement: &Sql) -> Result<Vec<Value>, EngineError> {
+        tracing::debug!(target: "hush::query::sql", sql = %statement.text, params = ?statement.params, "stats statement");
         let limits = self.limits;
         let mut q = self
             .client
