@@ -454,3 +454,62 @@ async fn hostile_queries_get_400_never_500_or_engine_text() {
     assert_eq!(resp.status().as_u16(), 413);
     let _ = Duration::ZERO;
 }
+
+/// The kinds of query Plausible's docs show (written here, not copied): each answers
+/// 200 with `results`, `meta` and the executed `query`, dimensions and metrics of
+/// the asked lengths; segments, which hush does not have, are a 400 that says so.
+#[tokio::test]
+async fn plausibles_documented_query_kinds_answer_in_shape() {
+    let api = api(600).await;
+    let bodies = [
+        json!({"metrics": ["visitors", "events"], "date_range": "7d"}),
+        json!({"metrics": ["visitors"], "date_range": "all", "filters": [["is", "event:goal", ["Signup"]], ["has_done", ["is", "event:page", ["/p1"]]]]}),
+        json!({"metrics": ["visitors"], "date_range": ["2024-08-01", "2024-08-15"]}),
+        json!({"metrics": ["visitors"], "date_range": "7d", "filters": [["contains", "event:page", ["/p", "/q"]], ["or", [["not", ["is", "visit:utm_campaign", ["x"]]], ["is", "visit:country_name", ["Estonia"]]]]]}),
+        json!({"metrics": ["visitors"], "date_range": "7d", "filters": [["contains", "event:page", ["P"], {"case_sensitive": false}]]}),
+        json!({"metrics": ["visitors"], "date_range": "all", "dimensions": ["visit:source"], "include": {"imports": true}}),
+        json!({"metrics": ["visitors"], "date_range": "7d", "dimensions": ["visit:utm_medium", "visit:utm_source"], "include": {"total_rows": true}, "pagination": {"offset": 1, "limit": 3}}),
+        json!({"metrics": ["total_revenue", "average_revenue"], "date_range": "all", "dimensions": ["event:goal"]}),
+        json!({"metrics": ["visitors"], "date_range": "day", "dimensions": ["time:hour"], "include": {"time_labels": true}}),
+        json!({"metrics": ["visitors", "events"], "date_range": "7d", "dimensions": ["time:day"], "filters": [["is", "visit:os", ["GNU/Linux", "Mac"]]]}),
+        json!({"metrics": ["visitors", "events", "pageviews"], "date_range": "7d", "dimensions": ["visit:utm_medium", "visit:utm_source"]}),
+        json!({"metrics": ["visitors", "pageviews", "bounce_rate"], "date_range": "7d", "filters": [["is_not", "visit:country_name", [""]]], "dimensions": ["visit:country_name", "visit:city_name"]}),
+        json!({"metrics": ["visitors"], "date_range": "7d", "dimensions": ["time:day", "event:props:plan"], "order_by": [["time:day", "asc"], ["event:props:plan", "desc"]]}),
+        json!({"metrics": ["visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration", "events"], "date_range": "30d", "include": {"comparisons": {"mode": "previous_period"}}}),
+        json!({"metrics": ["visitors", "conversion_rate", "group_conversion_rate"], "date_range": "7d", "dimensions": ["event:goal", "visit:source"]}),
+        json!({"metrics": ["visits", "exit_rate"], "date_range": "7d", "dimensions": ["visit:exit_page"]}),
+        json!({"metrics": ["time_on_page", "scroll_depth", "visitors"], "date_range": "7d", "dimensions": ["event:page"]}),
+        json!({"metrics": ["visitors", "percentage"], "date_range": "7d", "dimensions": ["visit:browser"]}),
+    ];
+    for mut body in bodies {
+        body["site_id"] = json!("example.com");
+        let (s, v, _) = api.query(Some(KEY), &body).await;
+        assert_eq!(s, 200, "{body}: {v}");
+        assert!(v["meta"].is_object() && v["query"].is_object(), "{v}");
+        let dims = body
+            .get("dimensions")
+            .map_or(0, |d| d.as_array().unwrap().len());
+        let metrics = body["metrics"].as_array().unwrap().len();
+        for r in v["results"].as_array().unwrap() {
+            assert_eq!(
+                r["dimensions"].as_array().unwrap().len(),
+                dims,
+                "{body}: {r}"
+            );
+            assert_eq!(
+                r["metrics"].as_array().unwrap().len(),
+                metrics,
+                "{body}: {r}"
+            );
+        }
+        assert_eq!(v["query"]["metrics"], body["metrics"], "{v}");
+        if body["include"]["imports"] == json!(true) {
+            assert_eq!(v["meta"]["imports_included"], json!(false));
+        }
+    }
+    let (s, v, _) = api
+        .query(Some(KEY), &json!({"site_id": "example.com", "metrics": ["visitors"], "date_range": "7d", "filters": [["is", "segment", [2]]]}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("segment"), "{v}");
+}

@@ -731,29 +731,23 @@ impl<'a> Builder<'a> {
         // (name, columns it provides)
         let mut parts: Vec<(&str, Vec<&str>)> = Vec::new();
         if need_e {
+            // Revenue columns are read only when a revenue metric is asked for.
+            let revenue = if wants(Metric::TotalRevenue) || wants(Metric::AverageRevenue) {
+                ", sumIf(revenue_micros, revenue_micros IS NOT NULL) AS e_rev_sum, \
+                 countIf(revenue_micros IS NOT NULL) AS e_rev_count, \
+                 uniqExactIf(revenue_currency, revenue_micros IS NOT NULL) AS e_rev_currencies, \
+                 anyIf(revenue_currency, revenue_micros IS NOT NULL) AS e_rev_currency"
+            } else {
+                ""
+            };
             with.push(format!(
                 "agg_e AS (SELECT {} FROM {source} WHERE name != 'engagement' AND {filter}{group})",
-                row_select(
+                row_select(&format!(
                     "uniqIf(visitor_id, visitor_id != 0) AS e_visitors, \
-                     countIf(name = 'pageview') AS e_pageviews, count() AS e_events, \
-                     sumIf(revenue_micros, revenue_micros IS NOT NULL) AS e_rev_sum, \
-                     countIf(revenue_micros IS NOT NULL) AS e_rev_count, \
-                     uniqExactIf(revenue_currency, revenue_micros IS NOT NULL) AS e_rev_currencies, \
-                     anyIf(revenue_currency, revenue_micros IS NOT NULL) AS e_rev_currency"
-                )
+                     countIf(name = 'pageview') AS e_pageviews, count() AS e_events{revenue}"
+                ))
             ));
-            parts.push((
-                "agg_e",
-                vec![
-                    "e_visitors",
-                    "e_pageviews",
-                    "e_events",
-                    "e_rev_sum",
-                    "e_rev_count",
-                    "e_rev_currencies",
-                    "e_rev_currency",
-                ],
-            ));
+            parts.push(("agg_e", Vec::new()));
         }
         if need_s {
             let mut keys = vec!["session_id".to_owned()];
