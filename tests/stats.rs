@@ -234,6 +234,8 @@ struct VisitAttrs {
 
 struct Model<'a> {
     rows: Vec<&'a EventRow>,
+    /// Local date of the period's start.
+    first_day: jiff::civil::Date,
     attrs: HashMap<u64, VisitAttrs>,
     tz: TimeZone,
     goals: Vec<Goal>,
@@ -304,7 +306,12 @@ impl<'a> Model<'a> {
                 )
             })
             .collect();
+        let zone = TimeZone::get(tz).unwrap();
         Model {
+            first_day: Timestamp::from_second(start)
+                .unwrap()
+                .to_zoned_datetime(zone)
+                .date(),
             rows,
             attrs,
             tz: TimeZone::get(tz).unwrap(),
@@ -326,6 +333,17 @@ impl<'a> Model<'a> {
         match dim {
             "time:day" => local.date().to_string(),
             "time:hour" => local.strftime("%Y-%m-%d %H:00:00").to_string(),
+            "time:minute" => local.strftime("%Y-%m-%d %H:%M:00").to_string(),
+            "time:month" => local.date().first_of_month().to_string(),
+            "time:week" => {
+                // Monday-started weeks, the first cut at the period's first day.
+                let d = local.date();
+                let back = i64::from(d.weekday().to_monday_zero_offset());
+                let monday = d.checked_sub(jiff::Span::new().days(back)).unwrap();
+                monday.max(self.first_day).to_string()
+            }
+            "time:hour_of_day" => local.hour().to_string(),
+            "time:weekday" => local.date().weekday().to_monday_one_offset().to_string(),
             "event:page" if ctx == Ctx::Visit => own(&row.entry_page),
             "event:page" => row.pathname.clone(),
             "event:name" => row.name.clone(),
@@ -911,6 +929,21 @@ async fn time_buckets_across_dst_match_the_model() {
     check(json!({"metrics": ["visitors", "visits", "pageviews", "visit_duration"], "date_range": ["2024-03-08", "2024-03-12"], "dimensions": ["time:day"]})).await;
     check(json!({"metrics": ["visitors", "visits", "pageviews"], "date_range": ["2024-03-31", "2024-03-31"], "dimensions": ["time:hour"]})).await;
     check(json!({"metrics": ["visitors", "visits", "pageviews"], "date_range": ["2024-03-10", "2024-03-10"], "dimensions": ["time:hour"]})).await;
+}
+
+#[tokio::test]
+async fn every_time_bucket_matches_the_model() {
+    // A range starting mid-week (2024-03-13 is a Wednesday), across the EU change.
+    for dim in [
+        "time:week",
+        "time:month",
+        "time:hour_of_day",
+        "time:weekday",
+    ] {
+        check(json!({"metrics": ["visitors", "visits", "pageviews", "bounce_rate"], "date_range": ["2024-03-13", "2024-04-01"], "dimensions": [dim]})).await;
+        check(json!({"metrics": ["visitors", "visits"], "date_range": ["2024-03-13", "2024-04-01"], "dimensions": [dim, "visit:source"]})).await;
+    }
+    check(json!({"metrics": ["visitors", "pageviews"], "date_range": ["2024-03-31T00:30:00+01:00", "2024-03-31T04:00:00+02:00"], "dimensions": ["time:minute"]})).await;
 }
 
 #[tokio::test]
