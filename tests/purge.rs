@@ -788,7 +788,10 @@ async fn a_stopped_erasure_deletes_nothing_and_says_so() {
         ..Selector::default()
     };
     let (_stop_tx, stop) = tokio::sync::watch::channel(true);
-    let scope = dsr::EraseScope { stop: Some(&stop) };
+    let scope = dsr::EraseScope {
+        stop: Some(&stop),
+        ..dsr::EraseScope::default()
+    };
     let err = dsr::erase_in(&client, T, &selector, "test", scope)
         .await
         .expect_err("a stopped erasure must not run");
