@@ -158,6 +158,8 @@ pub fn erase(dir: &Path, selector: &Selector) -> io::Result<Vec<FileAction>> {
         }
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
+            // Removed meanwhile: the note of a dead letter removed just before.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 let mut action = FileAction::new(&path);
                 action.outcome = Err(e.to_string());
