@@ -539,7 +539,10 @@ async fn wait_for_writes(
         match stop {
             Some(stop) => {
                 let mut stop = stop.clone();
-                let _ = stop.wait_for(|s| *s).await;
+                if stop.wait_for(|s| *s).await.is_err() {
+                    // The sender is gone without a stop: none will come.
+                    std::future::pending::<()>().await;
+                }
             }
             None => std::future::pending().await,
         }
