@@ -799,3 +799,38 @@ async fn a_batch_clickhouse_refuses_becomes_a_dead_letter_and_the_rest_flows() {
     assert!(h.log().contains("dead-letter file"), "{}", h.log());
     assert!(stored(&w.client()).await.values().all(|&n| n == 1));
 }
+
+/// `hush erase` runs beside `serve`, so it cannot wait for the spool as the admin API
+/// does: it says so when the configured spool still holds rows (they are stored after
+/// the erasure), and says nothing once the spool is drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hush_erase_warns_about_rows_still_in_the_spool() {
+    let w = World::shared().await;
+    let mut h = w.start_hush(&Opts::default());
+    let status = blocking(|| h.terminate(Duration::from_secs(60)));
+    assert!(status.success(), "hush exited with {status}:\n{}", h.log());
+    let config = w.hush_dir().join("hush.toml");
+    let erase = || {
+        hush_process::run_hush(
+            &["erase", "--site", "example.com", "--visitor-id", "3"],
+            Some(&config),
+        )
+    };
+    let (ok, out, err) = erase();
+    assert!(ok, "{err}");
+    assert!(out.contains("erased 0 rows"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let spool = open_spool(&w.spool_dir());
+    let records: Vec<Vec<u8>> = (0..3).map(encoded).collect();
+    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    spool.append(&refs).await.expect("append");
+    blocking(|| spool.close_blocking());
+    drop(spool);
+    let (ok, _, err) = erase();
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: the spool in") && err.contains("holds 3 rows not yet stored"),
+        "{err}"
+    );
+}
