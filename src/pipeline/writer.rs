@@ -200,6 +200,13 @@ impl WriteProgress {
         self.0.changed.notify_waiters();
     }
 
+    /// Rows accepted (refused requests not counted) and rows stored or dead-lettered,
+    /// over the writer's lifetime.
+    pub fn counts(&self) -> (u64, u64) {
+        let done = self.0.done.load(Ordering::SeqCst);
+        (self.0.accepted.load(Ordering::SeqCst), done)
+    }
+
     /// Rows accepted and not yet stored or dead-lettered.
     pub fn pending(&self) -> u64 {
         let done = self.0.done.load(Ordering::SeqCst);
