@@ -13,7 +13,7 @@
 //! | endpoint | does |
 //! | --- | --- |
 //! | `GET /admin/v1/export?site=&prop=k=v&visitor_id=&from=&to=&format=jsonl\|csv` | streams matching rows |
-//! | `POST /admin/v1/erase` (JSON selector) | deletes matching rows, verified, logged |
+//! | `POST /admin/v1/erase` (JSON selector) | waits for the rows accepted before it, deletes matching rows (also in quarantine files), verified, logged; 503 when the rows cannot be stored in time |
 //! | `POST /admin/v1/purge[?dry_run=true]` | runs the retention purge now (under the lease) |
 //! | `GET /admin/v1/purge/history[?limit=N]` | recent `purge_log` rows |
 //! | `DELETE /admin/v1/sites/{domain}/data` | deletes every row of a site |

@@ -12,6 +12,11 @@
 //! erasure request is about the bytes on disk. Both are then verified by a count of
 //! zero and recorded in `purge_log` without the selector's values.
 //!
+//! Rows not yet in ClickHouse are covered too ([`EraseScope`]): inside `serve` an
+//! erasure first waits for the writer to store every row accepted before it, and the
+//! dead-letter and quarantined files of the spool are erased after the table
+//! ([`crate::store::quarantine`]).
+//!
 //! Salts are one per UTC day for all sites, not per site, and carry no site data;
 //! deleting a site therefore removes all its rows and nothing else.
 
