@@ -13,7 +13,7 @@
 //! | endpoint | does |
 //! | --- | --- |
 //! | `GET /admin/v1/export?site=&prop=k=v&visitor_id=&from=&to=&format=jsonl\|csv` | streams matching rows |
-//! | `POST /admin/v1/erase` (JSON selector) | deletes matching rows, verified, logged |
+//! | `POST /admin/v1/erase` (JSON selector) | waits for the rows accepted before it, deletes matching rows (also in quarantine files), verified, logged; 503 when the rows cannot be stored in time |
 //! | `POST /admin/v1/purge[?dry_run=true]` | runs the retention purge now (under the lease) |
 //! | `GET /admin/v1/purge/history[?limit=N]` | recent `purge_log` rows |
 //! | `DELETE /admin/v1/sites/{domain}/data` | deletes every row of a site |
@@ -21,8 +21,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ use crate::config::{Config, ServerConfig};
 use crate::http::body::{BodyError, read_limited};
 use crate::http::server::{self, BoxError, Drained, Handler};
 use crate::metrics::MetricsPage;
+use crate::pipeline::writer::{QUARANTINE_DIR, WriteProgress};
 use crate::store::dsr::{self, EraseScope, ExportFormat, Selector, SelectorBody};
 use crate::store::purge::{self, LogProgress, PurgeError, PurgeOptions, Purger};
 use crate::token::TokenSet;
@@ -103,6 +105,24 @@ pub struct AdminState {
     /// Shutdown as the purges and deletions see it: they stop at their next safe point.
     stop: purge::StopSignal,
     jobs: Jobs,
+    /// The collector's writer, when the API runs inside `serve`: erasures and site
+    /// deletions first wait for the rows it accepted before them.
+    writer: Option<WriterSlot>,
+    /// The spool's `quarantine/`, whose files erasures and site deletions reach too.
+    quarantine: Option<PathBuf>,
+}
+
+/// The writer's progress for the admin API, which `serve` starts before the writer:
+/// empty until [`WriterSlot::publish`]; an erasure meanwhile is answered 503 (it
+/// could not wait for the rows being replayed). Cloning shares the slot.
+#[derive(Debug, Clone, Default)]
+pub struct WriterSlot(Arc<OnceLock<WriteProgress>>);
+
+impl WriterSlot {
+    /// Makes `progress` the writer's; only the first call counts.
+    pub fn publish(&self, progress: WriteProgress) {
+        let _ = self.0.set(progress);
+    }
 }
 
 impl AdminState {
@@ -116,7 +136,32 @@ impl AdminState {
             metrics: MetricsPage::default(),
             stop,
             jobs: Jobs::default(),
+            writer: None,
+            quarantine: None,
         }
+    }
+
+    /// Erasures and site deletions wait for the rows `writer` accepted before them
+    /// (see [`WriterSlot`]).
+    pub fn with_writer(mut self, writer: WriterSlot) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// Erasures and site deletions also reach the files of `spool_dir/quarantine/`.
+    pub fn with_spool_dir(mut self, spool_dir: Option<&std::path::Path>) -> Self {
+        self.quarantine = spool_dir.map(|d| d.join(QUARANTINE_DIR));
+        self
+    }
+
+    /// What an erasure started now waits for and reaches: `None` (answer
+    /// [`starting_up`]) while the writer it should wait for has not started.
+    fn erase_reach(&self) -> Option<(Option<WriteProgress>, Option<PathBuf>)> {
+        let writes = match &self.writer {
+            None => None,
+            Some(slot) => Some(slot.0.get()?.clone()),
+        };
+        Some((writes, self.quarantine.clone()))
     }
 
     /// Purges, erasures and site deletions stop at their next safe point once `stop`
@@ -262,13 +307,16 @@ pub async fn run_admin(
 ///
 /// An admin address that cannot be bound is logged, not fatal: ingestion matters more
 /// than the admin API, and several collectors on one host would otherwise fight over
-/// the default port. The admin API serves `metrics_page` at `/metrics`; its bound address
-/// is returned with its task.
+/// the default port. The admin API serves `metrics_page` at `/metrics`, and its
+/// erasures wait for the writer `serve` publishes in `writer`; its bound address is
+/// returned with its task.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_in_serve(
     config: &crate::config::Config,
     client: &Client,
     registry: &mut prometheus_client::registry::Registry,
     metrics_page: MetricsPage,
+    writer: WriterSlot,
     stop: tokio::sync::watch::Receiver<bool>,
     purge_stop: purge::StopSignal,
 ) -> Result<
@@ -293,6 +341,8 @@ pub async fn start_in_serve(
                     metrics: metrics_page,
                     ..AdminState::new(purger, TokenSet::from_config(&config.admin.tokens))
                         .with_stop(purge_stop)
+                        .with_writer(writer)
+                        .with_spool_dir(config.spool.dir.as_deref())
                 });
                 let bound = listener.local_addr().unwrap_or(addr);
                 let server = server_config(config);
@@ -333,6 +383,15 @@ fn error_json(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
+/// 503 for an erasure that arrives before the writer it must wait for has started.
+fn starting_up() -> Response<Body> {
+    crate::http::response::json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "error": "the collector is starting; retry" }),
+    )
+    .map(AdminBody::from)
+}
+
 fn unauthorized() -> Response<Body> {
     let mut resp = full(StatusCode::UNAUTHORIZED, "text/plain", Bytes::new());
     resp.headers_mut().insert(
@@ -346,6 +405,17 @@ fn from_purge_error(e: &PurgeError) -> Response<Body> {
     match e {
         PurgeError::Invalid(msg) => error_json(StatusCode::BAD_REQUEST, msg),
         PurgeError::Busy { .. } => error_json(StatusCode::CONFLICT, "another purge is running"),
+        PurgeError::Pending { .. } => crate::http::response::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({
+                "error": format!("{e}: the writer could not store them in time (is ClickHouse down?); retry")
+            }),
+        )
+        .map(AdminBody::from),
+        PurgeError::Files(_) => {
+            tracing::error!(error = %e, "admin request failed");
+            error_json(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
         PurgeError::Stopped => crate::http::response::json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "error": "the collector is shutting down; retry" }),
@@ -439,6 +509,9 @@ async fn route(api: &AdminApi, token_name: &str, req: Request<Incoming>) -> Resp
                 },
                 Err(e) => return error_json(StatusCode::BAD_REQUEST, &e.to_string()),
             };
+            let Some((writes, quarantine)) = state.erase_reach() else {
+                return starting_up();
+            };
             let (client, timeouts, stop) = (
                 state.client.clone(),
                 state.purger.timeouts(),
@@ -446,7 +519,12 @@ async fn route(api: &AdminApi, token_name: &str, req: Request<Incoming>) -> Resp
             );
             let metrics = state.purger.metrics().clone();
             answer(state.jobs.spawn(async move {
-                let scope = EraseScope { stop: Some(&stop) };
+                let scope = EraseScope {
+                    stop: Some(&stop),
+                    writes: writes.as_ref(),
+                    quarantine: quarantine.as_deref(),
+                    metrics: Some(&metrics),
+                };
                 let result = dsr::erase_in(&client, timeouts, &selector, &actor, scope).await;
                 count_erasure(&metrics, "erase", &result);
                 result
@@ -509,8 +587,16 @@ async fn route(api: &AdminApi, token_name: &str, req: Request<Incoming>) -> Resp
             );
             let site = (*domain).to_owned();
             let metrics = state.purger.metrics().clone();
+            let Some((writes, quarantine)) = state.erase_reach() else {
+                return starting_up();
+            };
             answer(state.jobs.spawn(async move {
-                let scope = EraseScope { stop: Some(&stop) };
+                let scope = EraseScope {
+                    stop: Some(&stop),
+                    writes: writes.as_ref(),
+                    quarantine: quarantine.as_deref(),
+                    metrics: Some(&metrics),
+                };
                 let result = dsr::delete_site_in(&client, timeouts, &site, &actor, scope).await;
                 count_erasure(&metrics, "site_delete", &result);
                 result

@@ -360,7 +360,8 @@ pub struct RetentionConfig {
     /// erasure, a site deletion, a salt cleanup. Each waits until ClickHouse has
     /// finished (`mutations_sync = 2`), and a mutation rewrites every part holding a
     /// matching row, so this is far above `clickhouse.request_timeout_ms`, which
-    /// bounds every other store request.
+    /// bounds every other store request. An admin erasure or site deletion also
+    /// waits this long for the rows accepted before it to be stored (else 503).
     pub mutation_timeout_ms: u64,
 }
 

@@ -57,11 +57,20 @@ struct Admin {
 
 impl Admin {
     async fn start(config: &Config, client: &Client) -> Admin {
+        Self::start_with(config, client, |state| state).await
+    }
+
+    /// [`Admin::start`] with the state changed by `with` first.
+    async fn start_with(
+        config: &Config,
+        client: &Client,
+        with: impl FnOnce(AdminState) -> AdminState,
+    ) -> Admin {
         let purger = Purger::new(client.clone(), config, PurgeMetrics::default()).unwrap();
-        let state = Arc::new(AdminState::new(
+        let state = Arc::new(with(AdminState::new(
             purger,
             TokenSet::from_config(&config.admin.tokens),
-        ));
+        )));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, rx) = tokio::sync::watch::channel(false);
@@ -502,5 +511,75 @@ async fn admin_jobs_outlive_their_clients() {
         wait::count(&client, "SELECT count() FROM events WHERE visitor_id = 77").await,
         0
     );
+    admin.stop().await;
+}
+
+/// An erasure waits for the rows the collector's writer accepted before it: while the
+/// writer has not started it answers 503 at once, and when the rows cannot be stored
+/// within `retention.mutation_timeout_ms` it answers 503 with the reason and deletes
+/// nothing (issue 16, item 15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_answers_503_while_accepted_rows_are_not_stored() {
+    let toml = format!("{TOML}\n[retention]\nmutation_timeout_ms = 300\n");
+    let (mut config, client) = migrated_config("admin_pending", &toml).await;
+    let ops = NewToken::generate("ops");
+    config.admin.tokens = vec![token_entry(&ops)];
+    let now = jiff::Timestamp::now().as_second() as u32;
+    let rows: Vec<EventRow> = (0..5)
+        .map(|i| row("b.example", now - 60 - i, 77, vec![]))
+        .collect();
+    insert_events(&client, &rows).await;
+    let slot = hush::admin::WriterSlot::default();
+    let admin = Admin::start_with(&config, &client, |state| state.with_writer(slot.clone())).await;
+    let http = reqwest::Client::new();
+    let erase = || {
+        http.post(admin.url("/admin/v1/erase"))
+            .bearer_auth(&ops.secret)
+            .body(r#"{"site":"b.example","visitor_id":77}"#)
+            .send()
+    };
+
+    // No writer yet (serve starts it after the admin listener).
+    let resp = erase().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(resp.text().await.unwrap().contains("starting"));
+
+    // A writer that cannot reach ClickHouse, holding two accepted rows.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (sink, handle) = hush::pipeline::writer::Writer::spawn(
+        hush::db::client(&hush::config::ClickHouseConfig {
+            url: format!("http://{closed}"),
+            ..Default::default()
+        }),
+        &hush::config::WriterConfig {
+            flush_interval_ms: 10,
+            retry_base_ms: 20,
+            retry_max_ms: 100,
+            ..Default::default()
+        },
+        Duration::from_secs(1),
+        "events",
+        &mut prometheus_client::registry::Registry::default(),
+    );
+    slot.publish(handle.progress());
+    sink.submit(&rows[..2]).await.unwrap();
+    let resp = erase().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let reason = body["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("2 accepted rows are not stored yet"),
+        "{body}"
+    );
+    assert_eq!(
+        wait::count(&client, "SELECT count() FROM events WHERE visitor_id = 77").await,
+        5,
+        "rows were deleted"
+    );
+    let _ = handle.shutdown(Duration::from_millis(100)).await;
     admin.stop().await;
 }

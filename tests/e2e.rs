@@ -1273,20 +1273,21 @@ fn pageview(path: &str) -> serde_json::Value {
 /// next page view starts a visit of its own, with its own entry page. And an
 /// engagement ping without a visit is dropped (counted as `no_visit`), not stored as
 /// a visit of its own.
+///
+/// The relay carries plain TCP: against an external `https://` ClickHouse the test is
+/// compiled as ignored (see `build.rs`), so the summary reports it, never passes it.
+#[cfg_attr(
+    hush_external_clickhouse_tls,
+    ignore = "the relay needs a plain-HTTP ClickHouse, and CLICKHOUSE_URL is not http://"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_hits_leave_no_visit_and_orphan_engagement_is_dropped() {
     let ch = support::clickhouse();
-    let Some(target) = ch
+    let target = ch
         .url()
         .strip_prefix("http://")
         .map(|t| t.trim_end_matches('/').to_owned())
-    else {
-        eprintln!(
-            "SKIPPED: the relay needs a plain-HTTP ClickHouse, not {}",
-            ch.url()
-        );
-        return;
-    };
+        .unwrap_or_else(|| panic!("the relay needs a plain-HTTP ClickHouse, not {}", ch.url()));
     let db = ch.fresh_database("e2e_refused").await;
     let chc = ch.client(&db).with_validation(false);
     let relay = Relay::start(target).await;

@@ -788,7 +788,10 @@ async fn a_stopped_erasure_deletes_nothing_and_says_so() {
         ..Selector::default()
     };
     let (_stop_tx, stop) = tokio::sync::watch::channel(true);
-    let scope = dsr::EraseScope { stop: Some(&stop) };
+    let scope = dsr::EraseScope {
+        stop: Some(&stop),
+        ..dsr::EraseScope::default()
+    };
     let err = dsr::erase_in(&client, T, &selector, "test", scope)
         .await
         .expect_err("a stopped erasure must not run");
@@ -800,4 +803,586 @@ async fn a_stopped_erasure_deletes_nothing_and_says_so() {
         (log[0].method.as_str(), log[0].outcome.as_str()),
         ("erase", "stopped")
     );
+}
+
+// ---------------------------------------------------------------------------------
+// rows outside ClickHouse: the spool's quarantine/ and rows still queued (issue 16,
+// item 15)
+
+/// A spool directory with an empty `quarantine/`, and `SITES_TOML` pointing at it.
+fn with_spool(dir: &std::path::Path) -> String {
+    std::fs::create_dir_all(dir.join("quarantine")).unwrap();
+    format!("{SITES_TOML}\n[spool]\ndir = \"{}\"\n", dir.display())
+}
+
+fn encode(rows: &[EventRow]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in rows {
+        hush::pipeline::rowbinary::encode_event(r, &mut out);
+    }
+    out
+}
+
+/// Writes `path` with `content`, last modified at `at`.
+fn write_at(path: &std::path::Path, content: &[u8], at: Timestamp) {
+    std::fs::write(path, content).unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(at.as_second() as u64);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+fn names(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn metric(registry: &prometheus_client::registry::Registry, line: &str) -> f64 {
+    let text = hush::metrics::render(registry);
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line} not in\n{text}"))
+}
+
+/// Retention reaches the quarantine: a file older than the shortest retention of any
+/// site (utc.example, 30 days) goes, a newer one stays; a dry run only lists; each
+/// removal is a `purge_log` row and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_quarantine_files_past_the_shortest_retention() {
+    let spool = tempfile::tempdir().unwrap();
+    let (config, client) = migrated_config("purge_files", &with_spool(spool.path())).await;
+    let q = spool.path().join("quarantine");
+    let day = 86_400;
+    let at = |days_ago: i64| Timestamp::from_second(now().as_second() - days_ago * day).unwrap();
+    let dead = encode(&[
+        row("utc.example", secs("2025-05-01T00:00:00Z"), 1, vec![]),
+        row("la.example", secs("2025-05-01T00:00:00Z"), 2, vec![]),
+    ]);
+    write_at(&q.join("dead-letter-hush-a.rowbinary"), &dead, at(31));
+    write_at(
+        &q.join("dead-letter-hush-a.txt"),
+        b"row 0: x\nrow 1: y\n",
+        at(31),
+    );
+    write_at(&q.join("000000000001-0000000000.bad"), b"old bytes", at(45));
+    write_at(&q.join("000000000009-0000000000.bad"), b"new bytes", at(29));
+    write_at(&q.join("dead-letter-hush-b.rowbinary"), &dead, at(1));
+    let old: std::collections::BTreeSet<String> = [
+        "000000000001-0000000000.bad",
+        "dead-letter-hush-a.rowbinary",
+        "dead-letter-hush-a.txt",
+    ]
+    .map(String::from)
+    .into();
+    let all = names(&q);
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = PurgeMetrics::register(&mut registry);
+    let purger = Purger::new(client.clone(), &config, metrics).unwrap();
+    let dry = run_at_now(&purger, true).await;
+    let listed: std::collections::BTreeSet<String> = dry
+        .expired_files
+        .iter()
+        .map(|f| f.strip_prefix("quarantine/").unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, old);
+    assert_eq!(names(&q), all, "a dry run removed files");
+
+    let report = run_at_now(&purger, false).await;
+    assert_eq!(report.expired_files.len(), 3, "{report:?}");
+    let left: std::collections::BTreeSet<String> = all.difference(&old).cloned().collect();
+    assert_eq!(names(&q), left);
+    assert_eq!(
+        metric(
+            &registry,
+            "hush_purge_files_total{method=\"expire_file\",outcome=\"success\"}"
+        ),
+        3.0
+    );
+    let log: Vec<_> = purge::history(&client, T.query, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method == "expire_file")
+        .collect();
+    let logged: std::collections::BTreeSet<String> = log
+        .iter()
+        .map(|r| r.partition.strip_prefix("quarantine/").unwrap().to_owned())
+        .collect();
+    assert_eq!(logged, old);
+    let cutoff = (now().as_second() - 30 * day) as u32;
+    for r in &log {
+        assert_eq!((r.outcome.as_str(), r.cutoff), ("success", cutoff), "{r:?}");
+        let rows = if r.partition.ends_with(".rowbinary") {
+            2
+        } else {
+            0
+        };
+        assert_eq!((r.rows_before, r.rows_after), (rows, 0), "{r:?}");
+    }
+}
+
+/// Sets or clears the immutable flag (`chattr +i`) of `path`: unlink fails then, even
+/// for root. `false` when the file system does not have the flag.
+fn set_immutable(path: &std::path::Path, on: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut flags: libc::c_long = 0;
+    // SAFETY: both ioctls read or write one `long` through a valid pointer.
+    unsafe {
+        if libc::ioctl(file.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) != 0 {
+            return false;
+        }
+        flags = if on {
+            flags | FS_IMMUTABLE_FL
+        } else {
+            flags & !FS_IMMUTABLE_FL
+        };
+        libc::ioctl(file.as_raw_fd(), FS_IOC_SETFLAGS, &flags) == 0
+    }
+}
+
+/// A quarantine file past retention that cannot be removed is reported (an error of
+/// the run, a `purge_log` row with the error) and left as it was; the others go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_file_that_cannot_be_removed_is_reported_and_kept() {
+    let spool = tempfile::tempdir().unwrap();
+    let (config, client) = migrated_config("purge_files_fail", &with_spool(spool.path())).await;
+    let q = spool.path().join("quarantine");
+    let old = Timestamp::from_second(now().as_second() - 60 * 86_400).unwrap();
+    let stuck = q.join("000000000001-0000000000.bad");
+    write_at(&stuck, b"stuck bytes", old);
+    write_at(&q.join("000000000002-0000000000.bad"), b"other", old);
+    // Unremovable: the immutable flag (root too), else a read-only directory.
+    let immutable = set_immutable(&stuck, true);
+    if !immutable {
+        use std::os::unix::fs::PermissionsExt;
+        assert_ne!(
+            unsafe { libc::geteuid() },
+            0,
+            "as root this test needs a file system with the immutable flag (ext4, xfs, btrfs)"
+        );
+        std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o500)).unwrap();
+    }
+    let purger = Purger::new(client.clone(), &config, PurgeMetrics::default()).unwrap();
+    let result = purger
+        .run(
+            &PurgeOptions {
+                now: now(),
+                dry_run: false,
+                actor: "test".into(),
+            },
+            &LogProgress,
+        )
+        .await;
+    if immutable {
+        set_immutable(&stuck, false);
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let err = result.expect_err("a file that cannot be removed fails the run");
+    assert!(
+        matches!(&err, purge::PurgeError::Files(m) if m.contains("000000000001-0000000000.bad")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&stuck).unwrap(), b"stuck bytes");
+    let log = purge::history(&client, T.query, 100).await.unwrap();
+    let stuck_row = log
+        .iter()
+        .find(|r| r.method == "expire_file" && r.partition.ends_with("0001-0000000000.bad"))
+        .expect("a purge_log row for the stuck file");
+    assert_eq!(stuck_row.outcome, "error");
+    assert!(!stuck_row.error.is_empty());
+    let run = log.iter().find(|r| r.method == "run").expect("run row");
+    assert_eq!(run.outcome, "error", "{run:?}");
+    if immutable {
+        // The other file was removed (a read-only directory keeps both).
+        assert!(!q.join("000000000002-0000000000.bad").exists());
+    }
+}
+
+/// The rows of the erasure test's dead letters: two sites, users and visitors.
+fn dead_letter_rows(seed: u32) -> Vec<EventRow> {
+    (0..12u32)
+        .map(|i| {
+            let site = if i % 3 == 0 {
+                "la.example"
+            } else {
+                "utc.example"
+            };
+            let user = ["h-alice", "h-bob", "h-carol"][(i % 4 % 3) as usize];
+            row(
+                site,
+                secs("2025-06-10T00:00:00Z") + seed * 100 + i,
+                u64::from(i % 5),
+                prop("user", user),
+            )
+        })
+        .collect()
+}
+
+/// An erasure rewrites dead letters without exactly the matching rows (the rest kept
+/// byte for byte), removes a dead letter it empties, removes an unreadable file that
+/// holds the site and the value and keeps one that does not; one `erase_file` row per
+/// changed file, with the selector's shape and never its values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_rewrites_dead_letters_dropping_exactly_the_matching_rows() {
+    let spool = tempfile::tempdir().unwrap();
+    let (_config, client) = migrated_config("erase_files", &with_spool(spool.path())).await;
+    let q = spool.path().join("quarantine");
+    let mixed = dead_letter_rows(0);
+    std::fs::write(q.join("dead-letter-hush-m.rowbinary"), encode(&mixed)).unwrap();
+    let note: String = (0..mixed.len())
+        .map(|i| format!("row {}: refused {i}\n", i * 2))
+        .collect();
+    std::fs::write(
+        q.join("dead-letter-hush-m.txt"),
+        format!("table: events\n{note}"),
+    )
+    .unwrap();
+    let alice_only = vec![row("utc.example", 1, 9, prop("user", "h-alice"))];
+    std::fs::write(q.join("dead-letter-hush-a.rowbinary"), encode(&alice_only)).unwrap();
+    std::fs::write(q.join("dead-letter-hush-a.txt"), "row 0: x\n").unwrap();
+    // Not rows: one with the site and the value, one with the value of another site.
+    std::fs::write(
+        q.join("000000000003-0000000100.bad"),
+        b"\x0butc.example..\x07h-alice\xff",
+    )
+    .unwrap();
+    std::fs::write(
+        q.join("000000000004-0000000100.bad"),
+        b"\x0ala.example..\x07h-alice\xff",
+    )
+    .unwrap();
+    let untouched = names(&q);
+
+    let selector = Selector {
+        site: "utc.example".into(),
+        props: prop("user", "h-alice"),
+        ..Selector::default()
+    };
+    // The expected rows, by the test's own reading of the selector.
+    let is_alice_on_utc = |r: &EventRow| {
+        &*r.site == "utc.example" && r.props.iter().any(|(k, v)| k == "user" && v == "h-alice")
+    };
+    let kept: Vec<EventRow> = mixed
+        .iter()
+        .filter(|r| !is_alice_on_utc(r))
+        .cloned()
+        .collect();
+    let erased = mixed.len() - kept.len();
+    assert!(erased > 0 && !kept.is_empty(), "the fixture must mix");
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = PurgeMetrics::register(&mut registry);
+    let scope = dsr::EraseScope {
+        quarantine: Some(&q),
+        metrics: Some(&metrics),
+        ..dsr::EraseScope::default()
+    };
+    let report = dsr::erase_in(&client, T, &selector, "test", scope)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.files_changed, report.file_rows_erased),
+        (3, erased as u64 + 1)
+    );
+
+    let bytes = std::fs::read(q.join("dead-letter-hush-m.rowbinary")).unwrap();
+    assert_eq!(bytes, encode(&kept), "kept rows, byte for byte, in order");
+    assert_eq!(
+        hush::pipeline::rowbinary::decode_rows(&bytes).unwrap(),
+        kept
+    );
+    let note = std::fs::read_to_string(q.join("dead-letter-hush-m.txt")).unwrap();
+    let expected_lines: Vec<String> = mixed
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !is_alice_on_utc(r))
+        .map(|(i, _)| format!("row {}: refused {i}", i * 2))
+        .collect();
+    let lines: Vec<&str> = note.lines().filter(|l| l.starts_with("row ")).collect();
+    assert_eq!(lines, expected_lines);
+    let mut expected_names = untouched.clone();
+    for gone in [
+        "dead-letter-hush-a.rowbinary",
+        "dead-letter-hush-a.txt",
+        "000000000003-0000000100.bad",
+    ] {
+        expected_names.remove(gone);
+    }
+    assert_eq!(names(&q), expected_names);
+
+    let log = purge::history(&client, T.query, 100).await.unwrap();
+    let files: std::collections::BTreeMap<String, (u64, u64, String)> = log
+        .iter()
+        .filter(|r| r.method == "erase_file")
+        .map(|r| {
+            (
+                r.partition.clone(),
+                (r.rows_before, r.rows_after, r.outcome.clone()),
+            )
+        })
+        .collect();
+    let ok = || "success".to_owned();
+    assert_eq!(
+        files,
+        [
+            (
+                "quarantine/000000000003-0000000100.bad".to_owned(),
+                (0, 0, ok())
+            ),
+            (
+                "quarantine/dead-letter-hush-a.rowbinary".to_owned(),
+                (1, 0, ok())
+            ),
+            (
+                "quarantine/dead-letter-hush-m.rowbinary".to_owned(),
+                (mixed.len() as u64, kept.len() as u64, ok())
+            ),
+        ]
+        .into()
+    );
+    for r in &log {
+        assert_eq!(r.run_id, report.run_id);
+        assert_eq!(r.selector, "props[user]");
+        let text = format!("{r:?}");
+        assert!(
+            !text.contains("h-alice"),
+            "a selector value in purge_log: {text}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &registry,
+            "hush_purge_files_total{method=\"erase_file\",outcome=\"success\"}"
+        ),
+        3.0
+    );
+
+    // Again: nothing left to erase, nothing changed, no file row.
+    let scope = dsr::EraseScope {
+        quarantine: Some(&q),
+        ..dsr::EraseScope::default()
+    };
+    let again = dsr::erase_in(&client, T, &selector, "test", scope)
+        .await
+        .unwrap();
+    assert_eq!(again.files_changed, 0);
+    assert_eq!(
+        std::fs::read(q.join("dead-letter-hush-m.rowbinary")).unwrap(),
+        bytes
+    );
+}
+
+/// A dead letter an erasure cannot rewrite (its temporary file cannot be created,
+/// even by root: a directory holds the name) is reported and left exactly as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_that_cannot_rewrite_a_dead_letter_says_so_and_leaves_it() {
+    let spool = tempfile::tempdir().unwrap();
+    let (_config, client) = migrated_config("erase_files_fail", &with_spool(spool.path())).await;
+    let q = spool.path().join("quarantine");
+    let rows = dead_letter_rows(1);
+    let path = q.join("dead-letter-hush-x.rowbinary");
+    std::fs::write(&path, encode(&rows)).unwrap();
+    std::fs::create_dir_all(q.join("dead-letter-hush-x.rowbinary.erase-tmp/blocker")).unwrap();
+    let selector = Selector {
+        site: "utc.example".into(),
+        visitor_id: Some(1),
+        ..Selector::default()
+    };
+    assert!(
+        rows.iter()
+            .any(|r| &*r.site == "utc.example" && r.visitor_id == 1)
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = PurgeMetrics::register(&mut registry);
+    let scope = dsr::EraseScope {
+        quarantine: Some(&q),
+        metrics: Some(&metrics),
+        ..dsr::EraseScope::default()
+    };
+    let err = dsr::erase_in(&client, T, &selector, "test", scope)
+        .await
+        .expect_err("an unwritable file fails the erasure");
+    assert!(
+        matches!(&err, purge::PurgeError::Files(m) if m.contains("dead-letter-hush-x.rowbinary")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        encode(&rows),
+        "the file changed"
+    );
+    let log = purge::history(&client, T.query, 100).await.unwrap();
+    let (erase, file): (Vec<_>, Vec<_>) = log.iter().partition(|r| r.method == "erase");
+    assert_eq!(erase.len(), 1);
+    assert_eq!(erase[0].outcome, "error");
+    assert_eq!(file.len(), 1, "{log:?}");
+    assert_eq!(
+        (file[0].method.as_str(), file[0].outcome.as_str()),
+        ("erase_file", "error")
+    );
+    assert!(!file[0].error.is_empty());
+    assert_eq!(
+        metric(
+            &registry,
+            "hush_purge_files_total{method=\"erase_file\",outcome=\"error\"}"
+        ),
+        1.0
+    );
+}
+
+fn slow_writer_config(flush_interval_ms: u64) -> hush::config::WriterConfig {
+    hush::config::WriterConfig {
+        batch_rows: 10_000,
+        flush_interval_ms,
+        queue_capacity: 10_000,
+        queue_max_bytes: 1 << 30,
+        retry_base_ms: 20,
+        retry_max_ms: 100,
+    }
+}
+
+/// An erasure issued while the rows it is about are still queued in the writer waits
+/// for them to be stored, then deletes them too: none lands after "0 remain".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_waits_for_rows_still_queued_and_erases_them() {
+    let (config, client) = migrated_config("erase_queued", SITES_TOML).await;
+    let base = secs("2025-06-01T00:00:00Z");
+    let stored: Vec<EventRow> = (0..20u32)
+        .map(|i| row("utc.example", base + i, u64::from(i % 2), vec![]))
+        .collect();
+    insert_events(&client, &stored).await;
+    // Held: a batch is cut only after 3 s, so the erasure comes while they wait.
+    let (sink, handle) = hush::pipeline::writer::Writer::spawn(
+        hush::db::client(&config.clickhouse),
+        &slow_writer_config(3_000),
+        Duration::from_secs(30),
+        "events",
+        &mut prometheus_client::registry::Registry::default(),
+    );
+    let queued: Vec<EventRow> = (0..30u32)
+        .map(|i| row("utc.example", base + 100 + i, u64::from(i % 3), vec![]))
+        .collect();
+    sink.submit(&queued).await.unwrap();
+    let progress = handle.progress();
+    assert_eq!(progress.pending(), 30);
+    let selector = Selector {
+        site: "utc.example".into(),
+        visitor_id: Some(1),
+        ..Selector::default()
+    };
+    assert_eq!(
+        selector.count(&client, T.query).await.unwrap(),
+        10,
+        "queued rows not stored yet"
+    );
+    let expected = (stored.iter().chain(&queued))
+        .filter(|r| r.visitor_id == 1)
+        .count() as u64;
+
+    let scope = dsr::EraseScope {
+        writes: Some(&progress),
+        ..dsr::EraseScope::default()
+    };
+    let report = dsr::erase_in(&client, T, &selector, "test", scope)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.rows_before, expected,
+        "the queued rows were counted too"
+    );
+    assert_eq!(progress.pending(), 0);
+    let flushed = handle.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(flushed.rows_inserted, 30);
+    assert_eq!(
+        selector.count(&client, T.query).await.unwrap(),
+        0,
+        "a queued row landed after the erasure"
+    );
+    let others = Selector {
+        site: "utc.example".into(),
+        from: Some(ts("2025-01-01T00:00:00Z")),
+        ..Selector::default()
+    };
+    assert_eq!(others.count(&client, T.query).await.unwrap(), 50 - expected);
+}
+
+/// When the queued rows cannot be stored in time (ClickHouse unreachable), the erasure
+/// deletes nothing and says why ([`purge::PurgeError::Pending`], a `purge_log` row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_whose_queued_rows_cannot_be_stored_deletes_nothing() {
+    let (_config, client) = migrated_config("erase_queued_down", SITES_TOML).await;
+    let base = secs("2025-06-01T00:00:00Z");
+    let stored: Vec<EventRow> = (0..10u32)
+        .map(|i| row("utc.example", base + i, 4, vec![]))
+        .collect();
+    insert_events(&client, &stored).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (sink, handle) = hush::pipeline::writer::Writer::spawn(
+        hush::db::client(&hush::config::ClickHouseConfig {
+            url: format!("http://{closed}"),
+            ..Default::default()
+        }),
+        &slow_writer_config(10),
+        Duration::from_secs(1),
+        "events",
+        &mut prometheus_client::registry::Registry::default(),
+    );
+    sink.submit(&[
+        row("utc.example", base + 50, 4, vec![]),
+        row("la.example", base, 4, vec![]),
+    ])
+    .await
+    .unwrap();
+    let selector = Selector {
+        site: "utc.example".into(),
+        visitor_id: Some(4),
+        ..Selector::default()
+    };
+    let short = Timeouts {
+        mutation: Duration::from_millis(300),
+        ..T
+    };
+    let progress = handle.progress();
+    let scope = dsr::EraseScope {
+        writes: Some(&progress),
+        ..dsr::EraseScope::default()
+    };
+    let err = dsr::erase_in(&client, short, &selector, "test", scope)
+        .await
+        .expect_err("rows could not be stored");
+    assert!(
+        matches!(err, purge::PurgeError::Pending { rows: 2 }),
+        "{err}"
+    );
+    assert_eq!(
+        selector.count(&client, T.query).await.unwrap(),
+        10,
+        "rows were deleted"
+    );
+    let log = purge::history(&client, T.query, 10).await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (log[0].method.as_str(), log[0].outcome.as_str()),
+        ("erase", "error")
+    );
+    assert!(log[0].error.contains("not stored"), "{:?}", log[0]);
+    let _ = handle.shutdown(Duration::from_millis(100)).await;
 }

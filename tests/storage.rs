@@ -911,6 +911,49 @@ async fn one_refused_row_among_good_ones_is_the_only_dead_letter() {
     );
 }
 
+/// The writer's progress counts the rows of a refused batch split in parts exactly
+/// once, stored or dead-lettered, so a wait for them ends (and no sooner): 10 stored and
+/// 1 dead-lettered out of 11 accepted, plus 2 submitted while the batch was split.
+#[tokio::test]
+async fn progress_counts_a_split_batch_once_stored_or_dead_lettered() {
+    let cfg = migrated("writer_progress_split").await;
+    let client = db::client(&cfg);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    let mut registry = Registry::default();
+    let spool = open_spool(&dir, &mut registry);
+    let mut records: Vec<Vec<u8>> = (0..10)
+        .map(|i| {
+            let mut r = Vec::new();
+            hush::pipeline::rowbinary::encode_event(&event(i), &mut r);
+            r
+        })
+        .collect();
+    records.insert(6, BAD_ROW.to_vec());
+    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    spool.append(&refs).await.unwrap();
+    let (sink, handle) = Writer::spawn_spooled(
+        client.clone(),
+        &writer_config(100, 20, 1_000),
+        Duration::from_secs(30),
+        "events",
+        spool.clone(),
+        &dir,
+        &mut registry,
+    );
+    let progress = handle.progress();
+    // What the spool held at start counts as accepted.
+    assert_eq!(progress.counts().0, 11);
+    sink.submit(&[event(20), event(21)]).await.unwrap();
+    progress.wait_for_accepted(DEADLINE).await.unwrap();
+    wait_until("the spool to drain", || spool.status().pending_records == 0).await;
+    assert_eq!(progress.counts(), (13, 13));
+    assert_eq!(count(&client, "SELECT count() FROM events").await, 12);
+    assert_eq!(dead_letters(&dir.join("quarantine")).len(), 1);
+    let report = handle.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!((report.rows_inserted, report.rows_dead_lettered), (12, 1));
+}
+
 // ---------------------------------------------------------------------------------
 // salts
 

@@ -156,11 +156,14 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     geo_metrics::register(&mut registry, &geo);
     // The admin listener starts now and serves the page once everything registered.
     let metrics_page = MetricsPage::default();
+    // Erasures wait for the writer's rows once it runs (see below).
+    let writer_slot = crate::admin::WriterSlot::default();
     let (purge_scheduler, admin_api) = crate::admin::start_in_serve(
         &config,
         &client,
         &mut registry,
         metrics_page.clone(),
+        writer_slot.clone(),
         admin_stop,
         purge_stop_rx,
     )
@@ -214,6 +217,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
             &mut registry,
         ),
     };
+    writer_slot.publish(writer.progress());
     // The rotation starts here, under supervision (restarted if it dies); the writer is
     // watched while the server runs.
     let health = Arc::new(Health::default());

@@ -1,10 +1,12 @@
 //! `hush export`, `hush erase`, `hush site delete`: data-subject requests from the
 //! command line. Arguments become a [`Selector`] here; the store never sees clap.
 
+use crate::config::Config;
+use crate::pipeline::writer::QUARANTINE_DIR;
 use crate::store::Timeouts;
 use crate::store::dsr::{
-    ExportFormat, Selector, delete_site, erase as erase_rows, export as export_rows, parse_prop,
-    parse_time,
+    EraseScope, ExportFormat, Selector, delete_site_in, erase_in, export as export_rows,
+    parse_prop, parse_time,
 };
 use crate::store::purge::PurgeError;
 
@@ -103,12 +105,60 @@ pub(super) async fn erase(args: SelectorArgs) -> anyhow::Result<()> {
     crate::logging::init(&config.log)?;
     let selector = args.selector()?;
     let client = crate::db::client(&config.clickhouse);
-    let report = erase_rows(&client, Timeouts::from_config(&config), &selector, "cli").await?;
+    warn_pending_spool(&config);
+    let quarantine = quarantine_dir(&config);
+    let scope = EraseScope {
+        quarantine: quarantine.as_deref(),
+        ..EraseScope::default()
+    };
+    let report = erase_in(
+        &client,
+        Timeouts::from_config(&config),
+        &selector,
+        "cli",
+        scope,
+    )
+    .await?;
     println!(
-        "erased {} rows of {} (run {}); 0 remain",
-        report.rows_before, report.site, report.run_id
+        "erased {} rows of {} (run {}); 0 remain; quarantine files changed: {} ({} rows)",
+        report.rows_before,
+        report.site,
+        report.run_id,
+        report.files_changed,
+        report.file_rows_erased
     );
     Ok(())
+}
+
+/// The configured spool's `quarantine/`, when it is on this machine.
+fn quarantine_dir(config: &Config) -> Option<std::path::PathBuf> {
+    let dir = config.spool.dir.as_ref()?.join(QUARANTINE_DIR);
+    dir.is_dir().then_some(dir)
+}
+
+/// The CLI runs beside `serve`, not inside it, so it cannot wait for the writer as the
+/// admin API does: rows still in the configured spool are stored after the erasure
+/// and are not erased. Says so, loudly, when there are any.
+fn warn_pending_spool(config: &Config) {
+    let Some(dir) = config.spool.dir.as_ref().filter(|d| d.exists()) else {
+        return;
+    };
+    match crate::pipeline::spool::Spool::inspect(dir) {
+        Ok(status) if status.pending_records > 0 => eprintln!(
+            "warning: the spool in {} holds {} rows not yet stored in ClickHouse; they are \
+             stored after this erasure and are not erased by it. Use the admin API \
+             (POST /admin/v1/erase), which waits for them, or run this again once `hush \
+             spool status` shows 0 pending hits.",
+            dir.display(),
+            status.pending_records
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "warning: cannot read the spool in {} ({e}); rows still in it would be \
+             stored after this erasure and not erased by it",
+            dir.display()
+        ),
+    }
 }
 
 /// Runs `hush site ...`.
@@ -122,7 +172,15 @@ pub(super) async fn site(command: SiteCommand) -> anyhow::Result<()> {
             let config = config.load()?;
             crate::logging::init(&config.log)?;
             let client = crate::db::client(&config.clickhouse);
-            let report = delete_site(&client, Timeouts::from_config(&config), &site, "cli").await?;
+            warn_pending_spool(&config);
+            let quarantine = quarantine_dir(&config);
+            let scope = EraseScope {
+                quarantine: quarantine.as_deref(),
+                ..EraseScope::default()
+            };
+            let report =
+                delete_site_in(&client, Timeouts::from_config(&config), &site, "cli", scope)
+                    .await?;
             println!(
                 "deleted {} rows of {} (run {}); 0 remain",
                 report.rows_before, report.site, report.run_id

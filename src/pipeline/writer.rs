@@ -93,6 +93,10 @@ use crate::pipeline::rowbinary;
 use crate::pipeline::spool::{Spool, SpoolBatch, SpoolError};
 use crate::pipeline::throttle::Throttle;
 
+/// The spool's directory for what cannot be inserted: corrupt spool regions
+/// (`*.bad`, written by the spool) and dead letters (`dead-letter-<token>.rowbinary`
+/// and its `.txt`, written here).
+pub const QUARANTINE_DIR: &str = "quarantine";
 /// Retry-After suggested when the buffer is full but ClickHouse is keeping up.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Refusals of a batch's content before it becomes a dead letter. More than one, so a
@@ -145,6 +149,106 @@ pub struct FlushReport {
     pub rows_dead_lettered: u64,
     /// Rows still in the spool at exit (deadline passed): inserted at the next start.
     pub rows_left_in_spool: u64,
+}
+
+/// How far the writer has come: rows accepted and rows it is done with (stored in
+/// ClickHouse, or refused by it and moved to a synced dead-letter file, or counted as
+/// lost without a spool). An erasure waits on it ([`WriteProgress::wait_for_accepted`])
+/// so that rows answered 202 before the request are stored, and so erased, rather than
+/// landing after it. Cloning shares the counters.
+///
+/// Exact, without a lock on the request path: a request's rows are counted in *before*
+/// they enter the buffer (and taken back out when the buffer refuses them), and the
+/// writer counts a batch out once every row of it is stored or dead-lettered (a
+/// refused batch split in parts counts once, at the end), in buffer order. So when
+/// `done` reaches what `accepted` was at some instant, every row in the buffer at that
+/// instant is out; and when `done` equals `accepted`, nothing is in flight at all.
+#[derive(Clone, Default)]
+pub struct WriteProgress(Arc<ProgressState>);
+
+#[derive(Default)]
+struct ProgressState {
+    accepted: AtomicU64,
+    done: AtomicU64,
+    changed: Notify,
+}
+
+/// [`WriteProgress::wait_for_accepted`] ran out of time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{rows} rows accepted before the request are not stored yet")]
+pub struct NotStored {
+    /// Rows accepted before the wait began and still not stored (at most; rows
+    /// accepted since may be counted too).
+    pub rows: u64,
+}
+
+impl WriteProgress {
+    /// Rows about to enter the buffer.
+    fn enter(&self, rows: u64) {
+        self.0.accepted.fetch_add(rows, Ordering::SeqCst);
+    }
+
+    /// Rows [`WriteProgress::enter`]ed that the buffer refused: they never entered it.
+    fn refused(&self, rows: u64) {
+        self.0.accepted.fetch_sub(rows, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+
+    /// The rows of a batch, all stored or dead-lettered.
+    fn done(&self, rows: u64) {
+        self.0.done.fetch_add(rows, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+
+    /// Rows accepted (refused requests not counted) and rows stored or dead-lettered,
+    /// over the writer's lifetime.
+    pub fn counts(&self) -> (u64, u64) {
+        let done = self.0.done.load(Ordering::SeqCst);
+        (self.0.accepted.load(Ordering::SeqCst), done)
+    }
+
+    /// Rows accepted and not yet stored or dead-lettered.
+    pub fn pending(&self) -> u64 {
+        let done = self.0.done.load(Ordering::SeqCst);
+        self.0.accepted.load(Ordering::SeqCst).saturating_sub(done)
+    }
+
+    /// Waits until every row accepted before this call is stored or dead-lettered, for
+    /// at most `deadline`. Rows a crashed run left in the spool count as accepted
+    /// (they are inserted first).
+    pub async fn wait_for_accepted(&self, deadline: Duration) -> Result<(), NotStored> {
+        let state = &*self.0;
+        let target = state.accepted.load(Ordering::SeqCst);
+        let until = Instant::now() + deadline;
+        loop {
+            let changed = state.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            // `done` first: equal to `accepted` read after it means nothing in flight.
+            let done = state.done.load(Ordering::SeqCst);
+            if done >= target || done == state.accepted.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(until, changed).await.is_err() {
+                let done = state.done.load(Ordering::SeqCst);
+                if done >= target || done == state.accepted.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                return Err(NotStored {
+                    rows: target.saturating_sub(done),
+                });
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteProgress")
+            .field("accepted", &self.0.accepted.load(Ordering::Relaxed))
+            .field("done", &self.0.done.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 /// The identity of one in-memory batch: 16 random bytes, sent to ClickHouse as the
@@ -372,6 +476,7 @@ struct Shared {
     /// Bound of `queued_bytes` (`writer.queue_max_bytes`).
     queue_max_bytes: u64,
     queue_bytes: Gauge,
+    progress: WriteProgress,
 }
 
 impl Shared {
@@ -470,10 +575,23 @@ impl EventSink {
         if self.shared.closing.load(Ordering::Relaxed) {
             return Err(SubmitError::ShuttingDown);
         }
-        match &self.buffer {
-            Buffer::Memory(tx) => self.submit_memory(tx, rows),
+        let n = rows.len() as u64;
+        // Counted in before the rows enter the buffer (see `WriteProgress`).
+        self.shared.progress.enter(n);
+        let (result, queued) = match &self.buffer {
+            // Nothing of a refused request was queued.
+            Buffer::Memory(tx) => (self.submit_memory(tx, rows), false),
             Buffer::Spool(spool) => self.submit_spool(spool, rows).await,
+        };
+        if result.is_err() && !queued {
+            self.shared.progress.refused(n);
         }
+        result
+    }
+
+    /// How far the writer has come with the rows this sink accepted.
+    pub fn progress(&self) -> WriteProgress {
+        self.shared.progress.clone()
     }
 
     fn submit_memory(
@@ -556,7 +674,16 @@ impl EventSink {
         }
     }
 
-    async fn submit_spool(&self, spool: &Spool, rows: &[EventRow]) -> Result<(), SubmitError> {
+    /// Appends the rows to the spool. Also says whether a refused request may have
+    /// been queued all the same: an append that failed after its records were queued
+    /// (an I/O error, the spool closing under it). Such rows stay counted in
+    /// [`WriteProgress`]: delivered, they are counted out; if not, a wait for them
+    /// runs into its deadline, the safe way to be wrong.
+    async fn submit_spool(
+        &self,
+        spool: &Spool,
+        rows: &[EventRow],
+    ) -> (Result<(), SubmitError>, bool) {
         let append = SCRATCH.with_borrow_mut(|scratch| {
             scratch.encode(rows);
             let append = if let [_] = rows {
@@ -574,14 +701,20 @@ impl EventSink {
                     .unflushed
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);
                 self.shared.appended.notify_one();
-                Ok(())
+                (Ok(()), true)
             }
             // Counted by the spool (`hush_spool_full_rejections_total`).
-            Err(SpoolError::Full { .. }) => Err(SubmitError::QueueFull {
-                retry_after: self.shared.retry_after(),
-            }),
-            Err(SpoolError::Closed) => Err(SubmitError::ShuttingDown),
-            Err(err) => Err(SubmitError::Unavailable(err.to_string())),
+            Err(SpoolError::Full { .. }) => (
+                Err(SubmitError::QueueFull {
+                    retry_after: self.shared.retry_after(),
+                }),
+                false,
+            ),
+            Err(err @ (SpoolError::EmptyRecord | SpoolError::RecordTooLarge { .. })) => {
+                (Err(SubmitError::Unavailable(err.to_string())), false)
+            }
+            Err(SpoolError::Closed) => (Err(SubmitError::ShuttingDown), true),
+            Err(err) => (Err(SubmitError::Unavailable(err.to_string())), true),
         }
     }
 
@@ -665,7 +798,7 @@ impl Writer {
             table,
             Buffer::Spool(spool),
             source,
-            Some(spool_dir.join("quarantine")),
+            Some(spool_dir.join(QUARANTINE_DIR)),
             registry,
         )
     }
@@ -694,7 +827,12 @@ impl Writer {
             queued_bytes: AtomicU64::new(0),
             queue_max_bytes: cfg.queue_max_bytes,
             queue_bytes: metrics.queue_bytes.clone(),
+            progress: WriteProgress::default(),
         });
+        if let Buffer::Spool(spool) = &buffer {
+            // What a previous run left is inserted first: accepted before anything new.
+            shared.progress.enter(spool.status().pending_records);
+        }
         let spool = match &buffer {
             Buffer::Spool(spool) => Some(spool.clone()),
             Buffer::Memory(_) => None,
@@ -753,6 +891,11 @@ impl WriterHandle {
     /// it died (a panic): nothing drains the buffer any more.
     pub fn is_finished(&self) -> bool {
         self.join.is_finished()
+    }
+
+    /// How far the writer has come (see [`WriteProgress`]).
+    pub fn progress(&self) -> WriteProgress {
+        self.shared.progress.clone()
     }
 
     /// Test seam: ends the writer task the way a panic does, for supervision tests.
@@ -1118,6 +1261,8 @@ impl Task {
                 stopping_since = Some(self.report.rows_inserted);
             }
             self.deliver(&batch).await;
+            // Every row of it is now stored or dead-lettered (split parts included).
+            self.shared.progress.done(batch.rows());
             self.source.ack(&batch).await;
             if let Batch::Memory { payload, .. } = &batch {
                 self.shared.release_bytes(payload.len() as u64);
@@ -1617,6 +1762,72 @@ mod tests {
             other => panic!("{other}"),
         }
         assert_eq!(sink.submit(&[row(1)]).await, Err(SubmitError::ShuttingDown));
+    }
+
+    // Current-thread, as above: nothing is stored, so the counts are exact.
+    #[tokio::test(flavor = "current_thread")]
+    async fn progress_counts_accepted_rows_and_not_refused_ones() {
+        let (sink, handle) = stalled_writer(5);
+        let progress = handle.progress();
+        // Nothing accepted: nothing to wait for.
+        progress
+            .wait_for_accepted(Duration::from_secs(5))
+            .await
+            .unwrap();
+        sink.submit(&(0..3).map(row).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        assert_eq!(progress.pending(), 3);
+        // Refused whole (too many for the room left): counted back out at once.
+        assert!(matches!(
+            sink.submit(&(0..3).map(row).collect::<Vec<_>>()).await,
+            Err(SubmitError::QueueFull { .. })
+        ));
+        assert!(matches!(
+            sink.submit(&(0..9).map(row).collect::<Vec<_>>()).await,
+            Err(SubmitError::TooLarge { .. })
+        ));
+        assert_eq!(sink.progress().pending(), 3);
+        // ClickHouse never answers: the wait ends at its deadline and says how many.
+        assert_eq!(
+            progress.wait_for_accepted(Duration::from_millis(50)).await,
+            Err(NotStored { rows: 3 })
+        );
+        let _ = handle.shutdown(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn progress_of_a_spool_counts_what_the_last_run_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, handle, spool) = stalled_spooled_writer(dir.path(), 1 << 20);
+        sink.submit(&(0..4).map(row).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        assert_eq!(handle.progress().pending(), 4);
+        handle.shutdown(Duration::from_millis(100)).await.unwrap();
+        drop((sink, spool));
+        // The next run owes the 4 rows before anything it accepts.
+        let spool = reopen_when_released(dir.path(), 1 << 20).await;
+        let (sink, handle) = Writer::spawn_spooled(
+            closed_port_client(),
+            &stalled_writer_config(10),
+            Duration::from_secs(1),
+            "events",
+            spool.clone(),
+            dir.path(),
+            &mut Registry::default(),
+        );
+        assert_eq!(handle.progress().pending(), 4);
+        sink.submit(&[row(9)]).await.unwrap();
+        assert_eq!(handle.progress().pending(), 5);
+        assert_eq!(
+            handle
+                .progress()
+                .wait_for_accepted(Duration::from_millis(50))
+                .await,
+            Err(NotStored { rows: 5 })
+        );
+        let _ = handle.shutdown(Duration::from_millis(100)).await;
     }
 
     /// A row whose pathname makes it `pad` bytes longer than `row(i)`.

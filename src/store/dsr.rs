@@ -12,9 +12,15 @@
 //! erasure request is about the bytes on disk. Both are then verified by a count of
 //! zero and recorded in `purge_log` without the selector's values.
 //!
+//! Rows not yet in ClickHouse are covered too ([`EraseScope`]): inside `serve` an
+//! erasure first waits for the writer to store every row accepted before it, and the
+//! dead-letter and quarantined files of the spool are erased after the table
+//! ([`crate::store::quarantine`]).
+//!
 //! Salts are one per UTC day for all sites, not per site, and carry no site data;
 //! deleting a site therefore removes all its rows and nothing else.
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,11 +30,14 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use crate::db::timed;
+use crate::enrich::row::EventRow;
+use crate::pipeline::writer::WriteProgress;
 use crate::store::Timeouts;
 use crate::store::purge::{
-    Method, PurgeError, PurgeLogRow, StopSignal, check_stop, new_run_id, now_millis, to_db_seconds,
-    write_log,
+    Method, PurgeError, PurgeLogRow, PurgeMetrics, StopSignal, check_stop, new_run_id, now_millis,
+    to_db_seconds, write_log,
 };
+use crate::store::quarantine::{self, FileAction};
 
 /// Which rows a request is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -196,6 +205,23 @@ impl Selector {
         parts.join(", ")
     }
 
+    /// Whether `row` is one of the rows the selector means: the same rows as its
+    /// SQL condition (for rows outside ClickHouse, such as dead letters).
+    pub fn matches(&self, row: &EventRow) -> bool {
+        *row.site == *self.site
+            && self.props.iter().all(|(k, v)| {
+                row.props
+                    .iter()
+                    .find(|(rk, _)| rk == k)
+                    .is_some_and(|(_, rv)| rv == v)
+            })
+            && self.visitor_id.is_none_or(|id| row.visitor_id == id)
+            && self
+                .from
+                .is_none_or(|from| row.timestamp >= to_db_seconds(from))
+            && self.to.is_none_or(|to| row.timestamp < to_db_seconds(to))
+    }
+
     /// Rows matching the selector, counted within `timeout`.
     pub async fn count(&self, client: &Client, timeout: Duration) -> Result<u64, PurgeError> {
         let sql = format!("SELECT count() FROM events WHERE {}", self.condition());
@@ -275,6 +301,10 @@ pub struct EraseReport {
     pub site: String,
     pub rows_before: u64,
     pub rows_after: u64,
+    /// Files of the spool's `quarantine/` rewritten or removed.
+    pub files_changed: u64,
+    /// Rows those files held that matched (0 for a file that is not rows).
+    pub file_rows_erased: u64,
 }
 
 /// Deletes every row the selector matches, verifies none remain and logs the action.
@@ -293,13 +323,23 @@ pub async fn erase(
 }
 
 /// What an erasure or site deletion reaches beyond the `events` table, and when it
-/// stops. The default is the table alone, never stopped (the CLI).
+/// stops. The default is the table alone, never stopped.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EraseScope<'a> {
     /// Shutdown: the deletion stops at its safe point, before the mutation starts
     /// (logged as `stopped`, [`PurgeError::Stopped`]); a mutation already sent is
     /// waited for, verified and logged.
     pub stop: Option<&'a StopSignal>,
+    /// The writer of the collector this runs in: before anything is counted or
+    /// deleted, every row it accepted before the request must be stored (or
+    /// dead-lettered, so the file step below sees it), waited for up to
+    /// `timeouts.mutation`. Past that, nothing is deleted ([`PurgeError::Pending`]).
+    pub writes: Option<&'a WriteProgress>,
+    /// The spool's `quarantine/` directory: its dead letters and corrupt regions are
+    /// erased too ([`crate::store::quarantine::erase`]), one `erase_file` row each.
+    pub quarantine: Option<&'a Path>,
+    /// Where the file actions are counted (`hush_purge_files_total`).
+    pub metrics: Option<&'a PurgeMetrics>,
 }
 
 /// [`erase`] with a scope (see [`EraseScope`]).
@@ -366,8 +406,12 @@ async fn delete_matching(
     let run_id = new_run_id();
     let started = now_millis(Timestamp::now());
     let mut counted = 0;
+    let mut files: Vec<(FileAction, i64, i64)> = Vec::new();
     let result = async {
         check_stop(scope.stop)?;
+        if let Some(writes) = scope.writes {
+            wait_for_writes(writes, timeouts.mutation, scope.stop).await?;
+        }
         let before = selector.count(client, timeouts.query).await?;
         counted = before;
         if before > 0 {
@@ -384,6 +428,28 @@ async fn delete_matching(
             .await?;
         }
         let after = selector.count(client, timeouts.query).await?;
+        if let Some(dir) = scope.quarantine {
+            let file_started = now_millis(Timestamp::now());
+            let (dir, sel) = (dir.to_owned(), selector.clone());
+            let actions = tokio::task::spawn_blocking(move || quarantine::erase(&dir, &sel))
+                .await
+                .map_err(|e| PurgeError::Files(e.to_string()))?
+                .map_err(|e| PurgeError::Files(e.to_string()))?;
+            let file_finished = now_millis(Timestamp::now());
+            files.extend(
+                actions
+                    .into_iter()
+                    .map(|a| (a, file_started, file_finished)),
+            );
+            if let Some((failed, _, _)) = files.iter().find(|(a, _, _)| a.outcome.is_err()) {
+                let n = files.iter().filter(|(a, _, _)| a.outcome.is_err()).count();
+                return Err(PurgeError::Files(format!(
+                    "{n} could not be erased (first: {}: {})",
+                    failed.file,
+                    failed.outcome.as_ref().err().map_or("", String::as_str)
+                )));
+            }
+        }
         Ok::<_, PurgeError>((before, after))
     }
     .await;
@@ -393,37 +459,105 @@ async fn delete_matching(
         Err(e @ PurgeError::Stopped) => (counted, counted, "stopped", e.to_string()),
         Err(e) => (counted, 0, "error", e.to_string()),
     };
-    write_log(
-        client,
-        timeouts.query,
-        &[PurgeLogRow {
-            run_id: run_id.clone(),
-            method: method.as_str().into(),
-            site: selector.site.clone(),
-            partition: String::new(),
-            selector: selector.describe(),
-            actor: actor.to_owned(),
-            cutoff: 0,
-            rows_before: before,
-            rows_after: after,
-            started,
-            finished: now_millis(Timestamp::now()),
-            outcome: outcome.into(),
-            error: error.clone(),
-        }],
-    )
-    .await?;
+    let row = |method: Method, partition: String| PurgeLogRow {
+        run_id: run_id.clone(),
+        method: method.as_str().into(),
+        site: selector.site.clone(),
+        partition,
+        selector: selector.describe(),
+        actor: actor.to_owned(),
+        cutoff: 0,
+        rows_before: 0,
+        rows_after: 0,
+        started,
+        finished: started,
+        outcome: String::new(),
+        error: String::new(),
+    };
+    let mut log = vec![PurgeLogRow {
+        rows_before: before,
+        rows_after: after,
+        finished: now_millis(Timestamp::now()),
+        outcome: outcome.into(),
+        error: error.clone(),
+        ..row(method, String::new())
+    }];
+    for (action, started, finished) in &files {
+        log.push(PurgeLogRow {
+            rows_before: action.rows_before,
+            rows_after: action.rows_after,
+            started: *started,
+            finished: *finished,
+            outcome: if action.outcome.is_ok() {
+                "success"
+            } else {
+                "error"
+            }
+            .into(),
+            error: action.outcome.clone().err().unwrap_or_default(),
+            ..row(Method::EraseFile, action.file.clone())
+        });
+    }
+    let logged = write_log(client, timeouts.query, &log).await;
+    if let Some(metrics) = scope.metrics {
+        for (action, _, _) in &files {
+            metrics.record_file(Method::EraseFile, action.outcome.is_ok());
+        }
+    }
+    let changed: Vec<&FileAction> = files
+        .iter()
+        .map(|(a, _, _)| a)
+        .filter(|a| a.outcome.is_ok())
+        .collect();
+    logged?;
     result?;
     if after != 0 {
         return Err(PurgeError::Verify(error));
     }
-    tracing::info!(%run_id, site = %selector.site, method = method.as_str(), rows = before, actor, "rows deleted");
+    let file_rows_erased = changed.iter().map(|a| a.rows_before - a.rows_after).sum();
+    tracing::info!(%run_id, site = %selector.site, method = method.as_str(), rows = before, files = changed.len(), file_rows = file_rows_erased, actor, "rows deleted");
     Ok(EraseReport {
         run_id,
         site: selector.site.clone(),
         rows_before: before,
         rows_after: after,
+        files_changed: changed.len() as u64,
+        file_rows_erased,
     })
+}
+
+/// Waits until `writes` has stored every row accepted before now, at most `deadline`
+/// (and not past a shutdown).
+async fn wait_for_writes(
+    writes: &WriteProgress,
+    deadline: Duration,
+    stop: Option<&StopSignal>,
+) -> Result<(), PurgeError> {
+    let pending = writes.pending();
+    if pending > 0 {
+        tracing::info!(
+            rows = pending,
+            "erasure waits for the rows accepted before it to be stored"
+        );
+    }
+    let stopped = async {
+        match stop {
+            Some(stop) => {
+                let mut stop = stop.clone();
+                if stop.wait_for(|s| *s).await.is_err() {
+                    // The sender is gone without a stop: none will come.
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        waited = writes.wait_for_accepted(deadline) => {
+            waited.map_err(|e| PurgeError::Pending { rows: e.rows })
+        }
+        () = stopped => Err(PurgeError::Stopped),
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! checksummed), the retention purge ([`purge`]: per-site cutoffs, partition drops
 //! and deletes, the lease that keeps instances from purging at once, the daily
 //! scheduler and the `purge_log` audit trail), and data-subject requests ([`dsr`]:
-//! export, erasure and site deletion by selector, every value a bound parameter).
+//! export, erasure and site deletion by selector, every value a bound parameter),
+//! which also reach the rows kept outside ClickHouse, in the spool's `quarantine/`
+//! ([`quarantine`]: dead letters and corrupt regions, expired and erased).
 //!
 //! Receives: a ClickHouse client from [`crate::db`] and plain values (selectors,
 //! options, the configuration); never command-line or HTTP types, which stay in
@@ -14,6 +16,7 @@
 pub mod dsr;
 pub mod migrate;
 pub mod purge;
+pub mod quarantine;
 
 use std::time::Duration;
 

@@ -33,6 +33,11 @@ pub enum Method {
     Erase,
     SiteDelete,
     SaltCleanup,
+    /// A file in the spool's `quarantine/` past retention, removed.
+    ExpireFile,
+    /// A file in the spool's `quarantine/` rewritten or removed by an erasure or a
+    /// site deletion.
+    EraseFile,
 }
 
 impl Method {
@@ -45,6 +50,8 @@ impl Method {
             Method::Erase => "erase",
             Method::SiteDelete => "site_delete",
             Method::SaltCleanup => "salt_cleanup",
+            Method::ExpireFile => "expire_file",
+            Method::EraseFile => "erase_file",
         }
     }
 }
@@ -56,7 +63,8 @@ pub struct PurgeLogRow {
     pub run_id: String,
     pub method: String,
     pub site: String,
-    /// Monthly partition (`YYYYMM`) or empty.
+    /// Monthly partition (`YYYYMM`), the file of a file action
+    /// (`quarantine/<name>`), or empty.
     pub partition: String,
     /// Selector shape of an erasure (`props[plan], visitor_id`), empty otherwise.
     pub selector: String,
@@ -117,6 +125,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErasureLabels {
     method: &'static str,
     outcome: &'static str,
@@ -129,6 +143,7 @@ pub struct PurgeMetrics {
     rows_deleted: Counter,
     last_success: Gauge,
     erasures: Family<ErasureLabels, Counter>,
+    files: Family<FileLabels, Counter>,
 }
 
 impl PurgeMetrics {
@@ -155,7 +170,24 @@ impl PurgeMetrics {
              outcome (success, error)",
             metrics.erasures.clone(),
         );
+        registry.register(
+            "hush_purge_files",
+            "Files of the spool's quarantine/ (dead letters, corrupt regions) removed by \
+             retention (method expire_file) or rewritten or removed by an erasure or site \
+             deletion (erase_file), by outcome (success, error)",
+            metrics.files.clone(),
+        );
         metrics
+    }
+
+    /// One file action (`method`: `expire_file` or `erase_file`).
+    pub fn record_file(&self, method: Method, ok: bool) {
+        self.files
+            .get_or_create(&FileLabels {
+                method: method.as_str(),
+                outcome: if ok { "success" } else { "error" },
+            })
+            .inc();
     }
 
     /// One erasure or site deletion (`method`: `erase` or `site_delete`): counted by
@@ -228,6 +260,25 @@ mod tests {
             "hush_erasures_total{method=\"erase\",outcome=\"error\"} 1",
             "hush_erasures_total{method=\"site_delete\",outcome=\"success\"} 1",
             "hush_purge_rows_deleted_total 42",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn file_actions_are_counted_by_method_and_outcome() {
+        let mut registry = Registry::default();
+        let metrics = PurgeMetrics::register(&mut registry);
+        metrics.record_file(Method::ExpireFile, true);
+        metrics.record_file(Method::ExpireFile, true);
+        metrics.record_file(Method::EraseFile, true);
+        metrics.record_file(Method::EraseFile, false);
+        let text = crate::metrics::render(&registry);
+        assert!(text.contains("# HELP hush_purge_files "), "{text}");
+        for line in [
+            "hush_purge_files_total{method=\"expire_file\",outcome=\"success\"} 2",
+            "hush_purge_files_total{method=\"erase_file\",outcome=\"success\"} 1",
+            "hush_purge_files_total{method=\"erase_file\",outcome=\"error\"} 1",
         ] {
             assert!(text.contains(line), "{line}:\n{text}");
         }

@@ -39,6 +39,8 @@ mod log;
 mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use clickhouse::Client;
 use jiff::tz::TimeZone;
@@ -79,6 +81,15 @@ pub enum PurgeError {
     /// idempotent, so the next run simply continues where this one stopped.
     #[error("stopped for shutdown before finishing")]
     Stopped,
+    /// An erasure waited `retention.mutation_timeout_ms` for the rows the collector
+    /// accepted before it to be stored (ClickHouse down or slow), and deleted nothing.
+    /// The admin API answers 503: retry once ClickHouse is back.
+    #[error("{rows} accepted rows are not stored yet; nothing was deleted")]
+    Pending { rows: u64 },
+    /// Files of the spool's `quarantine/` could not be read, rewritten or removed
+    /// (each is in `purge_log` with its error); the rest of the step was done.
+    #[error("quarantine files: {0}")]
+    Files(String),
 }
 
 /// A shutdown signal a purge checks between steps (never in the middle of one).
@@ -139,6 +150,9 @@ pub struct PurgeReport {
     /// Salts older than yesterday found (and, unless dry, deleted).
     pub stale_salts: u64,
     pub ttl_changed: bool,
+    /// Files of the spool's `quarantine/` past the shortest retention: removed (or,
+    /// dry, to be removed). Their rows are not in `rows_deleted`.
+    pub expired_files: Vec<String>,
 }
 
 impl PurgeReport {
@@ -169,10 +183,16 @@ impl PurgeReport {
                 a.method.as_str()
             );
         }
+        for file in &self.expired_files {
+            let _ = writeln!(out, "  {file}: past retention, {verb}");
+        }
         let _ = writeln!(
             out,
-            "total: {verb} {} rows; partitions dropped: {:?}; stale salts: {}",
-            self.rows_deleted, self.dropped_partitions, self.stale_salts
+            "total: {verb} {} rows; partitions dropped: {:?}; stale salts: {}; quarantine files: {}",
+            self.rows_deleted,
+            self.dropped_partitions,
+            self.stale_salts,
+            self.expired_files.len()
         );
         out
     }
@@ -194,6 +214,8 @@ pub struct Purger {
     sites: Vec<SitePolicy>,
     metrics: PurgeMetrics,
     timeouts: Timeouts,
+    /// The spool's `quarantine/`, whose files fall under retention too.
+    quarantine: Option<PathBuf>,
 }
 
 impl Purger {
@@ -209,6 +231,11 @@ impl Purger {
             sites,
             metrics,
             timeouts: Timeouts::from_config(config),
+            quarantine: config
+                .spool
+                .dir
+                .as_ref()
+                .map(|d| d.join(crate::pipeline::writer::QUARANTINE_DIR)),
         })
     }
 
@@ -431,8 +458,10 @@ impl Purger {
             rows_deleted: 0,
             stale_salts: 0,
             ttl_changed,
+            expired_files: Vec::new(),
         };
-        progress.start((droppable.len() + deletes.len() + 1) as u64);
+        let file_step = u64::from(self.quarantine.is_some());
+        progress.start((droppable.len() + deletes.len()) as u64 + file_step + 1);
 
         for &month in &droppable {
             let in_month: Vec<&MonthStat> = stats.iter().filter(|s| s.month == month).collect();
@@ -526,6 +555,13 @@ impl Purger {
             }
         }
 
+        if let Some(dir) = &self.quarantine {
+            check_stop(stop)?;
+            progress.step("quarantine files");
+            self.expire_files(dir, opts, run_id, log, &mut report)
+                .await?;
+        }
+
         check_stop(stop)?;
         progress.step("salts");
         report.stale_salts = self.check_salts(opts, run_id, log).await?;
@@ -616,6 +652,85 @@ impl Purger {
                 Ok(())
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the files of the spool's `quarantine/` (dead letters, corrupt regions)
+    /// modified before the shortest retention of any site: they hold rows of any site
+    /// and no day of their own. One `expire_file` row per file; a file that cannot be
+    /// removed is logged with its error and fails the run once the others are done.
+    async fn expire_files(
+        &self,
+        dir: &std::path::Path,
+        opts: &PurgeOptions,
+        run_id: &str,
+        log: &mut Vec<PurgeLogRow>,
+        report: &mut PurgeReport,
+    ) -> Result<(), PurgeError> {
+        let days = self
+            .sites
+            .iter()
+            .map(|p| p.retention_days)
+            .chain([self.retention.default_days])
+            .min()
+            .unwrap_or(self.retention.default_days);
+        let cutoff = opts
+            .now
+            .as_second()
+            .saturating_sub(i64::from(days) * 86_400)
+            .max(0) as u64;
+        let cutoff_time = SystemTime::UNIX_EPOCH + Duration::from_secs(cutoff);
+        let started = now_millis(Timestamp::now());
+        let (target, dry_run) = (dir.to_owned(), opts.dry_run);
+        let actions = tokio::task::spawn_blocking(move || {
+            crate::store::quarantine::expire(&target, cutoff_time, dry_run)
+        })
+        .await
+        .map_err(|e| PurgeError::Files(e.to_string()))?
+        .map_err(|e| PurgeError::Files(format!("{}: {e}", dir.display())))?;
+        let finished = now_millis(Timestamp::now());
+        let mut failed = Vec::new();
+        for action in actions {
+            if opts.dry_run {
+                report.expired_files.push(action.file);
+                continue;
+            }
+            self.metrics
+                .record_file(Method::ExpireFile, action.outcome.is_ok());
+            let error = action.outcome.clone().err().unwrap_or_default();
+            log.push(PurgeLogRow {
+                run_id: run_id.to_owned(),
+                method: Method::ExpireFile.as_str().into(),
+                site: String::new(),
+                partition: action.file.clone(),
+                selector: String::new(),
+                actor: opts.actor.clone(),
+                cutoff: u32::try_from(cutoff).unwrap_or(u32::MAX),
+                rows_before: action.rows_before,
+                rows_after: if error.is_empty() {
+                    0
+                } else {
+                    action.rows_before
+                },
+                started,
+                finished,
+                outcome: if error.is_empty() { "success" } else { "error" }.into(),
+                error: error.clone(),
+            });
+            if error.is_empty() {
+                tracing::info!(file = %action.file, days, "quarantine file past retention removed");
+                report.expired_files.push(action.file);
+            } else {
+                tracing::error!(file = %action.file, %error, "cannot remove a quarantine file past retention");
+                failed.push(format!("{}: {error}", action.file));
+            }
+        }
+        match failed.first() {
+            None => Ok(()),
+            Some(first) => Err(PurgeError::Files(format!(
+                "{} past retention could not be removed (first: {first})",
+                failed.len()
+            ))),
         }
     }
 
