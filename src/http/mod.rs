@@ -13,5 +13,6 @@
 
 pub mod asset;
 pub mod body;
+pub mod ratelimit;
 pub mod response;
 pub mod server;
