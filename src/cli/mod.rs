@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime or configuration error (the message names the
 //! key, value and reason), 2 usage error (clap).
 
+mod demo;
 mod dsr;
 mod key;
 mod purge;
@@ -51,6 +52,8 @@ pub enum Command {
     /// Stats API keys.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Write realistic demo traffic for a site straight into ClickHouse.
+    Demo(demo::DemoArgs),
     /// Site data.
     #[command(subcommand)]
     Site(dsr::SiteCommand),
@@ -165,6 +168,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Erase(args) => runtime()?.block_on(dsr::erase(args)),
         Command::Token(command) => token::run(command),
         Command::Key(command) => key::run(command),
+        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
         Command::Site(command) => runtime()?.block_on(dsr::site(command)),
         Command::Spool(SpoolCommand::Status(args)) => {
             print!("{}", spool_status(&args)?);

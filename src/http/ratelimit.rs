@@ -16,10 +16,12 @@
 //! lock is held for one map lookup. No lock exists only for waiting.
 //!
 //! Memory: at most [`DEFAULT_CAPACITY`] parties of each kind (keys, networks). Key
-//! names come from the configuration, so that bound is never reached by keys; a flood
-//! of networks first forgets the parties whose allowance is full again (no change in
-//! behaviour), then the one nearest to full (it gets back at most what it had left to
-//! refill: a flood can buy one network a little more, never lock out another).
+//! names come from the configuration, so that bound is never reached by keys. When a
+//! shard is full, it forgets the parties whose allowance is full again (no change in
+//! behaviour) and, in a flood of networks, the eighth of the shard nearest to a full
+//! allowance (each gets back at most what it had left to refill: a flood can buy
+//! some networks a little more, never lock out another), in one pass, so a flood
+//! costs each request O(1) amortized.
 //!
 //! Privacy: an anonymous reader is tracked by its IPv4 /24 or IPv6 /48 only (an
 //! IPv4-mapped IPv6 address as its IPv4 address); the rest of the address is dropped
@@ -95,7 +97,7 @@ struct Table<K> {
     per_shard: usize,
 }
 
-impl<K: Hash + Eq + Clone> Table<K> {
+impl<K: Hash + Eq> Table<K> {
     fn new(capacity: usize) -> Self {
         Self {
             hasher: RandomState::new(),
@@ -125,18 +127,15 @@ impl<K: Hash + Eq + Clone> Table<K> {
             return gcra.admit(tat, now);
         }
         if map.len() >= self.per_shard {
-            // Parties whose allowance is full again are as good as never seen.
-            map.retain(|_, tat| *tat > now);
-        }
-        if map.len() >= self.per_shard {
-            // Still full (a flood): forget the one nearest to a full allowance.
-            let nearest = map
-                .iter()
-                .min_by_key(|(_, tat)| **tat)
-                .map(|(k, _)| k.clone());
-            if let Some(nearest) = nearest {
-                map.remove::<K>(&nearest);
-            }
+            // Parties whose allowance is full again are as good as never seen; if
+            // that is not an eighth of the shard (a flood), the eighth nearest to a
+            // full allowance go too. One pass frees room for many new parties, so a
+            // flood costs O(1) per request, amortized.
+            let mut tats: Vec<Instant> = map.values().copied().collect();
+            let eighth = tats.len() / 8;
+            let (_, nth, _) = tats.select_nth_unstable(eighth);
+            let threshold = (*nth).max(now);
+            map.retain(|_, tat| *tat > threshold);
         }
         // Not tracked: its allowance is full.
         let mut tat = now;
