@@ -34,6 +34,18 @@
 //! prepared, a local salt is used (yesterday's is never carried into a new day) and
 //! the task offers it as the candidate once ClickHouse answers.
 //!
+//! # Starting without ClickHouse
+//!
+//! When `serve` starts while ClickHouse is down (hits go to the spool), there is no
+//! agreed salt to load: [`Salts::local`] makes a fresh random salt for today, held in
+//! memory only, exactly like the fallback of a rotation that cannot reach ClickHouse.
+//! Hits are hashed with it at once (a hit is never stored unhashed, and never waits
+//! on disk with its address or User-Agent). Once ClickHouse answers,
+//! [`Salts::connect`] offers it as the day's candidate: when no instance agreed on one
+//! yet it becomes the day's salt and nothing changes; when another instance did, that
+//! salt is adopted (logged), so the visitors this instance saw meanwhile get a second
+//! id for the rest of the day (counted twice at most, never linked across days).
+//!
 //! # A salt never outlives its day
 //!
 //! The hit path asks for the salts of the hit's own day ([`Salts::for_day`]). If the
@@ -321,6 +333,41 @@ impl Salts {
             state: ArcSwap::from_pointee(salts),
             prepared: Mutex::new(None),
         }))
+    }
+
+    /// A fresh random salt for `day`, agreed with no one yet, for a start while
+    /// ClickHouse is down; [`Salts::connect`] agrees on it once ClickHouse answers (see
+    /// the module doc). The rotation task reconciles it too.
+    pub fn local(day: u32) -> Result<Arc<Salts>, SaltError> {
+        let current = generate()?;
+        Ok(Salts::fixed(DailySalts {
+            day,
+            current: *current,
+            previous: None,
+        }))
+    }
+
+    /// After a start on [`Salts::local`]: agrees on today's salt (offering ours, or
+    /// adopting the one ClickHouse has) and loads yesterday's if we have none. Returns
+    /// whether our salt was replaced.
+    pub async fn connect(&self, client: &Client) -> Result<bool, SaltError> {
+        let changed = self.reconcile(client).await?;
+        let now = self.state.load_full();
+        if now.previous.is_none()
+            && let Some(yesterday) = now.day.checked_sub(1)
+            && let Some(previous) = read_winner(client, yesterday).await?
+        {
+            // Only replace the state we read: a rotation in between wins.
+            let _ = self.state.compare_and_swap(
+                &now,
+                Arc::new(DailySalts {
+                    day: now.day,
+                    current: now.current,
+                    previous: Some(*previous),
+                }),
+            );
+        }
+        Ok(changed)
     }
 
     /// Salts held in memory only, with no ClickHouse agreement behind them: for

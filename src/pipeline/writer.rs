@@ -89,12 +89,15 @@ use tokio::time::Instant;
 use crate::config::WriterConfig;
 use crate::db;
 use crate::enrich::row::EventRow;
+use crate::logging::RateLimit;
 use crate::pipeline::rowbinary;
 use crate::pipeline::spool::{Spool, SpoolBatch, SpoolError};
-use crate::pipeline::throttle::Throttle;
 
 /// Retry-After suggested when the buffer is full but ClickHouse is keeping up.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Retry-After suggested while the spool's disk refuses writes: space comes back as
+/// the spool drains (or an operator frees it), rarely within a second.
+const UNWRITABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Refusals of a batch's content before it becomes a dead letter. More than one, so a
 /// misclassified hiccup does not cost rows.
 pub const PERMANENT_ATTEMPTS: u32 = 3;
@@ -121,6 +124,10 @@ pub enum SubmitError {
     /// The spool could not store the rows (an I/O error; details are logged).
     #[error("the spool cannot store rows: {0}")]
     Unavailable(String),
+    /// The spool's disk refuses writes (full or failing); the spool logs when that
+    /// starts and ends, and probes the disk until it takes writes again.
+    #[error("the spool's disk refuses writes; retry after {retry_after:?}")]
+    Unwritable { retry_after: Duration },
 }
 
 /// Why [`WriterHandle::shutdown`] did not complete cleanly.
@@ -581,6 +588,10 @@ impl EventSink {
                 retry_after: self.shared.retry_after(),
             }),
             Err(SpoolError::Closed) => Err(SubmitError::ShuttingDown),
+            // Counted by the spool (`hush_spool_unwritable_rejections_total`).
+            Err(SpoolError::Unwritable) => Err(SubmitError::Unwritable {
+                retry_after: UNWRITABLE_RETRY_AFTER,
+            }),
             Err(err) => Err(SubmitError::Unavailable(err.to_string())),
         }
     }
@@ -600,11 +611,47 @@ impl EventSink {
         self.shared.queued_bytes.load(Ordering::Acquire)
     }
 
+    /// The spool rows go to; `None` with the in-memory queue.
+    pub fn spool(&self) -> Option<&Spool> {
+        match &self.buffer {
+            Buffer::Spool(spool) => Some(spool),
+            Buffer::Memory(_) => None,
+        }
+    }
+
     /// The in-memory queue's capacity in rows; 0 with a spool (bounded in bytes).
     pub fn capacity(&self) -> usize {
         match &self.buffer {
             Buffer::Memory(tx) => tx.max_capacity(),
             Buffer::Spool(_) => 0,
+        }
+    }
+}
+
+/// Holds the writer's first insert back until the store is ready for it (`serve`
+/// starting while ClickHouse is down opens it once the schema migrations are applied):
+/// rows are accepted into the buffer meanwhile, and nothing is inserted into a table
+/// whose schema is not current.
+#[derive(Debug, Clone)]
+pub struct StartGate(Option<tokio::sync::watch::Receiver<bool>>);
+
+impl StartGate {
+    /// A gate that is open from the start.
+    pub fn open() -> Self {
+        Self(None)
+    }
+
+    /// A gate that opens when `ready` turns `true`.
+    pub fn when(ready: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self(Some(ready))
+    }
+
+    /// Resolves once the gate is open (never, when its sender went away closed).
+    async fn wait(self) {
+        if let Some(mut ready) = self.0
+            && ready.wait_for(|open| *open).await.is_err()
+        {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -637,6 +684,7 @@ impl Writer {
             Buffer::Memory(tx),
             source,
             None,
+            StartGate::open(),
             registry,
         )
     }
@@ -666,6 +714,51 @@ impl Writer {
             Buffer::Spool(spool),
             source,
             Some(spool_dir.join("quarantine")),
+            StartGate::open(),
+            registry,
+        )
+    }
+
+    /// [`Writer::spawn_spooled`] (with `Some(spool, spool_dir)`) or [`Writer::spawn`]
+    /// (with `None`) whose task inserts nothing before `gate` opens.
+    pub fn spawn_gated(
+        client: Client,
+        cfg: &WriterConfig,
+        request_timeout: Duration,
+        table: &str,
+        spool: Option<(Spool, &Path)>,
+        gate: StartGate,
+        registry: &mut Registry,
+    ) -> (EventSink, WriterHandle) {
+        let (buffer, source, dead_letter_dir) = match spool {
+            Some((spool, dir)) => (
+                Buffer::Spool(spool.clone()),
+                Source::Spool(SpoolSource {
+                    spool,
+                    first_seen: None,
+                    draining: false,
+                }),
+                Some(dir.join("quarantine")),
+            ),
+            None => {
+                let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+                let source = Source::Memory(MemorySource {
+                    rx,
+                    rows: Vec::new(),
+                    flush_at: None,
+                });
+                (Buffer::Memory(tx), source, None)
+            }
+        };
+        Self::start(
+            client,
+            cfg,
+            request_timeout,
+            table,
+            buffer,
+            source,
+            dead_letter_dir,
+            gate,
             registry,
         )
     }
@@ -679,6 +772,7 @@ impl Writer {
         buffer: Buffer,
         source: Source,
         dead_letter_dir: Option<PathBuf>,
+        gate: StartGate,
         registry: &mut Registry,
     ) -> (EventSink, WriterHandle) {
         let metrics = Metrics::register(registry);
@@ -723,7 +817,12 @@ impl Writer {
             shared: Arc::clone(&shared),
             report: FlushReport::default(),
         };
-        let join = tokio::spawn(task.run());
+        let join = tokio::spawn(async move {
+            // A shutdown before the gate opened ends here by the handle's deadline:
+            // spooled rows stay for the next start, queued ones are reported lost.
+            gate.wait().await;
+            task.run().await
+        });
         (
             EventSink {
                 buffer,
@@ -1316,7 +1415,7 @@ impl Task {
         let payload = payload.freeze();
         let token = batch.token().to_owned();
         let mut failures = 0u32;
-        let mut log = Throttle::new(DEAD_LETTER_LOG_EVERY);
+        let log = RateLimit::new(DEAD_LETTER_LOG_EVERY);
         loop {
             let (target, token, payload, note) =
                 (dir.clone(), token.clone(), payload.clone(), note.clone());
@@ -1344,7 +1443,7 @@ impl Task {
                     failures = failures.saturating_add(1);
                     self.metrics.dead_letter_write_failures.inc();
                     let delay = backoff(self.retry_base, self.retry_max, failures);
-                    if let Some(unlogged) = log.hit() {
+                    if let Some(unlogged) = log.check() {
                         tracing::error!(
                             table = %self.table,
                             rows,
@@ -1425,7 +1524,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)` capped at
 /// `max`, then "equal jitter": half fixed, half random, so instances that failed
 /// together do not retry in lockstep and no retry comes sooner than half the step.
-fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     let exp = base
         .checked_mul(
             1u32.checked_shl(attempt.saturating_sub(1))
