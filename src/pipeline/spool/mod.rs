@@ -112,8 +112,9 @@ const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Test seam for the full-disk tests of a machine where no small filesystem can be
 /// mounted: while the file this environment variable names exists, every write of
 /// the appender (segment data, a new segment, its probe) fails as on a full disk.
-/// Read once, at open; unset in production, where it costs nothing.
-pub const FAULT_ENV: &str = "HUSH_TEST_SPOOL_WRITE_FAULT_FILE";
+/// Read once, at open; unset in production, where it costs nothing. Not `HUSH_`: that
+/// prefix is configuration.
+pub const FAULT_ENV: &str = "HUSHTEST_SPOOL_WRITE_FAULT_FILE";
 
 /// Why the spool could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
