@@ -72,6 +72,7 @@ use tokio::task::JoinHandle;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::db;
+use crate::logging::RateLimit;
 
 /// Bytes in one salt.
 pub const SALT_LEN: usize = 32;
@@ -79,6 +80,8 @@ pub const SALT_LEN: usize = 32;
 pub const TICK: Duration = Duration::from_secs(30);
 /// How long before UTC midnight the rotation task starts preparing tomorrow's salt.
 pub const PREPARE_LEAD: Duration = Duration::from_secs(10 * 60);
+/// At most one line per kind of failed rotation step in this interval.
+const TICK_LOG_EVERY: Duration = Duration::from_secs(10 * 60);
 /// Bound on each salt request: salt work runs at start and in the background, never
 /// on the hit path.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -556,26 +559,38 @@ impl Salts {
     }
 
     async fn tick(&self, client: &Client, now: SystemTime) {
+        // Every tick retries while ClickHouse is down (for hours, after a start
+        // without it): one line per kind every TICK_LOG_EVERY, not one per tick.
+        static ROTATE: RateLimit = RateLimit::new(TICK_LOG_EVERY);
+        static CONFIRM: RateLimit = RateLimit::new(TICK_LOG_EVERY);
+        static DELETE: RateLimit = RateLimit::new(TICK_LOG_EVERY);
+        static PREPARE: RateLimit = RateLimit::new(TICK_LOG_EVERY);
         let today = day_of(now);
         if today > self.state.load().day {
-            if let Err(error) = self.rotate_to(client, today).await {
-                tracing::warn!(%error, "salt rotation incomplete; retrying");
+            if let Err(error) = self.rotate_to(client, today).await
+                && let Some(held_back) = ROTATE.check()
+            {
+                tracing::warn!(%error, held_back, "salt rotation incomplete; retrying");
             }
             return;
         }
-        if let Err(error) = self.reconcile(client).await {
-            tracing::warn!(%error, "could not confirm today's salt; retrying");
+        if let Err(error) = self.reconcile(client).await
+            && let Some(held_back) = CONFIRM.check()
+        {
+            tracing::warn!(%error, held_back, "could not confirm today's salt; retrying");
         }
         // Normally a no-op count; finishes a deletion that failed at rotation.
         if let Some(yesterday) = today.checked_sub(1)
             && let Err(error) = delete_before(client, yesterday).await
+            && let Some(held_back) = DELETE.check()
         {
-            tracing::warn!(%error, "could not delete old salts; retrying");
+            tracing::warn!(%error, held_back, "could not delete old salts; retrying");
         }
         if time_until_next_midnight(now) <= PREPARE_LEAD
             && let Err(error) = self.prepare(client, today + 1).await
+            && let Some(held_back) = PREPARE.check()
         {
-            tracing::warn!(%error, "could not prepare tomorrow's salt; retrying");
+            tracing::warn!(%error, held_back, "could not prepare tomorrow's salt; retrying");
         }
     }
 }
