@@ -40,6 +40,12 @@
 //! distinct batches can be equal (one visitor's identical hits in the same second) and
 //! must both count.
 //!
+//! # Start
+//!
+//! A writer spawned with a closed [`StartGate`] ([`Writer::spawn_gated`]) accepts rows
+//! into its buffer but inserts nothing until the gate opens: `serve` starting while
+//! ClickHouse is down opens it once the schema migrations are applied.
+//!
 //! # Batching
 //!
 //! At most one insert is in flight. A batch is cut when `batch_rows` rows are waiting

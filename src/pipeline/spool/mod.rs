@@ -62,6 +62,23 @@
 //! is retried at the next read or acknowledgement, the bytes still counted); a rejected append makes the current segment roll so that a
 //! drained spool always frees space.
 //!
+//! # Full disk
+//!
+//! A write the disk refuses (full, read-only, failing) fails its appends with
+//! [`SpoolError::Unwritable`] and blocks the spool: later appends are refused at once,
+//! without reaching the disk, until the appender's probe (every [`PROBE_EVERY`]: a
+//! segment to append to, the reserve, a page written and synced) finds it writable,
+//! with no append or restart needed to trigger it. The outage is logged once when it
+//! starts and once when it ends, with the appends refused meanwhile, and counted
+//! (`hush_spool_unwritable_rejections_total`, `hush_spool_writable`).
+//!
+//! Draining is what frees a full spool's disk, so the reader never needs new room:
+//! [`Spool::open`] creates and rewrites nothing (`spool.meta` is read, not rewritten;
+//! the first append creates the segment new appends go to), a replayed batch leaves
+//! its `.ack` file as it is, and the `.ack` rewrites a new cut or an acknowledgement
+//! needs take the room of `spool.reserve` (64 KiB, outside `max_bytes`), deleted when
+//! such a write meets a full disk and made again by the appender when there is room.
+//!
 //! The spool holds RowBinary rows only: truncated, hashed data, never an address.
 
 mod files;
