@@ -87,6 +87,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// How long a graceful shutdown may take to flush before giving up.
     pub shutdown_timeout_ms: u64,
+    /// Without `spool.dir`: start (and queue hits in memory) while ClickHouse is down
+    /// instead of refusing to start. Hits queued then are lost if the process ends
+    /// before ClickHouse answers. With a spool, hush always starts.
+    pub start_without_store: bool,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +106,7 @@ impl Default for ServerConfig {
             h2_max_concurrent_streams: 100,
             trusted_proxies: Vec::new(),
             shutdown_timeout_ms: 30_000,
+            start_without_store: false,
         }
     }
 }

@@ -60,9 +60,12 @@ pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
 }
 
 /// Lets one log line through per interval and counts the ones held back, for
-/// anything that can repeat per request (a flood of refusals must not become a flood
-/// of log lines). Lock-free; one per kind of line, usually in a `static` or beside the
-/// counter the line goes with.
+/// anything that can repeat per request or per retry (a flood of refusals, a failing
+/// disk, a directory that cannot be written: a fault must not become a flood of log
+/// lines). The first occurrence is always let through; the next line says how many
+/// were held back meanwhile. Lock-free; one per kind of line, usually in a `static` or
+/// beside the counter the line goes with. The one rate limit of hush: every repeating
+/// log line goes through it.
 #[derive(Debug)]
 pub struct RateLimit {
     every_ms: u64,
@@ -91,6 +94,19 @@ impl RateLimit {
     pub fn check(&self) -> Option<u64> {
         let now = u64::try_from(process_start().elapsed().as_millis()).unwrap_or(u64::MAX);
         self.check_at(now)
+    }
+
+    /// The condition ended: the next occurrence is let through at once. Returns the
+    /// occurrences held back since the last line let through.
+    pub fn reset(&self) -> u64 {
+        self.next_ms.store(0, Ordering::Relaxed);
+        self.held.swap(0, Ordering::Relaxed)
+    }
+
+    /// Whether an occurrence was let through since the last [`reset`](Self::reset)
+    /// (or ever, without one).
+    pub fn active(&self) -> bool {
+        self.next_ms.load(Ordering::Relaxed) != 0
     }
 
     fn check_at(&self, now_ms: u64) -> Option<u64> {
@@ -159,5 +175,22 @@ mod tests {
         assert_eq!(limit.check_at(20_004), None);
         assert_eq!(limit.check_at(99_000), Some(1));
         assert_eq!(limit.check_at(99_001), None);
+    }
+
+    #[test]
+    fn a_reset_lets_the_next_line_through_and_says_what_was_held_back() {
+        let limit = RateLimit::new(Duration::from_secs(10));
+        assert!(!limit.active());
+        assert_eq!(limit.check_at(1_000), Some(0));
+        assert!(limit.active());
+        for t in 1_001..1_010 {
+            assert_eq!(limit.check_at(t), None);
+        }
+        assert_eq!(limit.reset(), 9);
+        assert!(!limit.active());
+        // Well within the interval of the last line, yet let through: a new episode.
+        assert_eq!(limit.check_at(1_011), Some(0));
+        assert_eq!(limit.check_at(1_012), None);
+        assert_eq!(limit.reset(), 1);
     }
 }

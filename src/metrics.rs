@@ -123,11 +123,14 @@ pub enum RejectReason {
     /// The visitor salt is older than the hit's day: hashing with it would link
     /// visitors across days (503 until the rotation catches up).
     salt_unavailable,
+    /// The spool's disk refuses writes (full or failing): 503 until it takes them
+    /// again. Not `queue_full` (`spool.max_bytes` reached), not `internal`.
+    spool_unwritable,
 }
 
 /// How many [`RejectReason`]s there are (one log rate limit each).
-const REJECT_REASONS: usize = 11;
-const _: () = assert!(RejectReason::salt_unavailable as usize + 1 == REJECT_REASONS);
+const REJECT_REASONS: usize = 12;
+const _: () = assert!(RejectReason::spool_unwritable as usize + 1 == REJECT_REASONS);
 
 impl RejectReason {
     /// How a refusal is logged, besides counted: client mistakes not at all (the
@@ -140,7 +143,10 @@ impl RejectReason {
             | RejectReason::too_large
             | RejectReason::unsupported_media_type
             | RejectReason::body_timeout => None,
-            RejectReason::shutting_down => Some(tracing::Level::DEBUG),
+            // The spool logs when its outage starts and ends, with the count.
+            RejectReason::shutting_down | RejectReason::spool_unwritable => {
+                Some(tracing::Level::DEBUG)
+            }
             RejectReason::queue_full
             | RejectReason::overloaded
             | RejectReason::salt_unavailable => Some(tracing::Level::WARN),
@@ -161,6 +167,7 @@ impl RejectReason {
             RejectReason::shutting_down => "shutting_down",
             RejectReason::writer_stopped => "writer_stopped",
             RejectReason::salt_unavailable => "salt_unavailable",
+            RejectReason::spool_unwritable => "spool_unwritable",
         }
     }
 }

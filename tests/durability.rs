@@ -16,6 +16,8 @@
 #[path = "support/hush.rs"]
 mod hush_process;
 mod support;
+#[path = "support/wait.rs"]
+mod wait;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,6 +43,8 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 struct Opts {
+    /// Where the spool lives; `World::spool_dir` when `None`.
+    spool_dir: Option<PathBuf>,
     fsync: &'static str,
     segment_bytes: u64,
     max_bytes: u64,
@@ -51,6 +55,7 @@ struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
+            spool_dir: None,
             fsync: "interval",
             segment_bytes: 1 << 20,
             max_bytes: 64 << 20,
@@ -61,7 +66,7 @@ impl Default for Opts {
 }
 
 fn config(w: &World, o: &Opts) -> String {
-    let spool = w.spool_dir();
+    let spool = o.spool_dir.clone().unwrap_or_else(|| w.spool_dir());
     test_config(
         &w.url,
         w.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
@@ -744,7 +749,13 @@ async fn a_torn_tail_and_a_flipped_bit_are_handled_on_restart() {
     let status: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(status["pending_records"], 0, "{status}");
     assert!(status["quarantined_files"].as_u64() >= Some(1), "{status}");
-    assert!(status["segments"].as_u64() >= Some(1), "{status}");
+    // Drained, and nothing appended since the restart: no segment (the first new
+    // append creates one); whatever is there is what the status counts.
+    assert_eq!(
+        status["segments"].as_u64(),
+        Some(segments(&w.spool_dir()).len() as u64),
+        "{status}"
+    );
 }
 
 /// A record ClickHouse refuses for its content: the first column's length says 4 GiB,
@@ -798,6 +809,20 @@ async fn a_batch_clickhouse_refuses_becomes_a_dead_letter_and_the_rest_flows() {
     assert!(note.contains("Code: "), "{note}");
     assert!(h.log().contains("dead-letter file"), "{}", h.log());
     assert!(stored(&w.client()).await.values().all(|&n| n == 1));
+}
+
+/// `/ready`'s status and JSON body.
+async fn ready(h: &HushProcess) -> (u16, serde_json::Value) {
+    let resp = reqwest::get(h.url("/ready")).await.expect("GET /ready");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("/ready answers JSON"))
+}
+
+/// Lines of `log` that contain every one of `words`.
+fn lines_with(log: &str, words: &[&str]) -> usize {
+    log.lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .count()
 }
 
 /// `hush erase` runs beside `serve`, so it cannot wait for the spool as the admin API
@@ -909,4 +934,313 @@ async fn an_erasure_during_an_outage_waits_for_the_spooled_hits_and_erases_them(
         "a spooled hit landed after the erasure"
     );
     assert_eq!(count("SELECT count() FROM events").await, 2 + 2);
+}
+
+#[cfg_attr(
+    hush_external_clickhouse,
+    ignore = "stops or freezes ClickHouse: needs a local launcher, and CLICKHOUSE_URL is set"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hush_started_while_clickhouse_is_down_spools_then_stores_every_hit_once() {
+    let mut w = World::own();
+    // A ClickHouse that never saw hush: no database, no schema.
+    blocking(|| w.ch().stop());
+    let h = w.start_hush(&Opts::default());
+    assert!(
+        h.log().contains("ClickHouse is not available at start"),
+        "{}",
+        h.log()
+    );
+    // Ready: the spool keeps what it is sent; the body tells the store's state.
+    let (status, body) = ready(&h).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["store"], &body["buffer"]),
+        (&"connecting".into(), &"spool".into())
+    );
+    assert_eq!(metric(&metrics(&h).await, "hush_store_up"), 0.0);
+
+    let load = Arc::new(Load::default());
+    let task = load.spawn(h.url(""), 4, Duration::from_secs(120));
+    wait_acked(&load, 300, "hits accepted while ClickHouse is down").await;
+    let m = metrics(&h).await;
+    assert!(metric(&m, "hush_spool_pending_records") > 0.0, "{m}");
+    assert_eq!(metric(&m, "hush_writer_rows_inserted_total"), 0.0, "{m}");
+    assert_eq!(
+        metric(&m, "hush_writer_insert_failures_total"),
+        0.0,
+        "nothing inserted before the schema: {m}"
+    );
+
+    blocking(|| w.ch().start_again());
+    wait_for("the store to be up", async || {
+        metric(&metrics(&h).await, "hush_store_up") == 1.0
+    })
+    .await;
+    wait_acked(&load, 100, "hits after ClickHouse came").await;
+    load.finish(task).await;
+    assert_exactly_once(&w.client(), &load, &BTreeSet::new()).await;
+    wait_for("the spool to drain", async || spool_drained(&h).await).await;
+    let applied = wait::count(&w.client(), "SELECT count() FROM schema_migrations FINAL").await;
+    assert_eq!(applied as usize, hush::store::migrate::migrations().len());
+    let (status, body) = ready(&h).await;
+    assert_eq!((status, &body["store"]), (200, &"up".into()), "{body}");
+    // The wait was logged, not once per attempt.
+    let log = h.log();
+    let waits = lines_with(&log, &["waiting for ClickHouse to apply the schema"]);
+    assert!((1..=3).contains(&waits), "{waits} wait lines:\n{log}");
+    assert!(log.contains("storing the hits accepted meanwhile"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_spool_hush_refuses_to_start_unless_told_to_start_without_the_store() {
+    // Nothing listens on port 1: ClickHouse is down for this test.
+    let dir = temp_dir();
+    let plain = test_config("http://127.0.0.1:1", None, "hush_down", "");
+    let path = dir.path().join("hush.toml");
+    std::fs::write(&path, &plain).expect("write config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env_remove("HUSH_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hush");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("hush without a spool started while ClickHouse is down");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(!status.success());
+    assert!(err.contains("cannot apply schema migrations"), "{err}");
+
+    let told = test_config(
+        "http://127.0.0.1:1",
+        None,
+        "hush_down",
+        "[server]\nstart_without_store = true\n",
+    );
+    let h = HushProcess::start(&dir.path().join("told"), &told);
+    // Accepted into memory, but not ready: those hits are not durable.
+    let load = Load::default();
+    load.send(&reqwest::Client::new(), &h.url(""), 1).await;
+    assert_eq!(load.acked(), 1, "{:?}", load.unexpected.lock().unwrap());
+    let (status, body) = ready(&h).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        (&body["store"], &body["buffer"], &body["reason"]),
+        (
+            &"connecting".into(),
+            &"memory".into(),
+            &"clickhouse not ready".into()
+        )
+    );
+}
+
+/// A small filesystem for the spool: a 2 MiB tmpfs where the machine lets us mount
+/// one (root), else the spool's write-failure seam (`FAULT_ENV`; forced with
+/// `HUSHTEST_FULL_DISK_SEAM=1`). Never a silent
+/// pass: either way the disk refuses writes when the test fills it.
+enum SmallDisk {
+    /// Filled by the spool itself while ClickHouse is down, freed by its drain.
+    Tmpfs(PathBuf),
+    /// Filled and freed by creating and removing the seam's file.
+    Seam(PathBuf),
+}
+
+impl SmallDisk {
+    fn new(root: &Path) -> SmallDisk {
+        let mnt = root.join("small-disk");
+        std::fs::create_dir_all(&mnt).expect("mount point");
+        // HUSHTEST_FULL_DISK_SEAM=1 takes the seam even where a mount would work.
+        let mounted = std::env::var_os("HUSHTEST_FULL_DISK_SEAM").is_none()
+            && std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+                .arg(&mnt)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        if mounted {
+            SmallDisk::Tmpfs(mnt)
+        } else {
+            eprintln!("cannot mount a tmpfs here: the full disk is the spool's write-failure seam");
+            SmallDisk::Seam(root.join("disk-full"))
+        }
+    }
+
+    fn spool_dir(&self, w: &World) -> PathBuf {
+        match self {
+            SmallDisk::Tmpfs(mnt) => mnt.join("spool"),
+            SmallDisk::Seam(_) => w.spool_dir(),
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, &Path)> {
+        match self {
+            SmallDisk::Tmpfs(_) => Vec::new(),
+            SmallDisk::Seam(file) => vec![(hush::pipeline::spool::FAULT_ENV, file.as_path())],
+        }
+    }
+
+    fn fill(&self) {
+        if let SmallDisk::Seam(file) = self {
+            std::fs::write(file, b"").expect("create the fault file");
+        }
+    }
+
+    fn free(&self) {
+        if let SmallDisk::Seam(file) = self {
+            std::fs::remove_file(file).expect("remove the fault file");
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let SmallDisk::Tmpfs(mnt) = self {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&*mnt)
+                .status();
+        }
+    }
+}
+
+/// Waits until `load` saw `n` more 503s than now.
+async fn wait_refused(load: &Load, n: u64, what: &str) {
+    let target = load.refused() + n;
+    wait_for(what, async || load.refused() >= target).await;
+}
+
+/// Checks the state of a full disk on `h`: the new reason, never `internal` or
+/// `queue_full`, Retry-After on every 503, and a handful of log lines for thousands
+/// of refusals.
+async fn assert_refused_as_unwritable(h: &HushProcess, load: &Load) {
+    let m = metrics(h).await;
+    assert!(
+        metric(&m, "hush_hits_rejected_total{reason=\"spool_unwritable\"}") > 0.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "hush_spool_unwritable_rejections_total") > 0.0,
+        "{m}"
+    );
+    for other in ["internal", "queue_full"] {
+        let series = format!("hush_hits_rejected_total{{reason=\"{other}\"}}");
+        assert!(!m.lines().any(|l| l.starts_with(&series)), "{series}:\n{m}");
+    }
+    assert_eq!(metric(&m, "hush_spool_full_rejections_total"), 0.0, "{m}");
+    assert_eq!(
+        load.refused_with_retry_after.load(Ordering::SeqCst),
+        load.refused(),
+        "every 503 carries Retry-After"
+    );
+    let log = h.log();
+    let starts = lines_with(&log, &["the spool cannot write to its disk"]);
+    assert!((1..=2).contains(&starts), "{starts} start lines:\n{log}");
+    let loud = log
+        .lines()
+        .filter(|l| l.contains("spool") && (l.contains("ERROR") || l.contains("WARN")))
+        .count();
+    assert!(
+        loud <= 10,
+        "{loud} error/warning lines about the spool for {} refusals:\n{log}",
+        load.refused()
+    );
+}
+
+#[cfg_attr(
+    hush_external_clickhouse,
+    ignore = "stops or freezes ClickHouse: needs a local launcher, and CLICKHOUSE_URL is set"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_hits_with_503_and_recovers_without_restart_even_after_sigkill() {
+    let mut w = World::own();
+    let disk = SmallDisk::new(w.dir.path());
+    let opts = Opts {
+        spool_dir: Some(disk.spool_dir(&w)),
+        segment_bytes: 64 * 1024,
+        // Far beyond the disk: the disk fills first.
+        max_bytes: 256 << 20,
+        ..Opts::default()
+    };
+    let start = |w: &World| {
+        HushProcess::start_with_env(
+            &w.hush_dir(),
+            &config(w, &opts),
+            "info,hush=debug",
+            &disk.env(),
+        )
+    };
+    let mut h = start(&w);
+    let load = Arc::new(Load::default());
+    let task = load.spawn(h.url(""), 4, Duration::from_secs(240));
+    wait_acked(&load, 100, "hits before the disk fills").await;
+
+    // ClickHouse goes, the spool grows until the disk is full.
+    blocking(|| w.ch().stop());
+    disk.fill();
+    wait_refused(&load, 1_000, "the disk to refuse hits").await;
+    assert_refused_as_unwritable(&h, &load).await;
+    wait_for("/ready to send the traffic elsewhere", async || {
+        let (status, body) = ready(&h).await;
+        status == 503 && body["spool_writable"] == false
+    })
+    .await;
+
+    // Space comes back (the spool drains into ClickHouse): hits are taken again, by
+    // the same process.
+    blocking(|| w.ch().start_again());
+    disk.free();
+    wait_acked(&load, 300, "hits accepted once the disk has room").await;
+    wait_for("the end of the outage in the log", async || {
+        h.log().contains("the spool writes to its disk again")
+    })
+    .await;
+    // Each logged start has at most one logged end, which says what was refused.
+    let log = h.log();
+    let ends = lines_with(
+        &log,
+        &["the spool writes to its disk again", "refused_appends="],
+    );
+    let starts = lines_with(&log, &["the spool cannot write to its disk"]);
+    assert!(
+        ends >= 1 && ends <= starts,
+        "{starts} starts, {ends} ends:
+{log}"
+    );
+
+    // Full again, and killed while full.
+    blocking(|| w.ch().stop());
+    disk.fill();
+    wait_refused(&load, 1_000, "the disk to refuse hits again").await;
+    h.kill();
+    wait_for("clients to see the crash", async || {
+        load.errors.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    load.finish(task).await;
+
+    // It starts on the full disk (ClickHouse still down), refuses what does not fit ...
+    let h = start(&w);
+    let task = load.spawn(h.url(""), 4, Duration::from_secs(240));
+    wait_refused(&load, 200, "the restarted collector to refuse hits").await;
+    assert_refused_as_unwritable(&h, &load).await;
+    // ... replays and drains once ClickHouse is back, and takes hits again.
+    blocking(|| w.ch().start_again());
+    disk.free();
+    wait_acked(&load, 300, "hits accepted after the restart on a full disk").await;
+    load.finish(task).await;
+    assert_exactly_once(&w.client(), &load, &BTreeSet::new()).await;
+    wait_for("the spool to drain", async || spool_drained(&h).await).await;
 }

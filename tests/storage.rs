@@ -692,7 +692,8 @@ async fn a_refused_batch_stays_spooled_until_its_dead_letter_file_is_written() {
     let spool = open_spool(&dir, &mut registry);
     // Unwritable even for root: a file where the directory should be.
     let quarantine = dir.join("quarantine");
-    std::fs::remove_dir(&quarantine).unwrap();
+    // Opening created no quarantine/ (it writes nothing); the first dead letter would.
+    assert!(!quarantine.exists());
     std::fs::write(&quarantine, b"").unwrap();
     spool.append(&[BAD_ROW]).await.unwrap();
     let (sink, handle) = Writer::spawn_spooled(

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -37,12 +37,6 @@ use crate::pipeline::writer::{EventSink, SubmitError};
 
 mod pixel;
 
-/// How long `/ready` waits for ClickHouse before answering 503.
-const READY_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a `/ready` answer is reused. Short, so an outage (or a recovery) shows
-/// within a second; long enough that load balancers probing every second from many
-/// nodes cost ClickHouse about one check per second per collector.
-pub const READY_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Browsers cache a preflight answer this long (seconds); Chrome caps it at 2 hours.
 const PREFLIGHT_MAX_AGE: &str = "86400";
 
@@ -54,70 +48,12 @@ pub struct Ingest {
     pub sink: EventSink,
     pub metrics: HttpMetrics,
     pub registry: Arc<prometheus_client::registry::Registry>,
-    /// Client for readiness checks (database set).
-    pub clickhouse: clickhouse::Client,
     /// Whether the writer still runs (`app::supervise` watches it).
     pub health: Arc<crate::app::supervise::Health>,
-    /// The last readiness answer, shared by concurrent `/ready` probes.
-    pub ready_cache: ReadyCache,
+    /// ClickHouse's state, kept by `app::store`'s task (`/ready` never waits on it).
+    pub store: Arc<crate::app::store::Store>,
     /// The Stats API, when this listener serves the read side too.
     pub stats: Option<Arc<crate::app::stats::Stats>>,
-}
-
-/// Caches the readiness check and runs at most one at a time.
-///
-/// A tokio mutex around the last `(checked at, ready)`: probes arriving while a check
-/// runs wait for it and reuse its answer instead of starting their own, so a slow
-/// ClickHouse sees one check, not a pile of them. Failures are cached too (for the
-/// same TTL): otherwise, with ClickHouse down, waiting probes would each run another
-/// slow check one after the other. `/ready` is not on the hit path, so this lock never
-/// touches ingestion.
-#[derive(Debug)]
-pub struct ReadyCache {
-    ttl: Duration,
-    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
-}
-
-impl ReadyCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            last: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// The cached answer when younger than the TTL, else `check()`'s (then cached).
-    /// The age counts from when the check finished.
-    pub async fn get<F, Fut>(&self, check: F) -> bool
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        self.get_with_clock(Instant::now, check).await
-    }
-
-    /// [`ReadyCache::get`] with the clock injected, for tests.
-    async fn get_with_clock<F, Fut>(&self, now: impl Fn() -> Instant, check: F) -> bool
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let mut last = self.last.lock().await;
-        if let Some((at, ready)) = *last
-            && now().saturating_duration_since(at) < self.ttl
-        {
-            return ready;
-        }
-        let ready = check().await;
-        *last = Some((now(), ready));
-        ready
-    }
-}
-
-impl Default for ReadyCache {
-    fn default() -> Self {
-        Self::new(READY_CACHE_TTL)
-    }
 }
 
 /// A refused request: status, metric reason, short public message.
@@ -423,6 +359,13 @@ impl Ingest {
                 RejectReason::shutting_down,
                 "shutting down, retry later",
             )),
+            Err(SubmitError::Unwritable { retry_after }) => Err(Reject {
+                retry_after_secs: retry_after.as_secs_f64().ceil() as u64,
+                ..Reject::unavailable(
+                    RejectReason::spool_unwritable,
+                    "cannot store hits now, retry later",
+                )
+            }),
             Err(err @ SubmitError::Unavailable(_)) => Err(Reject {
                 cause: Some(err.to_string()),
                 ..Reject::unavailable(RejectReason::internal, "not accepting hits")
@@ -601,42 +544,36 @@ impl Ingest {
         }
     }
 
+    /// `/ready`: whether a load balancer should send hits here (see
+    /// [`crate::app::store::readiness`]); the body says why, and the store's state.
     async fn ready(&self) -> Response<Body> {
-        if !self.health.writer_running() {
-            return simple(StatusCode::SERVICE_UNAVAILABLE, "writer stopped\n");
-        }
-        if self
+        let salt_current = self
             .enricher
             .salts
             .for_day(crate::enrich::salt::today())
-            .is_err()
-        {
-            return simple(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "visitor salt out of date\n",
-            );
+            .is_ok();
+        let spool_writable = self.sink.spool().map(|s| s.writable());
+        let store = self.store.state();
+        let verdict = crate::app::store::readiness(
+            self.health.writer_running(),
+            salt_current,
+            spool_writable,
+            store,
+        );
+        let mut body = serde_json::json!({
+            "status": if verdict.is_ok() { "ready" } else { "not_ready" },
+            "store": store.as_str(),
+            "buffer": if spool_writable.is_some() { "spool" } else { "memory" },
+        });
+        if let Some(writable) = spool_writable {
+            body["spool_writable"] = writable.into();
         }
-        let ready = self
-            .ready_cache
-            .get(|| async {
-                let check = crate::store::migrate::check_current(&self.clickhouse);
-                match tokio::time::timeout(READY_TIMEOUT, check).await {
-                    Ok(Ok(())) => true,
-                    Ok(Err(err)) => {
-                        tracing::warn!(error = %err, "not ready");
-                        false
-                    }
-                    Err(_) => {
-                        tracing::warn!("not ready: ClickHouse did not answer in time");
-                        false
-                    }
-                }
-            })
-            .await;
-        if ready {
-            simple(StatusCode::OK, "ready\n")
-        } else {
-            simple(StatusCode::SERVICE_UNAVAILABLE, "clickhouse not ready\n")
+        match verdict {
+            Ok(()) => response::json(StatusCode::OK, &body),
+            Err(reason) => {
+                body["reason"] = reason.into();
+                response::json(StatusCode::SERVICE_UNAVAILABLE, &body)
+            }
         }
     }
 
@@ -749,7 +686,7 @@ impl Handler for Ingest {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
 
@@ -797,124 +734,6 @@ mod tests {
             Err(std::io::Error::other("reset")),
         ]));
         assert_eq!(read_limited(broken, 8).await, Err(BodyError::Broken));
-    }
-
-    /// A check that counts its runs and answers `answer`.
-    fn counting(
-        runs: &Arc<AtomicUsize>,
-        answer: bool,
-    ) -> impl FnOnce() -> std::future::Ready<bool> + use<> {
-        let runs = Arc::clone(runs);
-        move || {
-            runs.fetch_add(1, Ordering::SeqCst);
-            std::future::ready(answer)
-        }
-    }
-
-    /// A clock the test moves by hand.
-    struct Clock {
-        base: Instant,
-        offset_ms: AtomicUsize,
-    }
-
-    impl Clock {
-        fn new() -> Self {
-            Self {
-                base: Instant::now(),
-                offset_ms: AtomicUsize::new(0),
-            }
-        }
-        fn advance(&self, ms: usize) {
-            self.offset_ms.fetch_add(ms, Ordering::SeqCst);
-        }
-        fn now(&self) -> Instant {
-            self.base + Duration::from_millis(self.offset_ms.load(Ordering::SeqCst) as u64)
-        }
-    }
-
-    #[tokio::test]
-    async fn answers_are_reused_within_the_ttl_only() {
-        let cache = ReadyCache::new(Duration::from_secs(1));
-        let clock = Clock::new();
-        let now = || clock.now();
-        let runs = Arc::new(AtomicUsize::new(0));
-        assert!(cache.get_with_clock(now, counting(&runs, true)).await);
-        // Within the TTL the cached success stands, whatever ClickHouse would say now.
-        clock.advance(999);
-        assert!(cache.get_with_clock(now, counting(&runs, false)).await);
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
-        // At the TTL, an outage shows.
-        clock.advance(1);
-        assert!(!cache.get_with_clock(now, counting(&runs, false)).await);
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
-        // A failure is cached just as briefly, and a recovery shows after it.
-        clock.advance(500);
-        assert!(!cache.get_with_clock(now, counting(&runs, true)).await);
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
-        clock.advance(500);
-        assert!(cache.get_with_clock(now, counting(&runs, true)).await);
-        assert_eq!(runs.load(Ordering::SeqCst), 3);
-    }
-
-    #[tokio::test]
-    async fn without_a_ttl_every_probe_checks() {
-        let cache = ReadyCache::new(Duration::ZERO);
-        let runs = Arc::new(AtomicUsize::new(0));
-        assert!(cache.get(counting(&runs, true)).await);
-        assert!(!cache.get(counting(&runs, false)).await);
-        assert!(cache.get(counting(&runs, true)).await);
-        assert_eq!(runs.load(Ordering::SeqCst), 3);
-    }
-
-    #[tokio::test]
-    async fn concurrent_probes_share_one_check() {
-        // A TTL no test run reaches, so only coalescing can explain a single check.
-        let cache = Arc::new(ReadyCache::new(Duration::from_secs(3600)));
-        let runs = Arc::new(AtomicUsize::new(0));
-        let (release, released) = tokio::sync::oneshot::channel::<bool>();
-        // The first probe's check hangs until released, like a slow ClickHouse.
-        let first = {
-            let cache = Arc::clone(&cache);
-            let runs = Arc::clone(&runs);
-            tokio::spawn(async move {
-                cache
-                    .get(|| async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        released.await.unwrap_or(false)
-                    })
-                    .await
-            })
-        };
-        // Let it take the lock and start its check.
-        for _ in 0..1000 {
-            if runs.load(Ordering::SeqCst) > 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(
-            runs.load(Ordering::SeqCst),
-            1,
-            "the first check never started"
-        );
-        let waiting: Vec<_> = (0..8)
-            .map(|_| {
-                let cache = Arc::clone(&cache);
-                let check = counting(&runs, true);
-                tokio::spawn(async move { cache.get(check).await })
-            })
-            .collect();
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-        assert!(waiting.iter().all(|t| !t.is_finished()), "probes must wait");
-        // The slow check ends in failure: everyone gets it, nobody else checked.
-        release.send(false).unwrap();
-        assert!(!first.await.unwrap());
-        for t in waiting {
-            assert!(!t.await.unwrap());
-        }
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 
     /// A served [`Ingest`] on a loopback port: the real server and handler, an
@@ -968,9 +787,11 @@ mod tests {
                 sink,
                 metrics,
                 registry: Arc::new(registry),
-                clickhouse: client,
                 health: Arc::new(crate::app::supervise::Health::default()),
-                ready_cache: ReadyCache::default(),
+                store: crate::app::store::Store::new(
+                    &mut prometheus_client::registry::Registry::default(),
+                    true,
+                ),
                 stats: None,
             });
             let listener = crate::http::server::bind("127.0.0.1:0".parse().unwrap())
@@ -1215,11 +1036,14 @@ mod tests {
             4.0
         );
         assert_eq!(s.metric(ACCEPTED), 1.0);
-        for probe in ["/ready", "/health"] {
-            let resp = http.get(s.url(probe)).send().await.unwrap();
-            assert_eq!(resp.status(), 503, "{probe}");
-            assert_eq!(resp.text().await.unwrap(), "writer stopped\n");
-        }
+        let resp = http.get(s.url("/health")).send().await.unwrap();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.text().await.unwrap(), "writer stopped\n");
+        let resp = http.get(s.url("/ready")).send().await.unwrap();
+        assert_eq!(resp.status(), 503);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["reason"], "writer stopped", "{body}");
+        assert_eq!(body["status"], "not_ready", "{body}");
         if let Some(rotation) = supervisor.into_rotation() {
             rotation.abort();
         }
@@ -1256,7 +1080,11 @@ mod tests {
         assert_eq!(s.metric(ACCEPTED), 1.0);
         let ready = reqwest::get(s.url("/ready")).await.unwrap();
         assert_eq!(ready.status(), 503);
-        assert_eq!(ready.text().await.unwrap(), "visitor salt out of date\n");
+        let body: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(body["reason"], "visitor salt out of date", "{body}");
+        // The store is up (the test says so); the salt alone decides.
+        assert_eq!(body["store"], "up", "{body}");
+        assert_eq!(body["buffer"], "memory", "{body}");
     }
 
     #[tokio::test]
@@ -1276,20 +1104,5 @@ mod tests {
                 .unwrap()
                 .contains("hush_hits_accepted_total")
         );
-    }
-
-    #[tokio::test]
-    async fn a_check_that_was_cancelled_is_not_cached() {
-        let cache = ReadyCache::new(Duration::from_secs(3600));
-        let runs = Arc::new(AtomicUsize::new(0));
-        // A probe whose connection went away mid-check drops the future.
-        let pending = cache.get(std::future::pending::<bool>);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(10), pending)
-                .await
-                .is_err()
-        );
-        assert!(!cache.get(counting(&runs, false)).await);
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! Start: migrations, salts (shared through ClickHouse so instances agree), salt
 //! rotation, session sweeper, spool (recovering what the last run left) and writer, then
-//! the listener. Stop (SIGTERM/SIGINT): stop accepting, finish in-flight requests,
+//! the listener. When ClickHouse does not answer at start and there is a spool (or
+//! `server.start_without_store`), hush listens all the same, on a local salt, with the
+//! writer held until [`store`]'s task has applied the migrations (see there).
+//! Stop (SIGTERM/SIGINT): stop accepting, finish in-flight requests,
 //! flush the writer, stop background tasks, all within `server.shutdown_timeout_ms`.
 //! With a spool, rows the flush could not store by then stay spooled for the next start.
 //!
@@ -14,6 +17,7 @@
 mod geo_metrics;
 pub mod ingest;
 pub mod stats;
+pub mod store;
 pub mod supervise;
 pub mod tracker;
 
@@ -26,6 +30,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::app::ingest::Ingest;
+use crate::app::store::Store;
 use crate::app::supervise::{Health, Supervisor};
 use crate::collect::sites::SiteRegistry;
 use crate::config::Config;
@@ -38,7 +43,7 @@ use crate::enrich::ua::UaParser;
 use crate::http::server;
 use crate::metrics::{HttpMetrics, MetricsPage, TaskMetrics};
 use crate::pipeline::spool::Spool;
-use crate::pipeline::writer::Writer;
+use crate::pipeline::writer::{StartGate, Writer};
 use crate::store::migrate;
 
 /// How often expired visits are removed from the session tracker.
@@ -97,6 +102,20 @@ pub struct PortFiles {
     pub admin: Option<PathBuf>,
 }
 
+/// Applies the schema migrations and loads the day's salts: what `serve` needs of
+/// ClickHouse before it may hash and insert.
+async fn reach_store(config: &Config, client: &clickhouse::Client) -> anyhow::Result<Arc<Salts>> {
+    let applied = migrate::run(&config.clickhouse)
+        .await
+        .context("cannot apply schema migrations")?;
+    for name in &applied {
+        tracing::info!(migration = %name, "schema migrated");
+    }
+    Salts::init(client)
+        .await
+        .context("cannot load the daily salts")
+}
+
 /// Runs the collector until SIGTERM/SIGINT.
 pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> {
     let signals = ShutdownSignals::install()?;
@@ -105,13 +124,31 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         tracing::warn!("no [[sites]] configured: every hit will be refused with 403");
     }
 
-    let applied = migrate::run(&config.clickhouse)
-        .await
-        .context("cannot apply schema migrations")?;
-    for name in &applied {
-        tracing::info!(migration = %name, "schema migrated");
-    }
     let client = db::client(&config.clickhouse);
+    let salts = match reach_store(&config, &client).await {
+        Ok(salts) => Some(salts),
+        Err(error) if config.spool.dir.is_some() || config.server.start_without_store => {
+            let held = if config.spool.dir.is_some() {
+                "hits are accepted into the spool"
+            } else {
+                "hits are queued in memory (lost if the process ends first; /ready fails)"
+            };
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "ClickHouse is not available at start; {held}, hashed with a local visitor \
+                 salt, and stored once ClickHouse answers and the schema is applied"
+            );
+            None
+        }
+        Err(error) => return Err(error),
+    };
+    let reached = salts.is_some();
+    let salts = match salts {
+        Some(salts) => salts,
+        None => Salts::local(crate::enrich::salt::today()).context("cannot make a visitor salt")?,
+    };
+    // The writer inserts nothing before the schema is current.
+    let (gate_tx, gate_rx) = watch::channel(reached);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_stop = stop_rx.clone();
@@ -124,10 +161,6 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-
-    let salts = Salts::init(&client)
-        .await
-        .context("cannot load the daily salts")?;
 
     let sessions = Arc::new(SessionTracker::new(&config.session));
     let sweeper = {
@@ -153,6 +186,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
 
     let mut registry = Registry::default();
     let metrics = HttpMetrics::new(&mut registry);
+    let store = Store::new(&mut registry, reached);
     geo_metrics::register(&mut registry, &geo);
     // The admin listener starts now and serves the page once everything registered.
     let metrics_page = MetricsPage::default();
@@ -178,7 +212,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         None => None,
     };
     // One writer loop either way; the spool only changes where accepted rows wait.
-    let (sink, writer) = match config.spool.dir.clone() {
+    let spool = match config.spool.dir.clone() {
         Some(dir) => {
             // Opening recovers what a previous run left (blocking file I/O).
             let spool_config = config.spool.clone();
@@ -199,24 +233,30 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
                     "spooled rows from the previous run are inserted first"
                 );
             }
-            Writer::spawn_spooled(
-                client.clone(),
-                &config.writer,
-                db::request_timeout(&config.clickhouse),
-                "events",
-                spool,
-                &dir,
-                &mut registry,
-            )
+            Some((spool, dir))
         }
-        None => Writer::spawn(
-            client.clone(),
-            &config.writer,
-            db::request_timeout(&config.clickhouse),
-            "events",
-            &mut registry,
-        ),
+        None => None,
     };
+    let (sink, writer) = Writer::spawn_gated(
+        client.clone(),
+        &config.writer,
+        db::request_timeout(&config.clickhouse),
+        "events",
+        spool
+            .as_ref()
+            .map(|(spool, dir)| (spool.clone(), dir.as_path())),
+        StartGate::when(gate_rx),
+        &mut registry,
+    );
+    drop(spool);
+    let store_task = crate::app::store::spawn(
+        Arc::clone(&store),
+        Arc::clone(&config),
+        client.clone(),
+        Arc::clone(&salts),
+        gate_tx,
+        stopped(),
+    );
     writer_slot.publish(writer.progress());
     // The rotation starts here, under supervision (restarted if it dies); the writer is
     // watched while the server runs.
@@ -251,9 +291,8 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         sink,
         metrics,
         registry,
-        clickhouse: client.clone(),
         health,
-        ready_cache: crate::app::ingest::ReadyCache::default(),
+        store,
         stats: Some(Arc::new(
             crate::app::stats::Stats::new(&config, client.clone())
                 .context("cannot set up the stats API")?,
@@ -292,6 +331,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         let _ = tokio::time::timeout(Duration::from_secs(1), rotation).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sweeper).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), store_task).await;
     if let Some(mut task) = purge_scheduler {
         // Whatever is left of the budget; a purge step that outlasts it is abandoned and
         // its lease expires by itself.

@@ -34,6 +34,18 @@
 //! prepared, a local salt is used (yesterday's is never carried into a new day) and
 //! the task offers it as the candidate once ClickHouse answers.
 //!
+//! # Starting without ClickHouse
+//!
+//! When `serve` starts while ClickHouse is down (hits go to the spool), there is no
+//! agreed salt to load: [`Salts::local`] makes a fresh random salt for today, held in
+//! memory only, exactly like the fallback of a rotation that cannot reach ClickHouse.
+//! Hits are hashed with it at once (a hit is never stored unhashed, and never waits
+//! on disk with its address or User-Agent). Once ClickHouse answers,
+//! [`Salts::connect`] offers it as the day's candidate: when no instance agreed on one
+//! yet it becomes the day's salt and nothing changes; when another instance did, that
+//! salt is adopted (logged), so the visitors this instance saw meanwhile get a second
+//! id for the rest of the day (counted twice at most, never linked across days).
+//!
 //! # A salt never outlives its day
 //!
 //! The hit path asks for the salts of the hit's own day ([`Salts::for_day`]). If the
@@ -60,6 +72,7 @@ use tokio::task::JoinHandle;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::db;
+use crate::logging::RateLimit;
 
 /// Bytes in one salt.
 pub const SALT_LEN: usize = 32;
@@ -67,6 +80,8 @@ pub const SALT_LEN: usize = 32;
 pub const TICK: Duration = Duration::from_secs(30);
 /// How long before UTC midnight the rotation task starts preparing tomorrow's salt.
 pub const PREPARE_LEAD: Duration = Duration::from_secs(10 * 60);
+/// At most one line per kind of failed rotation step in this interval.
+const TICK_LOG_EVERY: Duration = Duration::from_secs(10 * 60);
 /// Bound on each salt request: salt work runs at start and in the background, never
 /// on the hit path.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -323,6 +338,41 @@ impl Salts {
         }))
     }
 
+    /// A fresh random salt for `day`, agreed with no one yet, for a start while
+    /// ClickHouse is down; [`Salts::connect`] agrees on it once ClickHouse answers (see
+    /// the module doc). The rotation task reconciles it too.
+    pub fn local(day: u32) -> Result<Arc<Salts>, SaltError> {
+        let current = generate()?;
+        Ok(Salts::fixed(DailySalts {
+            day,
+            current: *current,
+            previous: None,
+        }))
+    }
+
+    /// After a start on [`Salts::local`]: agrees on today's salt (offering ours, or
+    /// adopting the one ClickHouse has) and loads yesterday's if we have none. Returns
+    /// whether our salt was replaced.
+    pub async fn connect(&self, client: &Client) -> Result<bool, SaltError> {
+        let changed = self.reconcile(client).await?;
+        let now = self.state.load_full();
+        if now.previous.is_none()
+            && let Some(yesterday) = now.day.checked_sub(1)
+            && let Some(previous) = read_winner(client, yesterday).await?
+        {
+            // Only replace the state we read: a rotation in between wins.
+            let _ = self.state.compare_and_swap(
+                &now,
+                Arc::new(DailySalts {
+                    day: now.day,
+                    current: now.current,
+                    previous: Some(*previous),
+                }),
+            );
+        }
+        Ok(changed)
+    }
+
     /// Salts held in memory only, with no ClickHouse agreement behind them: for
     /// benchmarks and tests of the hit path that must not depend on a server. A
     /// collector never uses this (instances would disagree on visitor ids).
@@ -509,26 +559,38 @@ impl Salts {
     }
 
     async fn tick(&self, client: &Client, now: SystemTime) {
+        // Every tick retries while ClickHouse is down (for hours, after a start
+        // without it): one line per kind every TICK_LOG_EVERY, not one per tick.
+        static ROTATE: RateLimit = RateLimit::new(TICK_LOG_EVERY);
+        static CONFIRM: RateLimit = RateLimit::new(TICK_LOG_EVERY);
+        static DELETE: RateLimit = RateLimit::new(TICK_LOG_EVERY);
+        static PREPARE: RateLimit = RateLimit::new(TICK_LOG_EVERY);
         let today = day_of(now);
         if today > self.state.load().day {
-            if let Err(error) = self.rotate_to(client, today).await {
-                tracing::warn!(%error, "salt rotation incomplete; retrying");
+            if let Err(error) = self.rotate_to(client, today).await
+                && let Some(held_back) = ROTATE.check()
+            {
+                tracing::warn!(%error, held_back, "salt rotation incomplete; retrying");
             }
             return;
         }
-        if let Err(error) = self.reconcile(client).await {
-            tracing::warn!(%error, "could not confirm today's salt; retrying");
+        if let Err(error) = self.reconcile(client).await
+            && let Some(held_back) = CONFIRM.check()
+        {
+            tracing::warn!(%error, held_back, "could not confirm today's salt; retrying");
         }
         // Normally a no-op count; finishes a deletion that failed at rotation.
         if let Some(yesterday) = today.checked_sub(1)
             && let Err(error) = delete_before(client, yesterday).await
+            && let Some(held_back) = DELETE.check()
         {
-            tracing::warn!(%error, "could not delete old salts; retrying");
+            tracing::warn!(%error, held_back, "could not delete old salts; retrying");
         }
         if time_until_next_midnight(now) <= PREPARE_LEAD
             && let Err(error) = self.prepare(client, today + 1).await
+            && let Some(held_back) = PREPARE.check()
         {
-            tracing::warn!(%error, "could not prepare tomorrow's salt; retrying");
+            tracing::warn!(%error, held_back, "could not prepare tomorrow's salt; retrying");
         }
     }
 }

@@ -12,5 +12,4 @@
 
 pub mod rowbinary;
 pub mod spool;
-pub mod throttle;
 pub mod writer;

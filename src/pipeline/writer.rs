@@ -40,6 +40,12 @@
 //! distinct batches can be equal (one visitor's identical hits in the same second) and
 //! must both count.
 //!
+//! # Start
+//!
+//! A writer spawned with a closed [`StartGate`] ([`Writer::spawn_gated`]) accepts rows
+//! into its buffer but inserts nothing until the gate opens: `serve` starting while
+//! ClickHouse is down opens it once the schema migrations are applied.
+//!
 //! # Batching
 //!
 //! At most one insert is in flight. A batch is cut when `batch_rows` rows are waiting
@@ -89,9 +95,9 @@ use tokio::time::Instant;
 use crate::config::WriterConfig;
 use crate::db;
 use crate::enrich::row::EventRow;
+use crate::logging::RateLimit;
 use crate::pipeline::rowbinary;
 use crate::pipeline::spool::{Spool, SpoolBatch, SpoolError};
-use crate::pipeline::throttle::Throttle;
 
 /// The spool's directory for what cannot be inserted: corrupt spool regions
 /// (`*.bad`, written by the spool) and dead letters (`dead-letter-<token>.rowbinary`
@@ -99,6 +105,9 @@ use crate::pipeline::throttle::Throttle;
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// Retry-After suggested when the buffer is full but ClickHouse is keeping up.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Retry-After suggested while the spool's disk refuses writes: space comes back as
+/// the spool drains (or an operator frees it), rarely within a second.
+const UNWRITABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Refusals of a batch's content before it becomes a dead letter. More than one, so a
 /// misclassified hiccup does not cost rows.
 pub const PERMANENT_ATTEMPTS: u32 = 3;
@@ -125,6 +134,10 @@ pub enum SubmitError {
     /// The spool could not store the rows (an I/O error; details are logged).
     #[error("the spool cannot store rows: {0}")]
     Unavailable(String),
+    /// The spool's disk refuses writes (full or failing); the spool logs when that
+    /// starts and ends, and probes the disk until it takes writes again.
+    #[error("the spool's disk refuses writes; retry after {retry_after:?}")]
+    Unwritable { retry_after: Duration },
 }
 
 /// Why [`WriterHandle::shutdown`] did not complete cleanly.
@@ -714,6 +727,14 @@ impl EventSink {
                 (Err(SubmitError::Unavailable(err.to_string())), false)
             }
             Err(SpoolError::Closed) => (Err(SubmitError::ShuttingDown), true),
+            // Counted by the spool (`hush_spool_unwritable_rejections_total`); nothing
+            // was appended, so nothing stays counted in.
+            Err(SpoolError::Unwritable) => (
+                Err(SubmitError::Unwritable {
+                    retry_after: UNWRITABLE_RETRY_AFTER,
+                }),
+                false,
+            ),
             Err(err) => (Err(SubmitError::Unavailable(err.to_string())), true),
         }
     }
@@ -733,11 +754,47 @@ impl EventSink {
         self.shared.queued_bytes.load(Ordering::Acquire)
     }
 
+    /// The spool rows go to; `None` with the in-memory queue.
+    pub fn spool(&self) -> Option<&Spool> {
+        match &self.buffer {
+            Buffer::Spool(spool) => Some(spool),
+            Buffer::Memory(_) => None,
+        }
+    }
+
     /// The in-memory queue's capacity in rows; 0 with a spool (bounded in bytes).
     pub fn capacity(&self) -> usize {
         match &self.buffer {
             Buffer::Memory(tx) => tx.max_capacity(),
             Buffer::Spool(_) => 0,
+        }
+    }
+}
+
+/// Holds the writer's first insert back until the store is ready for it (`serve`
+/// starting while ClickHouse is down opens it once the schema migrations are applied):
+/// rows are accepted into the buffer meanwhile, and nothing is inserted into a table
+/// whose schema is not current.
+#[derive(Debug, Clone)]
+pub struct StartGate(Option<tokio::sync::watch::Receiver<bool>>);
+
+impl StartGate {
+    /// A gate that is open from the start.
+    pub fn open() -> Self {
+        Self(None)
+    }
+
+    /// A gate that opens when `ready` turns `true`.
+    pub fn when(ready: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self(Some(ready))
+    }
+
+    /// Resolves once the gate is open (never, when its sender went away closed).
+    async fn wait(self) {
+        if let Some(mut ready) = self.0
+            && ready.wait_for(|open| *open).await.is_err()
+        {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -770,6 +827,7 @@ impl Writer {
             Buffer::Memory(tx),
             source,
             None,
+            StartGate::open(),
             registry,
         )
     }
@@ -799,6 +857,51 @@ impl Writer {
             Buffer::Spool(spool),
             source,
             Some(spool_dir.join(QUARANTINE_DIR)),
+            StartGate::open(),
+            registry,
+        )
+    }
+
+    /// [`Writer::spawn_spooled`] (with `Some(spool, spool_dir)`) or [`Writer::spawn`]
+    /// (with `None`) whose task inserts nothing before `gate` opens.
+    pub fn spawn_gated(
+        client: Client,
+        cfg: &WriterConfig,
+        request_timeout: Duration,
+        table: &str,
+        spool: Option<(Spool, &Path)>,
+        gate: StartGate,
+        registry: &mut Registry,
+    ) -> (EventSink, WriterHandle) {
+        let (buffer, source, dead_letter_dir) = match spool {
+            Some((spool, dir)) => (
+                Buffer::Spool(spool.clone()),
+                Source::Spool(SpoolSource {
+                    spool,
+                    first_seen: None,
+                    draining: false,
+                }),
+                Some(dir.join(QUARANTINE_DIR)),
+            ),
+            None => {
+                let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+                let source = Source::Memory(MemorySource {
+                    rx,
+                    rows: Vec::new(),
+                    flush_at: None,
+                });
+                (Buffer::Memory(tx), source, None)
+            }
+        };
+        Self::start(
+            client,
+            cfg,
+            request_timeout,
+            table,
+            buffer,
+            source,
+            dead_letter_dir,
+            gate,
             registry,
         )
     }
@@ -812,6 +915,7 @@ impl Writer {
         buffer: Buffer,
         source: Source,
         dead_letter_dir: Option<PathBuf>,
+        gate: StartGate,
         registry: &mut Registry,
     ) -> (EventSink, WriterHandle) {
         let metrics = Metrics::register(registry);
@@ -861,7 +965,12 @@ impl Writer {
             shared: Arc::clone(&shared),
             report: FlushReport::default(),
         };
-        let join = tokio::spawn(task.run());
+        let join = tokio::spawn(async move {
+            // A shutdown before the gate opened ends here by the handle's deadline:
+            // spooled rows stay for the next start, queued ones are reported lost.
+            gate.wait().await;
+            task.run().await
+        });
         (
             EventSink {
                 buffer,
@@ -1461,7 +1570,7 @@ impl Task {
         let payload = payload.freeze();
         let token = batch.token().to_owned();
         let mut failures = 0u32;
-        let mut log = Throttle::new(DEAD_LETTER_LOG_EVERY);
+        let log = RateLimit::new(DEAD_LETTER_LOG_EVERY);
         loop {
             let (target, token, payload, note) =
                 (dir.clone(), token.clone(), payload.clone(), note.clone());
@@ -1489,7 +1598,7 @@ impl Task {
                     failures = failures.saturating_add(1);
                     self.metrics.dead_letter_write_failures.inc();
                     let delay = backoff(self.retry_base, self.retry_max, failures);
-                    if let Some(unlogged) = log.hit() {
+                    if let Some(unlogged) = log.check() {
                         tracing::error!(
                             table = %self.table,
                             rows,
@@ -1570,7 +1679,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)` capped at
 /// `max`, then "equal jitter": half fixed, half random, so instances that failed
 /// together do not retry in lockstep and no retry comes sooner than half the step.
-fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     let exp = base
         .checked_mul(
             1u32.checked_shl(attempt.saturating_sub(1))

@@ -58,6 +58,16 @@ impl HushProcess {
     /// [`HushProcess::start`] with `RUST_LOG` set to `log_filter` (e.g. `debug`, so a
     /// test scanning the log also sees the dependencies' debug lines).
     pub fn start_with_log_filter(dir: &Path, config: &str, log_filter: &str) -> HushProcess {
+        Self::start_with_env(dir, config, log_filter, &[])
+    }
+
+    /// [`HushProcess::start_with_log_filter`] with extra environment variables.
+    pub fn start_with_env(
+        dir: &Path,
+        config: &str,
+        log_filter: &str,
+        env: &[(&str, &Path)],
+    ) -> HushProcess {
         std::fs::create_dir_all(dir).expect("create the hush dir");
         let config_path = dir.join("hush.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -74,6 +84,7 @@ impl HushProcess {
             .arg("--admin-port-file")
             .arg(&admin_port_file)
             .env("RUST_LOG", log_filter)
+            .envs(env.iter().copied())
             .env_remove("HUSH_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -3,6 +3,8 @@
 //! ```text
 //! spool.meta              spool id (part of every batch's dedup token) + next segment number
 //! spool.lock              flock(2)ed by the process that has the spool open
+//! spool.reserve           64 KiB kept free for the reader's metadata: deleted on a full disk
+//! spool.probe             written and deleted by the appender while the disk refuses writes
 //! 000000000042.seg        segment 42: header + records (see `format`)
 //! 000000000042.ack        reader progress in segment 42 (acknowledged offset, cuts, skips)
 //! quarantine/000000000042-0000001234.bad   corrupt bytes found at offset 1234 of segment 42
@@ -19,6 +21,43 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub(crate) const META: &str = "spool.meta";
+pub(crate) const RESERVE: &str = "spool.reserve";
+const PROBE: &str = "spool.probe";
+/// Size of `spool.reserve`: room for many `.ack` rewrites (a page each at most).
+pub(crate) const RESERVE_BYTES: usize = 64 * 1024;
+/// Size of the probe write: one page.
+const PROBE_BYTES: usize = 4096;
+
+/// Whether `e` says the filesystem (or the user's quota) is full.
+pub(crate) fn out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Creates `spool.reserve` in `dir` if it is missing. Without `durable` it may live in
+/// the page cache only, which is all a full disk needs of it.
+pub(crate) fn ensure_reserve(dir: &Path, durable: bool) -> io::Result<()> {
+    let path = dir.join(RESERVE);
+    if path.exists() {
+        return Ok(());
+    }
+    write_atomic(&path, &[0u8; RESERVE_BYTES], durable)
+}
+
+/// Writes a page to `spool.probe` (synced when `durable`) and deletes it: whether the
+/// disk takes writes again.
+pub(crate) fn probe(dir: &Path, durable: bool) -> io::Result<()> {
+    let path = dir.join(PROBE);
+    let written = (|| {
+        let mut f = File::create(&path)?;
+        f.write_all(&[0u8; PROBE_BYTES])?;
+        if durable {
+            f.sync_data()?;
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_file(&path);
+    written
+}
 pub(crate) const QUARANTINE: &str = "quarantine";
 
 pub(crate) fn segment_name(seq: u64) -> String {
@@ -45,14 +84,19 @@ pub(crate) fn parse_seq(name: &str, ext: &str) -> Option<u64> {
 /// rename survive a power loss once this returns.
 pub(crate) fn write_atomic(path: &Path, content: &[u8], durable: bool) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    {
+    let written = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(content)?;
         if durable {
             f.sync_data()?;
         }
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A half-written temporary file would hold on to space a full disk needs.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
     if durable && let Some(dir) = path.parent() {
         sync_dir(dir)?;
     }
@@ -71,12 +115,22 @@ pub(crate) fn create_segment(path: &Path, header: &[u8], durable: bool) -> io::R
         .write(true)
         .create_new(true)
         .open(path)?;
-    f.write_all(header)?;
-    if durable {
-        f.sync_data()?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir)?;
+    let written = (|| {
+        f.write_all(header)?;
+        if durable {
+            f.sync_data()?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
         }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        // No segment without a header is left behind (a full disk would otherwise
+        // leave one per attempt); its number is not used again.
+        drop(f);
+        let _ = fs::remove_file(path);
+        return Err(e);
     }
     Ok(f)
 }
@@ -89,7 +143,9 @@ pub(crate) fn write_quarantine(
     bytes: &[u8],
     durable: bool,
 ) -> io::Result<PathBuf> {
-    let path = dir.join(QUARANTINE).join(quarantine_name(seq, offset));
+    let quarantine = dir.join(QUARANTINE);
+    fs::create_dir_all(&quarantine)?;
+    let path = quarantine.join(quarantine_name(seq, offset));
     write_atomic(&path, bytes, durable)?;
     Ok(path)
 }

@@ -62,6 +62,23 @@
 //! is retried at the next read or acknowledgement, the bytes still counted); a rejected append makes the current segment roll so that a
 //! drained spool always frees space.
 //!
+//! # Full disk
+//!
+//! A write the disk refuses (full, read-only, failing) fails its appends with
+//! [`SpoolError::Unwritable`] and blocks the spool: later appends are refused at once,
+//! without reaching the disk, until the appender's probe (every [`PROBE_EVERY`]: a
+//! segment to append to, the reserve, a page written and synced) finds it writable,
+//! with no append or restart needed to trigger it. The outage is logged once when it
+//! starts and once when it ends, with the appends refused meanwhile, and counted
+//! (`hush_spool_unwritable_rejections_total`, `hush_spool_writable`).
+//!
+//! Draining is what frees a full spool's disk, so the reader never needs new room:
+//! [`Spool::open`] creates and rewrites nothing (`spool.meta` is read, not rewritten;
+//! the first append creates the segment new appends go to), a replayed batch leaves
+//! its `.ack` file as it is, and the `.ack` rewrites a new cut or an acknowledgement
+//! needs take the room of `spool.reserve` (64 KiB, outside `max_bytes`), deleted when
+//! such a write meets a full disk and made again by the appender when there is room.
+//!
 //! The spool holds RowBinary rows only: truncated, hashed data, never an address.
 
 mod files;
@@ -78,10 +95,10 @@ use std::mem;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prometheus_client::collector::Collector;
@@ -93,7 +110,7 @@ use tokio::sync::{Notify, oneshot};
 use tracing::{error, info, warn};
 
 use crate::config::{FsyncPolicy, SpoolConfig};
-use crate::pipeline::throttle::Throttle;
+use crate::logging::RateLimit;
 use files::{AckState, Meta};
 use format::{FRAME_OVERHEAD, Frame, HEADER_LEN};
 
@@ -105,6 +122,16 @@ const READ_CHUNK: usize = 256 * 1024;
 const CHECKPOINT_MS: u64 = 1_000;
 /// A drained append buffer larger than this is released instead of kept for reuse.
 const KEEP_BUFFER_BYTES: usize = 8 << 20;
+/// While the disk refuses writes, how often the appender probes it.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// At most one "cannot write" line per this interval, however often the disk flaps.
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Test seam for the full-disk tests of a machine where no small filesystem can be
+/// mounted: while the file this environment variable names exists, every write of
+/// the appender (segment data, a new segment, its probe) fails as on a full disk.
+/// Read once, at open; unset in production, where it costs nothing. Not `HUSH_`: that
+/// prefix is configuration.
+pub const FAULT_ENV: &str = "HUSHTEST_SPOOL_WRITE_FAULT_FILE";
 
 /// Why the spool could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -112,6 +139,11 @@ pub enum SpoolError {
     /// The spool holds `max_bytes`; retry later (503 + Retry-After).
     #[error("spool is full: {used} of {max} bytes in use")]
     Full { used: u64, max: u64 },
+    /// The spool's disk refuses writes (full, read-only, failing): appends are refused
+    /// at once, without touching the disk, until the appender's probe finds it
+    /// writable again (503 + Retry-After, `reason="spool_unwritable"`).
+    #[error("the spool's disk refuses writes (full or failing)")]
+    Unwritable,
     #[error("spool is closed")]
     Closed,
     #[error("spool records must not be empty")]
@@ -284,6 +316,15 @@ struct Shared {
     /// Test seam: while set, every fdatasync of a segment fails.
     #[cfg(test)]
     fail_syncs: std::sync::atomic::AtomicBool,
+    /// Write-failure seam ([`FAULT_ENV`]): while this file exists, appender writes fail.
+    fault: Option<PathBuf>,
+    /// Set while the disk refuses writes: appends are refused at once, without I/O,
+    /// until the appender's probe finds the disk writable (see "Full disk").
+    blocked: AtomicBool,
+    /// Appends refused since the current outage began (at once, or by a failed write).
+    refused_in_outage: AtomicU64,
+    /// "Released the reserve" lines.
+    reserve_log: RateLimit,
     queue: Mutex<Queue>,
     queue_cv: Condvar,
     index: Mutex<Index>,
@@ -321,6 +362,50 @@ impl Shared {
 
     fn token(&self, seq: u64, range: &Range<u64>) -> String {
         format!("hush-{}-{seq}-{}-{}", self.id, range.start, range.end)
+    }
+
+    /// The seam's injected failure, while its file exists.
+    fn fault(&self) -> io::Result<()> {
+        match &self.fault {
+            Some(path) if path.exists() => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes segment `seq`'s `.ack` file. On a full disk the reserve is released and
+    /// the write tried once more: recording progress is what lets the spool drain, and
+    /// draining is what frees the disk.
+    fn write_ack(&self, seq: u64, state: &AckState) -> Result<(), SpoolError> {
+        let path = self.ack_path(seq);
+        let content = state.encode();
+        let write = || files::write_atomic(&path, content.as_bytes(), self.durable());
+        match write() {
+            Err(e) if files::out_of_space(&e) && self.release_reserve() => write(),
+            other => other,
+        }
+        .map_err(io_err("write", &path))
+    }
+
+    /// Deletes the reserve file, if there is one; whether it did.
+    fn release_reserve(&self) -> bool {
+        let path = self.dir.join(files::RESERVE);
+        if fs::remove_file(&path).is_err() {
+            return false;
+        }
+        if let Some(held_back) = self.reserve_log.check() {
+            warn!(
+                dir = %self.dir.display(),
+                held_back,
+                "the spool's disk is full: released its reserve so it can drain"
+            );
+        }
+        true
+    }
+
+    /// Counts `n` appends refused because the disk refuses writes.
+    fn refused_unwritable(&self, n: u64) {
+        self.metrics.unwritable_rejections.inc_by(n);
+        self.refused_in_outage.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -435,6 +520,7 @@ struct Metrics {
     torn_tail: Counter,
     quarantined: Counter,
     full_rejections: Counter,
+    unwritable_rejections: Counter,
     fsyncs: Counter,
     fsync_errors: Counter,
 }
@@ -445,6 +531,7 @@ impl Metrics {
             torn_tail: Counter::default(),
             quarantined: Counter::default(),
             full_rejections: Counter::default(),
+            unwritable_rejections: Counter::default(),
             fsyncs: Counter::default(),
             fsync_errors: Counter::default(),
         }
@@ -465,6 +552,11 @@ impl Metrics {
             "hush_spool_full_rejections",
             "Appends refused because the spool reached spool.max_bytes",
             self.full_rejections.clone(),
+        );
+        registry.register(
+            "hush_spool_unwritable_rejections",
+            "Appends refused because the spool's disk refuses writes (full or failing)",
+            self.unwritable_rejections.clone(),
         );
         registry.register(
             "hush_spool_fsyncs",
@@ -496,7 +588,13 @@ impl Collector for Gauges {
         };
         let s = status(&shared);
         let age = s.oldest_pending_age.map_or(0.0, |d| d.as_secs_f64());
-        let gauges: [(&str, &str, ConstGauge<f64>); 6] = [
+        let writable = !shared.blocked.load(Ordering::Relaxed);
+        let gauges: [(&str, &str, ConstGauge<f64>); 7] = [
+            (
+                "hush_spool_writable",
+                "Whether the spool's disk takes appends (0 while it refuses writes)",
+                ConstGauge::new(f64::from(u8::from(writable))),
+            ),
             (
                 "hush_spool_bytes",
                 "Bytes of spool segment files and appends in flight",
@@ -541,10 +639,22 @@ impl Spool {
     /// appender thread and registers the metrics. Blocking: call it before serving, or
     /// from `spawn_blocking`.
     pub fn open(cfg: &SpoolConfig, registry: &mut Registry) -> Result<Spool, SpoolError> {
+        let fault = std::env::var_os(FAULT_ENV).map(PathBuf::from);
+        Self::open_with_fault(cfg, registry, fault)
+    }
+
+    /// [`Spool::open`] with the write-failure seam set explicitly (see [`FAULT_ENV`]).
+    fn open_with_fault(
+        cfg: &SpoolConfig,
+        registry: &mut Registry,
+        fault: Option<PathBuf>,
+    ) -> Result<Spool, SpoolError> {
         let dir = cfg.dir.clone().ok_or(SpoolError::NotConfigured)?;
         let durable = cfg.fsync != FsyncPolicy::Never;
-        let quarantine = dir.join(files::QUARANTINE);
-        fs::create_dir_all(&quarantine).map_err(io_err("create", &quarantine))?;
+        // Opening writes nothing an existing spool lacks room for: the directory and
+        // lock file exist, `spool.meta` is read, not rewritten, and the segment new
+        // appends go to is created by the first append (see "Full disk").
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
 
         let lock_path = dir.join("spool.lock");
         let lock_file = OpenOptions::new()
@@ -576,20 +686,30 @@ impl Spool {
         let max_seq = seg_seqs.last().copied().unwrap_or(0);
 
         let meta_path = dir.join(files::META);
+        // A new id must be on disk before a batch is inserted under it.
+        let mut new_id = false;
         let mut meta = match fs::read_to_string(&meta_path) {
             Ok(text) => Meta::parse(&text).unwrap_or_else(|| {
                 warn!(path = %meta_path.display(), "unreadable spool.meta; the spool gets a new id, so batches in flight before now may be inserted twice");
+                new_id = true;
                 Meta::new_random()
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if !seg_seqs.is_empty() {
                     warn!(path = %meta_path.display(), "spool.meta is missing; the spool gets a new id, so batches in flight before now may be inserted twice");
+                    new_id = true;
                 }
                 Meta::new_random()
             }
             Err(e) => return Err(io_err("read", &meta_path)(e)),
         };
         meta.next_segment = meta.next_segment.max(max_seq + 1);
+        if new_id && let Err(e) = files::write_atomic(&meta_path, meta.encode().as_bytes(), durable)
+        {
+            // Replayed batches get tokens under an id a restart would not know; the
+            // warning above already says they may be stored twice.
+            warn!(path = %meta_path.display(), error = %e, "cannot write the new spool.meta yet; written with the first new segment");
+        }
 
         let metrics = Metrics::new();
         let shared = Arc::new(Shared {
@@ -604,6 +724,10 @@ impl Spool {
             sync_failed: AtomicU64::new(0),
             #[cfg(test)]
             fail_syncs: std::sync::atomic::AtomicBool::new(false),
+            fault,
+            blocked: AtomicBool::new(false),
+            refused_in_outage: AtomicU64::new(0),
+            reserve_log: RateLimit::new(Duration::from_secs(60)),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             index: Mutex::new(Index::default()),
@@ -629,28 +753,12 @@ impl Spool {
             }
         }
 
-        // New appends always start a new segment: recovered ones stay as they are, so
-        // no offset a batch identity refers to is ever written twice.
-        let seq = meta.next_segment;
-        meta.next_segment += 1;
-        files::write_atomic(&meta_path, meta.encode().as_bytes(), durable)
-            .map_err(io_err("write", &meta_path))?;
-        let created = now_ms();
-        let path = shared.seg_path(seq);
-        let file = files::create_segment(&path, &format::header(created), durable)
-            .map_err(io_err("create", &path))?;
-        let file = Arc::new(file);
-        used += HEADER_LEN;
+        // New appends always start a new segment (created by the first of them):
+        // recovered ones stay as they are, so no offset a batch identity refers to is
+        // ever written twice.
         shared.used.store(used, Ordering::Relaxed);
         let pending: u64 = recovered.values().map(Segment::pending_records).sum();
-        {
-            let mut index = lock(&shared.index);
-            index.segments = recovered;
-            index
-                .segments
-                .insert(seq, new_segment(file.clone(), created));
-            index.active = seq;
-        }
+        lock(&shared.index).segments = recovered;
         info!(
             dir = %dir.display(),
             segments = seg_seqs.len(),
@@ -662,14 +770,17 @@ impl Spool {
             shared: shared.clone(),
             meta,
             meta_path,
-            seq,
-            file,
+            seq: 0,
+            file: None,
             len: HEADER_LEN,
             synced: HEADER_LEN,
             poisoned: false,
             unsynced: 0..0,
             unpublished_records: 0,
             unpublished_from: HEADER_LEN,
+            outage: None,
+            outage_log: RateLimit::new(OUTAGE_LOG_EVERY),
+            roll_log: RateLimit::new(OUTAGE_LOG_EVERY),
         };
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -734,6 +845,10 @@ impl Spool {
             bytes += Frame::total(r.len()) as u64;
         }
         let shared = &self.inner.shared;
+        if shared.blocked.load(Ordering::Relaxed) {
+            shared.refused_unwritable(1);
+            return Err(SpoolError::Unwritable);
+        }
         let before = shared.used.fetch_add(bytes, Ordering::AcqRel);
         // Room for one more segment header stays free, so rolling never pushes the
         // spool past `max_bytes`.
@@ -864,9 +979,7 @@ impl Spool {
             }
         };
         if let Some(state) = state {
-            let path = shared.ack_path(batch.segment);
-            files::write_atomic(&path, state.encode().as_bytes(), shared.durable())
-                .map_err(io_err("write", &path))?;
+            shared.write_ack(batch.segment, &state)?;
         }
         reap(shared);
         Ok(())
@@ -875,6 +988,12 @@ impl Spool {
     /// Counts, sizes and the age of the oldest pending record. Cheap: no I/O.
     pub fn status(&self) -> SpoolStatus {
         status(&self.inner.shared)
+    }
+
+    /// Whether appends are taken: `false` while the disk refuses writes and appends
+    /// are refused with [`SpoolError::Unwritable`].
+    pub fn writable(&self) -> bool {
+        !self.inner.shared.blocked.load(Ordering::Relaxed)
     }
 
     /// The spool's random id (the first part of every batch token).
@@ -1075,11 +1194,8 @@ fn reap(shared: &Shared) {
                     tracing::debug!(path = %path.display(), error = %e, "acknowledged spool segment still cannot be deleted");
                 } else {
                     error!(path = %path.display(), error = %e, "cannot delete an acknowledged spool segment; it keeps its room in spool.max_bytes and is deleted again later");
-                    let ack_path = shared.ack_path(seq);
-                    if let Err(e) =
-                        files::write_atomic(&ack_path, done.encode().as_bytes(), shared.durable())
-                    {
-                        error!(path = %ack_path.display(), error = %e, "cannot record the undeletable segment as acknowledged; a restart before it is deleted replays it (deduplicated by ClickHouse)");
+                    if let Err(e) = shared.write_ack(seq, &done) {
+                        error!(error = %e, "cannot record the undeletable segment as acknowledged; a restart before it is deleted replays it (deduplicated by ClickHouse)");
                     }
                     if let Some(seg) = lock(&shared.index).segments.get_mut(&seq) {
                         seg.delete_failed = true;
@@ -1155,6 +1271,10 @@ fn cut_batch(shared: &Shared, max_records: usize) -> Result<CutOutcome, SpoolErr
     };
     let mut skips = plan.skips.clone();
     let read = read_records(shared, &plan, max, &mut skips).map_err(io_err("read", &path))?;
+    // A replayed batch whose reading found no new damage leaves the `.ack` file as it
+    // is: its bounds are there already (moving it from "to replay" to "handed out"
+    // keeps the file's list of cuts), so a full disk does not stop a replay.
+    let unchanged = plan.replay_end.is_some() && skips == plan.skips;
     let end = plan.replay_end.unwrap_or(read.end);
     let range = plan.start..end;
 
@@ -1192,9 +1312,9 @@ fn cut_batch(shared: &Shared, max_records: usize) -> Result<CutOutcome, SpoolErr
         seg.ack_state()
     };
     // ... and its bounds, before anything can insert it.
-    let ack_path = shared.ack_path(plan.seq);
-    files::write_atomic(&ack_path, state.encode().as_bytes(), shared.durable())
-        .map_err(io_err("write", &ack_path))?;
+    if !unchanged {
+        shared.write_ack(plan.seq, &state)?;
+    }
 
     if read.records == 0 {
         return Ok(CutOutcome::Empty);
@@ -1344,10 +1464,9 @@ fn recover_segment(
             );
         } else {
             shared.metrics.quarantined.inc();
-            let target = shared
-                .dir
-                .join(files::QUARANTINE)
-                .join(files::quarantine_name(seq, 0));
+            let quarantine = shared.dir.join(files::QUARANTINE);
+            fs::create_dir_all(&quarantine).map_err(io_err("create", &quarantine))?;
+            let target = quarantine.join(files::quarantine_name(seq, 0));
             fs::rename(&path, &target).map_err(io_err("quarantine", &path))?;
             warn!(segment = seq, bytes = len, copy = %target.display(), "spool segment without a valid header quarantined");
         }
@@ -1406,9 +1525,13 @@ fn recover_segment(
         }
     }
     state.skips.sort_by_key(|r| r.start);
-    if changed {
-        files::write_atomic(&ack_path, state.encode().as_bytes(), shared.durable())
-            .map_err(io_err("write", &ack_path))?;
+    if changed
+        && let Err(e) = files::write_atomic(&ack_path, state.encode().as_bytes(), shared.durable())
+    {
+        // Not fatal (a full disk must not stop the start): the skips are kept in
+        // memory and written with the segment's next cut; a crash before that finds
+        // the same damage again.
+        warn!(path = %ack_path.display(), error = %e, "cannot record the quarantined regions yet");
     }
 
     let issued = state.cuts.last().map_or(start, |c| c.end);
@@ -1442,8 +1565,10 @@ struct Appender {
     shared: Arc<Shared>,
     meta: Meta,
     meta_path: PathBuf,
+    /// The segment being appended to (0 and `None` until the first append creates
+    /// one, or while none can be created).
     seq: u64,
-    file: Arc<File>,
+    file: Option<Arc<File>>,
     /// Write position (file length).
     len: u64,
     synced: u64,
@@ -1456,6 +1581,19 @@ struct Appender {
     /// reader, and where they start.
     unpublished_records: u64,
     unpublished_from: u64,
+    /// Since when the disk refuses writes, and whether that was logged.
+    outage: Option<Outage>,
+    /// "Cannot write" lines: one per [`OUTAGE_LOG_EVERY`] however often the disk flaps.
+    outage_log: RateLimit,
+    /// "Cannot start a new segment" while the current one still takes appends.
+    roll_log: RateLimit,
+}
+
+/// The disk refused an append and none has been written since.
+struct Outage {
+    since: Instant,
+    /// Its start was logged (else its end is not either).
+    logged: bool,
 }
 
 /// Makes the calling thread `SCHED_BATCH`: when woken it does not preempt the thread
@@ -1489,25 +1627,48 @@ impl Appender {
         let mut buf = Vec::new();
         let mut appends = Vec::new();
         loop {
-            let (roll, closing) = {
+            let (roll, closing, probe) = {
                 let mut q = lock(&self.shared.queue);
+                let mut probe = false;
                 while q.appends.is_empty() && !q.closing && !q.roll_requested {
-                    q = self
+                    if !self.shared.blocked.load(Ordering::Relaxed) {
+                        q = self
+                            .shared
+                            .queue_cv
+                            .wait(q)
+                            .unwrap_or_else(PoisonError::into_inner);
+                        continue;
+                    }
+                    // Appends are refused without reaching this thread: look at the
+                    // disk again every PROBE_EVERY.
+                    let (guard, wait) = self
                         .shared
                         .queue_cv
-                        .wait(q)
+                        .wait_timeout(q, PROBE_EVERY)
                         .unwrap_or_else(PoisonError::into_inner);
+                    q = guard;
+                    if wait.timed_out() {
+                        probe = true;
+                        break;
+                    }
                 }
                 mem::swap(&mut q.buf, &mut buf);
                 mem::swap(&mut q.appends, &mut appends);
-                (mem::take(&mut q.roll_requested), q.closing)
+                (mem::take(&mut q.roll_requested), q.closing, probe)
             };
+            if probe {
+                self.probe();
+            }
             // A refused append rolls the segment when it holds a good part of the
             // budget: it cannot be deleted while appended to, so with a small
             // `max_bytes` a drained spool would otherwise never free space.
-            if roll && self.len > HEADER_LEN && self.len >= self.shared.max_bytes / 4 {
+            if roll
+                && self.file.is_some()
+                && self.len > HEADER_LEN
+                && self.len >= self.shared.max_bytes / 4
+            {
                 if let Err(e) = self.roll(&mut []) {
-                    error!(error = %e, "cannot start a new spool segment");
+                    self.roll_failed(&e);
                 }
                 self.shared.readable.notify_one();
             }
@@ -1529,6 +1690,80 @@ impl Appender {
         self.shared.readable.notify_one();
     }
 
+    /// The disk refused `err`: refuse appends at once from now on (when `block`; a
+    /// failed sync only costs the appends it covered, the next append rolls), and log
+    /// the start of the outage (once; see [`OUTAGE_LOG_EVERY`]).
+    fn disk_refused(&mut self, err: &SpoolError, refused: u64, block: bool) {
+        self.shared.refused_unwritable(refused);
+        if block {
+            self.shared.blocked.store(true, Ordering::Relaxed);
+        }
+        if self.outage.is_some() {
+            return;
+        }
+        let logged = match self.outage_log.check() {
+            Some(held_back) => {
+                error!(
+                    dir = %self.shared.dir.display(),
+                    error = %err,
+                    earlier_outages_not_logged = held_back,
+                    "the spool cannot write to its disk; hits are refused with 503 \
+                     (reason spool_unwritable) until it can, probed every second"
+                );
+                true
+            }
+            None => false,
+        };
+        self.outage = Some(Outage {
+            since: Instant::now(),
+            logged,
+        });
+    }
+
+    /// An append was written: an outage is over.
+    fn disk_writes(&mut self) {
+        let Some(outage) = self.outage.take() else {
+            return;
+        };
+        let refused = self.shared.refused_in_outage.swap(0, Ordering::Relaxed);
+        if outage.logged {
+            info!(
+                dir = %self.shared.dir.display(),
+                refused_appends = refused,
+                outage_ms = outage.since.elapsed().as_millis() as u64,
+                "the spool writes to its disk again"
+            );
+        }
+    }
+
+    /// While appends are refused: whether the disk takes writes again. A new segment
+    /// when there is none to append to, the reserve when it is missing, and a page
+    /// written and synced; appends are let through when all of that worked.
+    fn probe(&mut self) {
+        let durable = self.shared.durable();
+        let ok = (|| {
+            if self.file.is_none() || self.poisoned {
+                self.roll(&mut [])?;
+            }
+            let io = |e| io_err("probe", &self.shared.dir)(e);
+            self.shared.fault().map_err(io)?;
+            files::ensure_reserve(&self.shared.dir, durable).map_err(io)?;
+            files::probe(&self.shared.dir, durable).map_err(io)
+        })();
+        match ok {
+            Ok(()) => self.shared.blocked.store(false, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "the spool's disk still refuses writes"),
+        }
+    }
+
+    /// A roll failed while the current segment still takes appends (it grows past
+    /// `segment_bytes` meanwhile).
+    fn roll_failed(&self, e: &SpoolError) {
+        if let Some(held_back) = self.roll_log.check() {
+            error!(error = %e, held_back, "cannot start a new spool segment");
+        }
+    }
+
     fn commit(&mut self, buf: &[u8], appends: &mut Vec<PendingAppend>) {
         let now = now_ms();
         self.unsynced = 0..0;
@@ -1539,29 +1774,41 @@ impl Appender {
         }
         let mut start = 0usize;
         let mut i = 0;
+        let mut written = false;
         while i < appends.len() {
             let first = (appends[i].end - start) as u64;
-            let must_roll = self.poisoned
+            let must_roll = self.file.is_none()
+                || self.poisoned
                 || (self.len > HEADER_LEN && self.len + first > self.shared.segment_bytes);
             if must_roll && let Err(e) = self.roll(&mut appends[..i]) {
-                if self.poisoned {
+                if self.file.is_none() || self.poisoned {
+                    let refused = (appends.len() - i) as u64;
                     for a in &mut appends[i..] {
-                        a.result = Err(e.clone());
+                        a.result = Err(SpoolError::Unwritable);
                         self.shared.used.fetch_sub(a.bytes, Ordering::AcqRel);
                     }
+                    self.disk_refused(&e, refused, true);
                     break;
                 }
                 // The current segment still works; it just grows past its size.
-                error!(error = %e, "cannot start a new spool segment");
+                self.roll_failed(&e);
             }
+            let Some(file) = self.file.clone() else {
+                break;
+            };
             let room = self.shared.segment_bytes.saturating_sub(self.len);
             let mut j = i + 1;
             while j < appends.len() && (appends[j].end - start) as u64 <= room {
                 j += 1;
             }
             let end = appends[j - 1].end;
-            match self.file.write_all_at(&buf[start..end], self.len) {
+            let write = self
+                .shared
+                .fault()
+                .and_then(|()| file.write_all_at(&buf[start..end], self.len));
+            match write {
                 Ok(()) => {
+                    written = true;
                     let records = appends[i..j].iter().map(|a| a.records).sum();
                     let from = self.len;
                     self.len += (end - start) as u64;
@@ -1580,14 +1827,15 @@ impl Appender {
                 Err(e) => {
                     let path = self.shared.seg_path(self.seq);
                     let err = io_err("write", &path)(e);
-                    error!(error = %err, "spool append failed");
                     for a in &mut appends[i..j] {
-                        a.result = Err(err.clone());
+                        a.result = Err(SpoolError::Unwritable);
                         self.shared.used.fetch_sub(a.bytes, Ordering::AcqRel);
                     }
-                    if self.file.set_len(self.len).is_err() {
+                    // Cut off whatever part of it reached the file.
+                    if file.set_len(self.len).is_err() {
                         self.poisoned = true;
                     }
+                    self.disk_refused(&err, (j - i) as u64, true);
                 }
             }
             start = end;
@@ -1595,6 +1843,9 @@ impl Appender {
         }
         if self.shared.policy == FsyncPolicy::Always {
             self.sync_always(appends, now);
+        }
+        if written && appends.iter().any(|a| a.result.is_ok()) {
+            self.disk_writes();
         }
         for a in appends.drain(..) {
             if let Some(done) = a.done {
@@ -1629,7 +1880,10 @@ impl Appender {
         if self.len == self.synced {
             return;
         }
-        match self.shared.sync(&self.file) {
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        match self.shared.sync(&file) {
             Ok(()) => {
                 self.synced = self.len;
                 let records = mem::take(&mut self.unpublished_records);
@@ -1638,25 +1892,32 @@ impl Appender {
             Err(e) => {
                 self.shared.metrics.fsync_errors.inc();
                 let err = io_err("fdatasync", &self.shared.seg_path(self.seq))(e);
-                error!(error = %err, "spool fdatasync failed; the appends it covered are refused");
+                let mut refused = 0;
                 for a in appends[self.unsynced.clone()]
                     .iter_mut()
                     .filter(|a| a.result.is_ok())
                 {
-                    a.result = Err(err.clone());
+                    a.result = Err(SpoolError::Unwritable);
                     self.shared.used.fetch_sub(a.bytes, Ordering::AcqRel);
+                    refused += 1;
                 }
-                let _ = self.file.set_len(self.synced);
+                let _ = file.set_len(self.synced);
                 self.len = self.synced;
                 self.unpublished_records = 0;
                 self.poisoned = true;
+                // Not blocked: the next append starts a new segment, and only if that
+                // fails are appends refused at once.
+                self.disk_refused(&err, refused, false);
             }
         }
         self.unsynced = appends.len()..appends.len();
     }
 
     fn sync_interval(&mut self) -> io::Result<()> {
-        let r = self.shared.sync(&self.file);
+        let Some(file) = self.file.clone() else {
+            return Ok(());
+        };
+        let r = self.shared.sync(&file);
         match &r {
             Ok(()) => {
                 self.synced = self.len;
@@ -1674,18 +1935,23 @@ impl Appender {
         r
     }
 
-    /// Seals the current segment (synced per policy) and starts the next one.
-    /// `appends` are this batch's appends already written (failed under `always` if
-    /// the sealing sync fails).
+    /// Seals the current segment, if any (synced per policy), and starts the next
+    /// one. `appends` are this batch's appends already written (failed under
+    /// `always` if the sealing sync fails).
     fn roll(&mut self, appends: &mut [PendingAppend]) -> Result<(), SpoolError> {
-        match self.shared.policy {
-            FsyncPolicy::Always => self.sync_always(appends, now_ms()),
-            FsyncPolicy::Interval => {
-                let _ = self.sync_interval();
+        if self.file.is_some() {
+            match self.shared.policy {
+                FsyncPolicy::Always => self.sync_always(appends, now_ms()),
+                FsyncPolicy::Interval => {
+                    let _ = self.sync_interval();
+                }
+                FsyncPolicy::Never => {}
             }
-            FsyncPolicy::Never => {}
         }
         let durable = self.shared.durable();
+        self.shared
+            .fault()
+            .map_err(io_err("create a segment in", &self.shared.dir))?;
         let seq = self.meta.next_segment;
         self.meta.next_segment += 1;
         files::write_atomic(&self.meta_path, self.meta.encode().as_bytes(), durable)
@@ -1708,11 +1974,13 @@ impl Appender {
             index.active = seq;
         }
         self.seq = seq;
-        self.file = file;
+        self.file = Some(file);
         self.len = HEADER_LEN;
         self.synced = HEADER_LEN;
         self.poisoned = false;
         self.unpublished_from = HEADER_LEN;
+        // Room kept for the reader's metadata on a full disk; failing is fine.
+        let _ = files::ensure_reserve(&self.shared.dir, durable);
         // The sealed segment may be acknowledged already. Deleting it needs the reader
         // lock; when the reader is busy it reaps on its next call anyway.
         if let Ok(_reader) = self.shared.reader.try_lock() {
@@ -1731,7 +1999,7 @@ impl Appender {
 /// since the last good sync were already answered; they are readable while the
 /// process runs, but may not survive a power loss (the `interval` loss window).
 fn syncer(shared: &Shared) {
-    let mut failures = Throttle::new(Duration::from_secs(10));
+    let failures = RateLimit::new(Duration::from_secs(10));
     let mut stop = lock(&shared.stop);
     loop {
         let (guard, _) = shared
@@ -1773,7 +2041,7 @@ fn syncer(shared: &Shared) {
                 // Before the count, so whoever sees the count sees the poison too.
                 shared.sync_failed.store(seq, Ordering::Release);
                 shared.metrics.fsync_errors.inc();
-                if let Some(unlogged) = failures.hit() {
+                if let Some(unlogged) = failures.check() {
                     error!(
                         segment = seq,
                         error = %e,

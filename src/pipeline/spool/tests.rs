@@ -184,7 +184,10 @@ fn restart_replays_unacknowledged_batches_with_the_same_identity() {
     drop(spool);
     let (spool, _r) = open(&cfg);
     assert!(drain(&spool, 100).is_empty());
-    // The old segment is gone, and its number is not reused.
+    // The old segment is gone; opening created none (the first append does) ...
+    assert!(segment_files(dir.path()).is_empty());
+    // ... and its number is not reused.
+    append_blocking(&spool, &[rec(1, 0)]).unwrap();
     let segs = segment_files(dir.path());
     assert_eq!(segs.len(), 1);
     let seq = files::parse_seq(segs[0].file_name().unwrap().to_str().unwrap(), "seg").unwrap();
@@ -786,6 +789,7 @@ fn segments_without_a_valid_header() {
     assert_eq!(records_of(&drain(&spool, 10)), [(0, 0)]);
     assert!(seg.exists());
     // New segments are numbered after every one seen.
+    append_blocking(&spool, &[rec(1, 0)]).unwrap();
     let segs = segment_files(dir.path());
     assert!(
         segs.last().unwrap().ends_with(files::segment_name(8)),
@@ -883,4 +887,131 @@ fn the_appender_does_not_preempt_the_thread_that_wakes_it() {
         std::thread::sleep(Duration::from_millis(10));
     }
     spool.close_blocking();
+}
+
+// A disk that refuses writes (full, failing), through the write-failure seam
+// (`FAULT_ENV`): the real filesystem case runs in `tests/durability.rs` on a tmpfs.
+
+fn open_faulty(cfg: &SpoolConfig, fault: &Path) -> (Spool, Registry) {
+    let mut registry = Registry::default();
+    let spool =
+        Spool::open_with_fault(cfg, &mut registry, Some(fault.to_owned())).expect("open spool");
+    (spool, registry)
+}
+
+/// Every file of the spool directory (not `quarantine/`) with its content.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_disk_that_refuses_writes_refuses_appends_at_once_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = dir.path().join("disk-full");
+    let cfg = config(&dir.path().join("spool"), FsyncPolicy::Always);
+    let (spool, registry) = open_faulty(&cfg, &fault);
+    append_blocking(&spool, &[rec(0, 0)]).unwrap();
+    assert!(spool.writable());
+
+    fs::write(&fault, b"").unwrap();
+    // The first append reaches the disk and fails; from then on appends are refused
+    // without reaching the appender at all.
+    assert!(matches!(
+        append_blocking(&spool, &[rec(0, 1)]),
+        Err(SpoolError::Unwritable)
+    ));
+    assert!(!spool.writable());
+    for i in 2..50 {
+        assert!(matches!(
+            append_blocking(&spool, &[rec(0, i), rec(0, i + 100)]),
+            Err(SpoolError::Unwritable)
+        ));
+    }
+    // The one that failed on the disk and the 48 refused at once.
+    assert_eq!(
+        metric(&registry, "hush_spool_unwritable_rejections_total"),
+        49.0
+    );
+    assert_eq!(metric(&registry, "hush_spool_writable"), 0.0);
+    assert_eq!(metric(&registry, "hush_spool_full_rejections_total"), 0.0);
+    // Nothing of the refused appends is spooled or counted against max_bytes.
+    let s = spool.status();
+    assert_eq!(s.pending_records, 1);
+    // Still refused while the disk is: the probe keeps failing.
+    std::thread::sleep(PROBE_EVERY * 2);
+    assert!(!spool.writable());
+
+    // Space comes back: the probe notices, with no append (nor restart) to trigger it.
+    fs::remove_file(&fault).unwrap();
+    wait_until("the probe to find the disk writable", || spool.writable());
+    assert_eq!(metric(&registry, "hush_spool_writable"), 1.0);
+    append_blocking(&spool, &[rec(0, 200)]).unwrap();
+    assert_eq!(records_of(&drain(&spool, 100)), [(0, 0), (0, 200)]);
+    assert_eq!(
+        spool.inner.shared.refused_in_outage.load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[test]
+fn opening_writes_nothing_and_a_replay_needs_no_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let fault = dir.path().join("disk-full");
+    let cfg = config(&spool_dir, FsyncPolicy::Always);
+    {
+        let (spool, _r) = open(&cfg);
+        for i in 0..6 {
+            append_blocking(&spool, &[rec(0, i)]).unwrap();
+        }
+        // Two batches handed out, never acknowledged: the crash.
+        spool.try_next_batch_blocking(3).unwrap().unwrap();
+        spool.try_next_batch_blocking(3).unwrap().unwrap();
+    }
+    let before = snapshot(&spool_dir);
+    assert!(before.contains_key(files::META), "{:?}", before.keys());
+
+    // The disk is full: opening, and handing out the replayed batches, write nothing.
+    fs::write(&fault, b"").unwrap();
+    let (spool, _r) = open_faulty(&cfg, &fault);
+    assert_eq!(
+        snapshot(&spool_dir),
+        before,
+        "opening changed the spool's files"
+    );
+    let replayed = drain(&spool, 100);
+    assert_eq!(replayed.len(), 2);
+    assert_eq!(
+        snapshot(&spool_dir),
+        before,
+        "replaying changed the spool's files"
+    );
+    // Appends are refused meanwhile, and nothing replayed is lost for it.
+    assert!(matches!(
+        append_blocking(&spool, &[rec(1, 0)]),
+        Err(SpoolError::Unwritable)
+    ));
+    // The writer stores them and acknowledges: the drained segment is deleted.
+    for b in &replayed {
+        spool.ack_blocking(b).unwrap();
+    }
+    assert_eq!(
+        records_of(&replayed),
+        (0..6).map(|i| (0, i)).collect::<Vec<_>>()
+    );
+    assert_eq!(spool.status().pending_records, 0);
+    assert!(segment_files(&spool_dir).is_empty());
+
+    fs::remove_file(&fault).unwrap();
+    wait_until("appends to be taken again", || spool.writable());
+    append_blocking(&spool, &[rec(1, 1)]).unwrap();
+    assert_eq!(records_of(&drain(&spool, 100)), [(1, 1)]);
 }
