@@ -726,6 +726,23 @@ async fn analysts_read_filter_and_drill_down_in_a_real_browser() {
         "2"
     );
     tab.screenshot(&shots.join("desktop-realtime.png")).await;
+    // It refreshes on its own (every minute), without reloading the page.
+    tab.eval("window.sameDocument = true").await;
+    let later: Vec<EventRow> = visit(52, now_secs(), &GOOGLE);
+    db::insert_events(&s.client, &later).await;
+    let started = std::time::Instant::now();
+    while tab
+        .eval("document.querySelector('[data-metric=current] .value')?.dataset.value")
+        .await
+        != "3"
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(100),
+            "the realtime view did not refresh"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(tab.eval("window.sameDocument").await, true);
 
     // Every request went to hush, every API call with the CSRF header; no errors.
     let requests = tab.events("Network.requestWillBeSent");
