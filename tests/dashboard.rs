@@ -50,6 +50,7 @@ struct Kind {
     source: &'static str,
     channel: &'static str,
     browser: &'static str,
+    version: &'static str,
     os: &'static str,
     device: &'static str,
     country: [u8; 2],
@@ -60,6 +61,7 @@ const GOOGLE: Kind = Kind {
     source: "Google",
     channel: "search",
     browser: "Firefox",
+    version: "120",
     os: "Linux",
     device: "desktop",
     country: *b"DE",
@@ -69,6 +71,7 @@ const DIRECT: Kind = Kind {
     source: "",
     channel: "direct",
     browser: "Chrome",
+    version: "131",
     os: "Windows",
     device: "mobile",
     country: *b"US",
@@ -78,6 +81,7 @@ const TWITTER: Kind = Kind {
     source: "Twitter",
     channel: "social",
     browser: "Safari",
+    version: "17",
     os: "iOS",
     device: "mobile",
     country: *b"FR",
@@ -101,6 +105,7 @@ fn visit(visitor: u64, at: u32, kind: &Kind) -> Vec<EventRow> {
             source: kind.source.into(),
             channel: kind.channel,
             browser: Arc::from(kind.browser),
+            browser_version: Arc::from(kind.version),
             os: Arc::from(kind.os),
             device: kind.device,
             country: kind.country,
@@ -616,13 +621,23 @@ async fn analysts_read_filter_and_drill_down_in_a_real_browser() {
     )
     .await;
 
+    // Browser versions, still filtered.
+    tab.eval("document.getElementById('tab-devices-browser_version').click()")
+        .await;
+    settled(&tab).await;
+    assert_eq!(panel_rows(&tab, "devices").await, ["Firefox 120"]);
+
     // Removing the filter; back and forward walk the history.
     tab.eval("document.querySelector('.filters .remove').click()")
         .await;
     settled(&tab).await;
     assert_eq!(
         tab.eval("location.search").await,
-        "?period=7d&sources=sources"
+        "?period=7d&sources=sources&devices=browser_version"
+    );
+    assert_eq!(
+        panel_rows(&tab, "devices").await,
+        ["Firefox 120", "Chrome 131"]
     );
     assert_eq!(
         shown(&top_stats(&tab).await, "visitors"),

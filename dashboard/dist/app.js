@@ -5,7 +5,7 @@
 import * as api from './api.023b578e.js';
 import { drawChart } from './chart.9857fe25.js';
 import { compact, fill, h, metricText } from './dom.3f3f47b1.js';
-import * as st from './state.9d7b78cf.js';
+import * as st from './state.5dd512d9.js';
 
 /** How often the realtime view (and the current-visitors count) refreshes. */
 const REFRESH_MS = 60000;
@@ -32,7 +32,9 @@ const COLUMNS = { visitors: 'Visitors', visits: 'Visits', pageviews: 'Pageviews'
 /** Metrics where going down is good news. */
 const LOWER_IS_BETTER = new Set(['bounce_rate']);
 
-const tab = (id, label, dims, metrics = ['visitors']) => ({ id, label, dims, metrics });
+const tab = (id, label, dims, metrics = ['visitors'], labelOf = null) => ({ id, label, dims, metrics, labelOf });
+/** "Firefox 120" from [version, browser]. */
+const versionLabel = (dims) => `${dims[1]} ${dims[0]}`;
 const PANELS = [
   {
     key: 'sources',
@@ -70,7 +72,9 @@ const PANELS = [
     title: 'Devices',
     tabs: [
       tab('browser', 'Browsers', ['visit:browser']),
+      tab('browser_version', 'Versions', ['visit:browser_version', 'visit:browser'], ['visitors'], versionLabel),
       tab('os', 'OS', ['visit:os']),
+      tab('os_version', 'OS versions', ['visit:os_version', 'visit:os'], ['visitors'], versionLabel),
       tab('device', 'Devices', ['visit:device']),
     ],
   },
@@ -83,6 +87,8 @@ let controller = null;
 let generation = 0;
 let timer = null;
 let pending = 0;
+/** Redraws the graph when its box changes width. */
+let resizer = null;
 
 function setBusy(delta) {
   pending += delta;
@@ -508,9 +514,11 @@ function loadGraph(el, signal) {
     const draw = () =>
       drawChart(box, { labels, values, compare, compareLabels, incomplete: open ? incomplete : -1, metric: realtime ? 'visitors' : metric, interval: iv });
     draw();
-    new ResizeObserver(() => {
-      if (box.isConnected && Math.abs((box.clientWidth || 0) - (box.firstChild?.firstChild?.getAttribute('width') || 0)) > 8) draw();
-    }).observe(box);
+    if (resizer) resizer.disconnect();
+    resizer = new ResizeObserver(() => {
+      if (Math.abs((box.clientWidth || 0) - (box.firstChild?.firstChild?.getAttribute('width') || 0)) > 8) draw();
+    });
+    resizer.observe(box);
     const range = r.query?.date_range;
     fill(
       legend,
@@ -524,7 +532,7 @@ function loadGraph(el, signal) {
 }
 
 /** A list of rows: the first metric drawn as a bar; a click filters by the row. */
-function rows(list, { metrics, filterDim, labelAt = 0, valueAt = 0 }) {
+function rows(list, { metrics, filterDim, labelAt = 0, valueAt = 0, labelOf = null }) {
   if (!list.length) return h('p', { class: 'empty muted' }, 'No data for this period.');
   const top = Math.max(1, ...list.map((r) => r.metrics[0] || 0));
   return h(
@@ -535,7 +543,7 @@ function rows(list, { metrics, filterDim, labelAt = 0, valueAt = 0 }) {
       'ol',
       null,
       list.map((r) => {
-        const label = String(r.dimensions[labelAt] ?? '');
+        const label = labelOf ? labelOf(r.dimensions) : String(r.dimensions[labelAt] ?? '');
         const value = String(r.dimensions[valueAt] ?? '');
         const bar = h('span', { class: 'fillbar', 'aria-hidden': 'true' });
         bar.style.setProperty('--w', `${((r.metrics[0] || 0) * 100) / top}%`);
@@ -604,7 +612,10 @@ function panel(def) {
         if (mine !== generation) return;
         done(el);
         const two = current.dims.length === 2;
-        fill(body, rows(r.results, { metrics: current.metrics, filterDim: current.dims[0], labelAt: two ? 1 : 0, valueAt: 0 }));
+        fill(
+          body,
+          rows(r.results, { metrics: current.metrics, filterDim: current.dims[0], labelAt: two ? 1 : 0, valueAt: 0, labelOf: current.labelOf })
+        );
       } catch (e) {
         if (e.name === 'AbortError' || mine !== generation) return;
         failed(body, e);

@@ -47,7 +47,9 @@ export const DIMENSIONS = {
   'visit:region': 'Region',
   'visit:city': 'City',
   'visit:browser': 'Browser',
+  'visit:browser_version': 'Browser version',
   'visit:os': 'Operating system',
+  'visit:os_version': 'OS version',
   'visit:device': 'Device',
   'event:goal': 'Goal',
 };
