@@ -58,6 +58,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub stats: StatsConfig,
+    pub dashboard: DashboardConfig,
     pub log: LogConfig,
     pub sites: Vec<SiteConfig>,
 }
@@ -447,6 +448,16 @@ impl Default for StatsConfig {
     }
 }
 
+/// Where the dashboard is served.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// A listener of its own for the dashboard and the Stats API (the read side);
+    /// the ingestion listener then serves neither. Unset: both are on the ingestion
+    /// listener (`server.listen`).
+    pub listen: Option<SocketAddr>,
+}
+
 /// Smallest `stats.max_memory_usage_bytes`: below it ordinary queries fail.
 pub const MIN_STATS_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
 /// Smallest `stats.max_result_rows`: one Stats API page holds up to this many rows.
@@ -724,6 +735,17 @@ impl Config {
                 p.ipv6_prefix,
                 "must be between 16 and 48: a longer prefix can single out one \
                  customer's network, so the address is no longer anonymised",
+            ));
+        }
+        if let Some(listen) = self.dashboard.listen
+            && listen.port() != 0
+            && (listen == self.server.listen || Some(listen) == self.admin.listen)
+        {
+            return Err(invalid(
+                "dashboard.listen",
+                listen,
+                "must differ from server.listen and admin.listen (unset it to serve the \
+                 dashboard on the ingestion listener)",
             ));
         }
         if self.session.max_bytes < MIN_SESSION_BYTES {
@@ -1106,6 +1128,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("writer.queue_max_bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_dashboard_listens_where_told_never_on_another_listener() {
+        assert_eq!(Config::default().dashboard.listen, None);
+        let c = Config::from_toml_str("[dashboard]\nlisten = \"127.0.0.1:8001\"\n").unwrap();
+        assert_eq!(c.dashboard.listen, Some("127.0.0.1:8001".parse().unwrap()));
+        for clash in ["127.0.0.1:8000", "127.0.0.1:9090"] {
+            let err = Config::from_toml_str(&format!("[dashboard]\nlisten = \"{clash}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("dashboard.listen"), "{err}");
+        }
+        // Port 0 (a free port, as tests use) never clashes.
+        Config::from_toml_str(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[dashboard]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let err = Config::from_toml_str("[dashboard]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub enum Route {
     pixel,
     /// The Stats API (`/api/v2/query`, `/api/v1/stats/*`, goals, schema).
     stats,
+    /// The dashboard (`/`, `/{site}`, `/dashboard/*`, `/api/hush/sites`).
+    dashboard,
     not_found,
 }
 

@@ -8,6 +8,8 @@
 //! from another origin that load the script from hush, and every feature must
 //! leave exactly its rows in ClickHouse.
 
+#[path = "support/chromium.rs"]
+mod chromium;
 #[path = "support/hush.rs"]
 mod hush_process;
 mod support;

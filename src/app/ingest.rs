@@ -54,6 +54,8 @@ pub struct Ingest {
     pub store: Arc<crate::app::store::Store>,
     /// The Stats API, when this listener serves the read side too.
     pub stats: Option<Arc<crate::app::stats::Stats>>,
+    /// The dashboard, when this listener serves the read side too.
+    pub dashboard: Option<Arc<crate::app::dashboard::Dashboard>>,
 }
 
 /// A refused request: status, metric reason, short public message.
@@ -143,7 +145,7 @@ impl Ingest {
             Route::health | Route::ready | Route::metrics | Route::script | Route::pixel => {
                 *method == Method::GET || *method == Method::HEAD
             }
-            Route::not_found | Route::stats => true,
+            Route::not_found | Route::stats | Route::dashboard => true,
         };
         (route, method_ok)
     }
@@ -626,6 +628,14 @@ impl Handler for Ingest {
                 .request(Route::stats, resp.status().as_u16(), started.elapsed());
             return resp;
         }
+        if let Some(dashboard) = &self.dashboard
+            && dashboard.serves(req.uri().path())
+        {
+            let resp = dashboard.handle(&req);
+            self.metrics
+                .request(Route::dashboard, resp.status().as_u16(), started.elapsed());
+            return resp;
+        }
         let http1 = req.version() < http::Version::HTTP_2;
         let (route, method_ok) = self.route(req.method(), req.uri().path());
         let origin = req.headers().get(header::ORIGIN).cloned();
@@ -654,7 +664,9 @@ impl Handler for Ingest {
                 Route::metrics => self.metrics_page(),
                 Route::script => crate::app::tracker::SCRIPT_ASSET.respond(req.headers()),
                 Route::pixel => self.pixel(req, peer).await,
-                Route::not_found | Route::stats => simple(StatusCode::NOT_FOUND, "not found\n"),
+                Route::not_found | Route::stats | Route::dashboard => {
+                    simple(StatusCode::NOT_FOUND, "not found\n")
+                }
             }
         };
         if matches!(route, Route::event | Route::events | Route::preflight) {
@@ -793,6 +805,7 @@ mod tests {
                     true,
                 ),
                 stats: None,
+                dashboard: None,
             });
             let listener = crate::http::server::bind("127.0.0.1:0".parse().unwrap())
                 .await

@@ -14,6 +14,7 @@
 //! Events API handler, which runs a hit through `collect`, `enrich` and `pipeline` in
 //! turn and answers with what they decided; no stage calls a later one itself.
 
+pub mod dashboard;
 mod geo_metrics;
 pub mod ingest;
 pub mod stats;
@@ -100,6 +101,9 @@ pub struct PortFiles {
     /// The admin listener's `ip:port` (not written when there is none); written before
     /// `ingest`, so it exists once that one does.
     pub admin: Option<PathBuf>,
+    /// The dashboard listener's `ip:port` (with `dashboard.listen`); written before
+    /// `ingest`.
+    pub dashboard: Option<PathBuf>,
 }
 
 /// Applies the schema migrations and loads the day's salts: what `serve` needs of
@@ -273,6 +277,33 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         privacy: config.privacy.clone(),
     };
 
+    // The read side: on the ingestion listener, or on its own (`dashboard.listen`).
+    let stats = Arc::new(
+        crate::app::stats::Stats::new(&config, client.clone())
+            .context("cannot set up the stats API")?,
+    );
+    let dashboard = Arc::new(crate::app::dashboard::Dashboard::new(&config));
+    let read_listener = match config.dashboard.listen {
+        None => None,
+        Some(addr) => {
+            let listener = server::bind(addr).await?;
+            let bound = listener
+                .local_addr()
+                .context("cannot read the dashboard's bound address")?;
+            tracing::info!("dashboard and stats API listening on {bound}");
+            if let Some(path) = &port_files.dashboard {
+                write_port_file(path, bound).await?;
+            }
+            let read_side = Arc::new(crate::app::dashboard::ReadSide {
+                dashboard: Arc::clone(&dashboard),
+                stats: Arc::clone(&stats),
+                metrics: metrics.clone(),
+            });
+            Some((listener, read_side))
+        }
+    };
+    let own_read_side = read_listener.is_none();
+
     let listener = server::bind(config.server.listen).await?;
     let addr = listener
         .local_addr()
@@ -293,10 +324,8 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         registry,
         health,
         store,
-        stats: Some(Arc::new(
-            crate::app::stats::Stats::new(&config, client.clone())
-                .context("cannot set up the stats API")?,
-        )),
+        stats: own_read_side.then_some(stats),
+        dashboard: own_read_side.then_some(dashboard),
     });
 
     let budget = config.server.shutdown_timeout();
@@ -311,6 +340,16 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
             let _ = purge_stop.send(true);
         }
     };
+    let read_task = read_listener.map(|(listener, read_side)| {
+        let mut stop = purge_stop_tx.subscribe();
+        let server_config = server_config.clone();
+        tokio::spawn(async move {
+            server::run(listener, &server_config, read_side, async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+        })
+    });
     let drained = supervisor
         .watch_while(
             || writer.is_finished(),
@@ -320,6 +359,10 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     let rotation = supervisor.into_rotation();
     // Also when the server ended without a signal.
     let _ = purge_stop_tx.send(true);
+    if let Some(task) = read_task {
+        // Told to stop at the signal too; it drains within the same share.
+        let _ = tokio::time::timeout(server_config.shutdown_timeout(), task).await;
+    }
     let since_signal = signaled.get().map_or(Duration::ZERO, Instant::elapsed);
     // The handler (and its sink) must go before the writer can see its queue end.
     drop(ingest);

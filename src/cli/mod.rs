@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// Write the admin listener's bound `ip:port` to this file (before `--port-file`).
     #[arg(long)]
     pub admin_port_file: Option<PathBuf>,
+    /// Write the dashboard listener's bound `ip:port` to this file (with
+    /// `dashboard.listen`; before `--port-file`).
+    #[arg(long)]
+    pub dashboard_port_file: Option<PathBuf>,
 }
 
 impl ConfigArgs {
@@ -134,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let port_files = crate::app::PortFiles {
                 ingest: args.port_file,
                 admin: args.admin_port_file,
+                dashboard: args.dashboard_port_file,
             };
             runtime()?.block_on(crate::app::serve(config, port_files))
         }

@@ -33,6 +33,7 @@ pub struct HushProcess {
     child: Option<Child>,
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    dashboard_addr: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
@@ -73,8 +74,10 @@ impl HushProcess {
         std::fs::write(&config_path, config).expect("write config");
         let port_file = dir.join("port");
         let admin_port_file = dir.join("admin-port");
+        let dashboard_port_file = dir.join("dashboard-port");
         let _ = std::fs::remove_file(&port_file);
         let _ = std::fs::remove_file(&admin_port_file);
+        let _ = std::fs::remove_file(&dashboard_port_file);
         let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
             .arg("serve")
             .arg("--config")
@@ -83,6 +86,8 @@ impl HushProcess {
             .arg(&port_file)
             .arg("--admin-port-file")
             .arg(&admin_port_file)
+            .arg("--dashboard-port-file")
+            .arg(&dashboard_port_file)
             .env("RUST_LOG", log_filter)
             .envs(env.iter().copied())
             .env_remove("HUSH_CONFIG")
@@ -115,10 +120,18 @@ impl HushProcess {
         let admin_addr = std::fs::read_to_string(&admin_port_file)
             .ok()
             .map(|text| text.trim().parse().expect("admin port file holds ip:port"));
+        let dashboard_addr = std::fs::read_to_string(&dashboard_port_file)
+            .ok()
+            .map(|text| {
+                text.trim()
+                    .parse()
+                    .expect("dashboard port file holds ip:port")
+            });
         HushProcess {
             child: Some(child),
             addr,
             admin_addr,
+            dashboard_addr,
             log,
         }
     }
@@ -136,6 +149,15 @@ impl HushProcess {
         let addr = self
             .admin_addr
             .expect("this collector has no admin listener");
+        format!("http://{addr}{path}")
+    }
+
+    /// The dashboard listener's URL for `path` (with `dashboard.listen`); panics
+    /// when the config has none.
+    pub fn dashboard_url(&self, path: &str) -> String {
+        let addr = self
+            .dashboard_addr
+            .expect("this collector has no dashboard listener");
         format!("http://{addr}{path}")
     }
 
