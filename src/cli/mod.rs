@@ -261,6 +261,15 @@ pub fn effective_config(config: &Config) -> anyhow::Result<String> {
     for key in &mut shown.stats.keys {
         key.sha256 = crate::config::REDACTED.into();
     }
+    for user in &mut shown.users {
+        user.password_hash = crate::config::REDACTED.into();
+    }
+    for share in shown.sites.iter_mut().flat_map(|s| s.shares.iter_mut()) {
+        share.slug_sha256 = crate::config::REDACTED.into();
+        if share.password_hash.is_some() {
+            share.password_hash = Some(crate::config::REDACTED.into());
+        }
+    }
     toml::to_string_pretty(&shown).context("cannot render the configuration")
 }
 
@@ -283,7 +292,7 @@ mod tests {
             panic!("config is not an object");
         };
         for (section, fields) in sections {
-            if section == "sites" {
+            if section == "sites" || section == "users" {
                 continue;
             }
             let Some(toml::Value::Table(in_file)) = table.get(&section) else {
@@ -327,7 +336,32 @@ mod tests {
             sha256: "cd".repeat(32),
             sites: vec!["*".into()],
         });
+        config.users.push(crate::config::UserConfig {
+            name: "carol".into(),
+            password_hash: "$argon2id$v=19$m=64,t=1,p=1$user-hash-secret".into(),
+            sites: vec!["*".into()],
+        });
+        let mut site = Config::from_toml_str("[[sites]]\ndomain = \"a.com\"\n")
+            .unwrap()
+            .sites
+            .remove(0);
+        site.shares.push(crate::config::ShareConfig {
+            name: "press".into(),
+            slug_sha256: "ef".repeat(32),
+            password_hash: Some("$argon2id$v=19$m=64,t=1,p=1$share-hash-secret".into()),
+            filters: None,
+        });
+        config.sites.push(site);
         let out = effective_config(&config).unwrap();
+        assert!(
+            !out.contains("user-hash-secret") && !out.contains("share-hash-secret"),
+            "{out}"
+        );
+        assert!(!out.contains(&"ef".repeat(32)), "{out}");
+        assert!(
+            out.contains("name = \"press\"") && out.contains("name = \"carol\""),
+            "{out}"
+        );
         assert!(!out.contains("hunter2-secret"), "{out}");
         assert!(!out.contains(&"ab".repeat(32)), "{out}");
         assert!(!out.contains(&"cd".repeat(32)), "{out}");
