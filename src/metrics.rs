@@ -65,6 +65,8 @@ pub enum Route {
     pixel,
     /// The Stats API (`/api/v2/query`, `/api/v1/stats/*`, goals, schema).
     stats,
+    /// Sign-in, sign-out, shared links (`/login`, `/logout`, `/share/*`, `/api/session`).
+    auth,
     not_found,
 }
 

@@ -62,6 +62,8 @@ pub struct Ingest {
     pub ready_cache: ReadyCache,
     /// The Stats API, when this listener serves the read side too.
     pub stats: Option<Arc<crate::app::stats::Stats>>,
+    /// Sign-in, sessions and shared links, with the read side.
+    pub auth: Option<Arc<crate::app::auth::Auth>>,
 }
 
 /// Caches the readiness check and runs at most one at a time.
@@ -207,7 +209,7 @@ impl Ingest {
             Route::health | Route::ready | Route::metrics | Route::script | Route::pixel => {
                 *method == Method::GET || *method == Method::HEAD
             }
-            Route::not_found | Route::stats => true,
+            Route::not_found | Route::stats | Route::auth => true,
         };
         (route, method_ok)
     }
@@ -681,6 +683,14 @@ impl Handler for Ingest {
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
+        if let Some(auth) = &self.auth
+            && crate::app::auth::Auth::serves(req.uri().path())
+        {
+            let resp = auth.handle(req, peer).await;
+            self.metrics
+                .request(Route::auth, resp.status().as_u16(), started.elapsed());
+            return resp;
+        }
         if let Some(stats) = &self.stats
             && crate::app::stats::Stats::serves(req.uri().path())
         {
@@ -717,7 +727,9 @@ impl Handler for Ingest {
                 Route::metrics => self.metrics_page(),
                 Route::script => crate::app::tracker::SCRIPT_ASSET.respond(req.headers()),
                 Route::pixel => self.pixel(req, peer).await,
-                Route::not_found | Route::stats => simple(StatusCode::NOT_FOUND, "not found\n"),
+                Route::not_found | Route::stats | Route::auth => {
+                    simple(StatusCode::NOT_FOUND, "not found\n")
+                }
             }
         };
         if matches!(route, Route::event | Route::events | Route::preflight) {
@@ -972,6 +984,7 @@ mod tests {
                 health: Arc::new(crate::app::supervise::Health::default()),
                 ready_cache: ReadyCache::default(),
                 stats: None,
+                auth: None,
             });
             let listener = crate::http::server::bind("127.0.0.1:0".parse().unwrap())
                 .await

@@ -11,6 +11,7 @@
 //! Events API handler, which runs a hit through `collect`, `enrich` and `pipeline` in
 //! turn and answers with what they decided; no stage calls a later one itself.
 
+pub mod auth;
 mod geo_metrics;
 pub mod ingest;
 pub mod stats;
@@ -240,6 +241,9 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         write_port_file(path, addr).await?;
     }
 
+    let auth = Arc::new(
+        crate::app::auth::Auth::new(&config).context("cannot set up the dashboard sign-in")?,
+    );
     let ingest = Arc::new(Ingest {
         config: Arc::clone(&config),
         sites: Arc::new(SiteRegistry::from_config(&config)),
@@ -252,8 +256,10 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         ready_cache: crate::app::ingest::ReadyCache::default(),
         stats: Some(Arc::new(
             crate::app::stats::Stats::new(&config, client.clone())
-                .context("cannot set up the stats API")?,
+                .context("cannot set up the stats API")?
+                .with_auth(Arc::clone(&auth)),
         )),
+        auth: Some(auth),
     });
 
     let budget = config.server.shutdown_timeout();
