@@ -8,6 +8,7 @@ mod dsr;
 mod key;
 mod purge;
 mod token;
+mod user;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,12 @@ pub enum Command {
     /// Stats API keys.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Dashboard users.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Shared links to a site's dashboard.
+    #[command(subcommand)]
+    Share(user::ShareCommand),
     /// Site data.
     #[command(subcommand)]
     Site(dsr::SiteCommand),
@@ -153,6 +160,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig(args) => {
             let config = args.load()?;
+            crate::app::auth::check_shares(&config)?;
             print!("{}", effective_config(&config)?);
             Ok(())
         }
@@ -165,6 +173,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Erase(args) => runtime()?.block_on(dsr::erase(args)),
         Command::Token(command) => token::run(command),
         Command::Key(command) => key::run(command),
+        Command::User(command) => user::run_user(command),
+        Command::Share(command) => user::run_share(command),
         Command::Site(command) => runtime()?.block_on(dsr::site(command)),
         Command::Spool(SpoolCommand::Status(args)) => {
             print!("{}", spool_status(&args)?);
