@@ -380,6 +380,30 @@ async fn sign_in_sessions_csrf_and_sign_out() {
         .await;
     assert_eq!(cross.status, 403);
     assert!(set_cookie(&cross.headers).is_none());
+    // A browser's Sec-Fetch-Site decides alone: cross-site and same-site refused,
+    // same-origin accepted even when a proxy rewrote Host (Origin then differs).
+    for (fetch_site, status) in [
+        ("cross-site", 403),
+        ("same-site", 403),
+        ("same-origin", 303),
+    ] {
+        let a = s
+            .send(
+                s.http
+                    .post(s.hush.url("/login"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("sec-fetch-site", fetch_site)
+                    .header("origin", "https://hush.example.com")
+                    .body(form(&[("name", "alice"), ("password", ALICE_PASSWORD)])),
+            )
+            .await;
+        assert_eq!(a.status, status, "{fetch_site}: {}", a.body);
+        assert_eq!(
+            set_cookie(&a.headers).is_some(),
+            status == 303,
+            "{fetch_site}"
+        );
+    }
 
     // Who is signed in, and the CSRF token.
     let info = s.whoami(&cookie).await;

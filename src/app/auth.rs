@@ -710,14 +710,14 @@ fn network(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     client_ip::truncate(client_ip::client_ip(peer, headers, trusted), 24, 48).addr()
 }
 
-/// A form POST from this origin: no cross-site `Sec-Fetch-Site`, and an `Origin`
-/// (when sent) naming this host.
+/// A form POST from this origin. Browsers that send `Sec-Fetch-Site` are judged by it
+/// alone (`same-origin`, or `none` for a typed address), so a proxy that rewrites
+/// `Host` does not break sign-in; for older ones an `Origin`, when sent, must name
+/// this host.
 fn same_origin(req: &Request<Incoming>) -> bool {
     let headers = req.headers();
-    if let Some(site) = headers.get("sec-fetch-site")
-        && !matches!(site.as_bytes(), b"same-origin" | b"none")
-    {
-        return false;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.as_bytes(), b"same-origin" | b"none");
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
