@@ -58,8 +58,10 @@ pub struct Config {
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub stats: StatsConfig,
-    pub dashboard: DashboardConfig,
     pub log: LogConfig,
+    pub dashboard: DashboardConfig,
+    /// Analyst accounts (`hush user add`).
+    pub users: Vec<UserConfig>,
     pub sites: Vec<SiteConfig>,
 }
 
@@ -448,16 +450,6 @@ impl Default for StatsConfig {
     }
 }
 
-/// Where the dashboard is served.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct DashboardConfig {
-    /// A listener of its own for the dashboard and the Stats API (the read side);
-    /// the ingestion listener then serves neither. Unset: both are on the ingestion
-    /// listener (`server.listen`).
-    pub listen: Option<SocketAddr>,
-}
-
 /// Smallest `stats.max_memory_usage_bytes`: below it ordinary queries fail.
 pub const MIN_STATS_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
 /// Smallest `stats.max_result_rows`: one Stats API page holds up to this many rows.
@@ -523,6 +515,110 @@ pub struct SiteConfig {
     /// Conversion goals (`[[sites.goals]]`), for `event:goal` and conversion rates.
     #[serde(default)]
     pub goals: Vec<GoalConfig>,
+    /// Shared links (`hush share new`); removing an entry revokes its link.
+    #[serde(default)]
+    pub shares: Vec<ShareConfig>,
+}
+
+/// The dashboard: where it is served, and the analysts' side of it (sessions,
+/// cookies, login throttling).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// A listener of its own for the dashboard and the Stats API (the read side);
+    /// the ingestion listener then serves neither. Unset: both are on the ingestion
+    /// listener (`server.listen`).
+    pub listen: Option<SocketAddr>,
+    /// A session ends this many hours after the login (or the shared link was
+    /// opened); fractions allowed (0.5 = 30 minutes).
+    pub session_ttl_hours: f64,
+    /// When the session cookie is marked `Secure`.
+    pub secure_cookie: SecureCookie,
+    /// Failed logins allowed per minute for one user name and for one client network
+    /// (IPv4 /24, IPv6 /48); then 429 with `Retry-After`.
+    pub login_attempts_per_minute: u32,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            session_ttl_hours: 12.0,
+            secure_cookie: SecureCookie::Auto,
+            login_attempts_per_minute: 5,
+        }
+    }
+}
+
+/// Longest session, hours (a year).
+pub const MAX_SESSION_TTL_HOURS: f64 = 8_784.0;
+
+/// `dashboard.secure_cookie`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecureCookie {
+    /// `Secure` when the request came over TLS: from a trusted proxy saying
+    /// `X-Forwarded-Proto: https` (or `Forwarded: proto=https`).
+    Auto,
+    /// Always `Secure` (browsers then keep it only over HTTPS or on localhost).
+    Always,
+    /// Never `Secure` (plain HTTP on a private network).
+    Never,
+}
+
+/// An analyst account (`[[users]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The login name; also logged with each of the user's stats requests.
+    pub name: String,
+    /// Argon2id PHC string (`$argon2id$v=19$m=...`), as `hush user add` prints it.
+    pub password_hash: String,
+    /// Domains of the sites this user may read (configured `sites.domain`s), or
+    /// `["*"]` for every site.
+    pub sites: Vec<String>,
+}
+
+/// A shared link of one site (`[[sites.shares]]`): `/share/{site}?auth={slug}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareConfig {
+    /// Logged with each request made through the link; unique per site.
+    pub name: String,
+    /// Hex SHA-256 of the link's slug (`hush share new` prints both).
+    pub slug_sha256: String,
+    /// Argon2id PHC string: the link also asks for this password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// A JSON array of Stats API v2 filters AND-ed into every query made through the
+    /// link; the viewer cannot remove them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<String>,
+}
+
+/// Largest Argon2 memory cost accepted in a configured hash, KiB (1 GiB): more would
+/// let one login take the machine's memory.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+
+/// Why `hash` is not an acceptable Argon2id PHC string.
+pub fn check_argon2id(hash: &str) -> Result<(), String> {
+    let parsed = argon2::PasswordHash::new(hash)
+        .map_err(|e| format!("is not a PHC password hash string ({e})"))?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Err(format!(
+            "is a {} hash; only argon2id is accepted (`hush user add` makes one)",
+            parsed.algorithm
+        ));
+    }
+    let params = argon2::Params::try_from(&parsed)
+        .map_err(|e| format!("has invalid Argon2 parameters ({e})"))?;
+    if params.m_cost() > MAX_ARGON2_MEMORY_KIB {
+        return Err("asks for more than 1 GiB of memory per login".into());
+    }
+    if parsed.hash.is_none() || parsed.salt.is_none() {
+        return Err("has no salt or no hash".into());
+    }
+    Ok(())
 }
 
 /// A conversion goal: a custom event by name, or page views of matching paths.
@@ -923,7 +1019,139 @@ impl Config {
                 }
             }
         }
-        self.validate_stats()
+        self.validate_stats()?;
+        self.validate_dashboard()
+    }
+
+    /// `sites` of a user: configured domains or `["*"]` alone, none twice.
+    fn check_sites(&self, key: &str, sites: &[String]) -> Result<(), ConfigError> {
+        if sites.is_empty() {
+            return Err(invalid(
+                key,
+                sites,
+                "must name at least one site, or be [\"*\"] for all",
+            ));
+        }
+        for (i, site) in sites.iter().enumerate() {
+            if site == ALL_SITES {
+                if sites.len() > 1 {
+                    return Err(invalid(
+                        key,
+                        sites,
+                        "\"*\" (every site) must be the only entry",
+                    ));
+                }
+            } else if !self.sites.iter().any(|c| &c.domain == site) {
+                let reason = match self.sites.iter().find(|c| c.aliases.contains(site)) {
+                    Some(c) => format!("is an alias: name the site's domain {:?}", c.domain),
+                    None => "is not a configured site domain".to_owned(),
+                };
+                return Err(invalid(key, site, reason));
+            }
+            if sites[..i].contains(site) {
+                return Err(invalid(key, site, "is listed twice"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_dashboard(&self) -> Result<(), ConfigError> {
+        let d = &self.dashboard;
+        let ttl = d.session_ttl_hours;
+        if !(ttl.is_finite() && ttl * 3600.0 >= 1.0 && ttl <= MAX_SESSION_TTL_HOURS) {
+            return Err(invalid(
+                "dashboard.session_ttl_hours",
+                ttl,
+                "must be at least one second (1/3600) and at most 8784 (a year)",
+            ));
+        }
+        if d.login_attempts_per_minute == 0 {
+            return Err(invalid(
+                "dashboard.login_attempts_per_minute",
+                0,
+                "must be at least 1",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            let name = &user.name;
+            if name.trim() != name
+                || name.is_empty()
+                || name.chars().count() > 100
+                || name.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    name,
+                    "must be 1 to 100 characters, no control characters, no surrounding spaces",
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    name,
+                    "another user has the same name",
+                ));
+            }
+            check_argon2id(&user.password_hash)
+                .map_err(|reason| invalid(format!("{key}.password_hash"), "<hidden>", reason))?;
+            self.check_sites(&format!("{key}.sites"), &user.sites)?;
+        }
+        let mut slugs = std::collections::HashSet::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            let mut names = std::collections::HashSet::new();
+            for (j, share) in site.shares.iter().enumerate() {
+                let key = format!("sites[{i}].shares[{j}]");
+                if share.name.trim().is_empty() || share.name.chars().any(char::is_control) {
+                    return Err(invalid(
+                        format!("{key}.name"),
+                        &share.name,
+                        "must be non-empty, no control characters",
+                    ));
+                }
+                if !names.insert(share.name.as_str()) {
+                    return Err(invalid(
+                        format!("{key}.name"),
+                        &share.name,
+                        "another shared link of this site has the same name",
+                    ));
+                }
+                let slug = &share.slug_sha256;
+                if slug.len() != 64 || !slug.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(
+                        format!("{key}.slug_sha256"),
+                        "<hidden>",
+                        "must be 64 hex digits (`hush share new` prints it)",
+                    ));
+                }
+                if !slugs.insert(slug.to_ascii_lowercase()) {
+                    return Err(invalid(
+                        format!("{key}.slug_sha256"),
+                        "<hidden>",
+                        "another shared link has the same slug",
+                    ));
+                }
+                if let Some(hash) = &share.password_hash {
+                    check_argon2id(hash).map_err(|reason| {
+                        invalid(format!("{key}.password_hash"), "<hidden>", reason)
+                    })?;
+                }
+                if let Some(filters) = &share.filters {
+                    match serde_json::from_str::<serde_json::Value>(filters) {
+                        Ok(serde_json::Value::Array(list)) if !list.is_empty() => {}
+                        _ => {
+                            return Err(invalid(
+                                format!("{key}.filters"),
+                                filters,
+                                "must be a non-empty JSON array of Stats API v2 filters",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_stats(&self) -> Result<(), ConfigError> {
@@ -1324,6 +1552,144 @@ mod tests {
                 assert!(err.contains(needle), "{toml}\n=> {err}\n(lacks {needle:?})");
             }
             assert!(!err.contains(&hash[8..]), "the hash is shown: {err}");
+        }
+    }
+
+    /// An Argon2id hash of "password" with the smallest parameters (validation only
+    /// reads them).
+    const HASH: &str = "$argon2id$v=19$m=64,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$Lq5MzcUGsmqYaVqtAjM+4nUCnNa2EZ7QOYWGAdEDiPk";
+
+    #[test]
+    fn users_and_shares_are_validated() {
+        let slug = "ab".repeat(32);
+        let user = |name: &str, hash: &str, sites: &str| {
+            format!(
+                "{SITES}[[users]]\nname = {name:?}\npassword_hash = {hash:?}\nsites = {sites}\n"
+            )
+        };
+        let share = |body: &str| format!("{SITES}[[sites.shares]]\n{body}");
+        let config = Config::from_toml_str(&user("alice", HASH, r#"["a.com"]"#)).unwrap();
+        assert_eq!(config.users[0].sites, ["a.com"]);
+        assert_eq!(config.dashboard.session_ttl_hours, 12.0);
+        assert_eq!(config.dashboard.secure_cookie, SecureCookie::Auto);
+        assert_eq!(config.dashboard.login_attempts_per_minute, 5);
+        let config = Config::from_toml_str(&share(&format!(
+            "name = \"press\"\nslug_sha256 = \"{slug}\"\npassword_hash = \"{HASH}\"\n\
+             filters = '[[\"is\", \"event:page\", [\"/\"]]]'\n"
+        )))
+        .unwrap();
+        assert_eq!(config.sites[1].shares[0].name, "press");
+        let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+        let argon2i = HASH.replace("argon2id", "argon2i");
+        let greedy = HASH.replace("m=64", "m=2000000");
+        for (toml, needles) in [
+            (user("", HASH, r#"["a.com"]"#), &["users[0].name"][..]),
+            (
+                user(" bob", HASH, r#"["a.com"]"#),
+                &["surrounding spaces"][..],
+            ),
+            (user("a\tb", HASH, r#"["a.com"]"#), &["control"][..]),
+            (
+                user("alice", "plain text", r#"["a.com"]"#),
+                &["users[0].password_hash", "PHC"][..],
+            ),
+            (user("alice", bcrypt, r#"["a.com"]"#), &["PHC"][..]),
+            (
+                user("alice", &argon2i, r#"["a.com"]"#),
+                &["argon2i hash"][..],
+            ),
+            (user("alice", &greedy, r#"["a.com"]"#), &["1 GiB"][..]),
+            (
+                user("alice", HASH, "[]"),
+                &["users[0].sites", "at least one"][..],
+            ),
+            (
+                user("alice", HASH, r#"["c.com"]"#),
+                &["users[0].sites", "not a configured"][..],
+            ),
+            (user("alice", HASH, r#"["www.a.com"]"#), &["alias"][..]),
+            (
+                user("alice", HASH, r#"["*", "a.com"]"#),
+                &["only entry"][..],
+            ),
+            (user("alice", HASH, r#"["a.com", "a.com"]"#), &["twice"][..]),
+            (
+                format!(
+                    "{}[[users]]\nname = \"alice\"\npassword_hash = \"{HASH}\"\nsites = [\"*\"]\n",
+                    user("alice", HASH, r#"["a.com"]"#)
+                ),
+                &["users[1].name", "same name"][..],
+            ),
+            (
+                share("name = \"x\"\nslug_sha256 = \"abc\"\n"),
+                &["sites[1].shares[0].slug_sha256", "64 hex"][..],
+            ),
+            (
+                share(&format!("name = \" \"\nslug_sha256 = \"{slug}\"\n")),
+                &["sites[1].shares[0].name"][..],
+            ),
+            (
+                share(&format!(
+                    "name = \"x\"\nslug_sha256 = \"{slug}\"\npassword_hash = \"pw\"\n"
+                )),
+                &["shares[0].password_hash"][..],
+            ),
+            (
+                share(&format!(
+                    "name = \"x\"\nslug_sha256 = \"{slug}\"\nfilters = '{{\"a\": 1}}'\n"
+                )),
+                &["shares[0].filters", "JSON array"][..],
+            ),
+            (
+                share(&format!(
+                    "name = \"x\"\nslug_sha256 = \"{slug}\"\nfilters = '[]'\n"
+                )),
+                &["non-empty"][..],
+            ),
+            (
+                share(&format!(
+                    "name = \"x\"\nslug_sha256 = \"{slug}\"\n[[sites.shares]]\nname = \"y\"\nslug_sha256 = \"{}\"\n",
+                    slug.to_uppercase()
+                )),
+                &["shares[1].slug_sha256", "same slug"][..],
+            ),
+            (
+                share(&format!(
+                    "name = \"x\"\nslug_sha256 = \"{slug}\"\n[[sites.shares]]\nname = \"x\"\nslug_sha256 = \"{}\"\n",
+                    "cd".repeat(32)
+                )),
+                &["shares[1].name", "same name"][..],
+            ),
+            (
+                "[dashboard]\nsession_ttl_hours = 0.0\n".to_owned(),
+                &["dashboard.session_ttl_hours"][..],
+            ),
+            (
+                "[dashboard]\nsession_ttl_hours = 9000.0\n".to_owned(),
+                &["a year"][..],
+            ),
+            (
+                "[dashboard]\nsession_ttl_hours = nan\n".to_owned(),
+                &["session_ttl_hours"][..],
+            ),
+            (
+                "[dashboard]\nlogin_attempts_per_minute = 0\n".to_owned(),
+                &["dashboard.login_attempts_per_minute"][..],
+            ),
+            (
+                "[dashboard]\nsecure_cookie = \"sometimes\"\n".to_owned(),
+                &["sometimes"][..],
+            ),
+        ] {
+            let err = error_of(&toml);
+            for needle in needles {
+                assert!(err.contains(needle), "{toml}\n=> {err}\n(lacks {needle:?})");
+            }
+            assert!(
+                !err.contains("Lq5MzcUGsmqYaVqt"),
+                "the hash is shown: {err}"
+            );
+            assert!(!err.contains(&slug[..20]), "the slug hash is shown: {err}");
         }
     }
 

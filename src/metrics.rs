@@ -67,6 +67,8 @@ pub enum Route {
     stats,
     /// The dashboard (`/`, `/{site}`, `/dashboard/*`, `/api/hush/sites`).
     dashboard,
+    /// Sign-in, sign-out, shared links (`/login`, `/logout`, `/share/*`, `/api/session`).
+    auth,
     not_found,
 }
 

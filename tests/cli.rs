@@ -187,3 +187,284 @@ fn key_new_refuses_bad_arguments() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+/// `hush <args>` with `stdin` piped in.
+fn hush_with_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hush"))
+        .args(args)
+        .env_remove("HUSH_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hush");
+    // hush may refuse its arguments before reading stdin: a closed pipe is no error.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
+    child.wait_with_output().expect("hush output")
+}
+
+/// The printed configuration entry starting at `header`.
+fn entry(stdout: &str, header: &str) -> String {
+    stdout
+        .split_once(header)
+        .map(|(_, rest)| format!("{header}{rest}"))
+        .unwrap_or_else(|| panic!("no {header} in {stdout}"))
+}
+
+const TWO_SITES: &str = "[[sites]]\ndomain = \"a.com\"\n[[sites]]\ndomain = \"b.com\"\n";
+
+#[test]
+fn user_add_prints_an_argon2id_entry_that_verifies_the_password() {
+    use hush::app::auth::verify_password;
+    let out = hush_with_stdin(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--sites",
+            "a.com,b.com",
+            "--password-stdin",
+        ],
+        "correct horse battery\nsecond line ignored\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains("correct horse"), "{stdout}");
+    let snippet = entry(&stdout, "[[users]]");
+    let config = hush::config::Config::from_toml_str(&format!("{TWO_SITES}{snippet}")).unwrap();
+    let user = &config.users[0];
+    assert_eq!(user.name, "alice");
+    assert_eq!(user.sites, ["a.com", "b.com"]);
+    assert!(
+        user.password_hash
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{}",
+        user.password_hash
+    );
+    assert!(verify_password(
+        &user.password_hash,
+        "correct horse battery"
+    ));
+    assert!(!verify_password(
+        &user.password_hash,
+        "correct horse batter"
+    ));
+    assert!(!verify_password(&user.password_hash, "second line ignored"));
+    // `check-config` takes the file with the entry pasted in.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "users.toml", &format!("{TWO_SITES}{snippet}"));
+    let out = hush(&["check-config", "--config", &path]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains(&user.password_hash), "{shown}");
+
+    // Every site; a second run salts differently.
+    let out = hush_with_stdin(
+        &["user", "add", "root", "--sites", "*", "--password-stdin"],
+        "correct horse battery",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let other = entry(&String::from_utf8(out.stdout).unwrap(), "[[users]]");
+    let config = hush::config::Config::from_toml_str(&format!("{TWO_SITES}{other}")).unwrap();
+    assert_eq!(config.users[0].sites, ["*"]);
+    assert_ne!(config.users[0].password_hash, user.password_hash);
+    assert!(verify_password(
+        &config.users[0].password_hash,
+        "correct horse battery"
+    ));
+}
+
+#[test]
+fn user_add_refuses_bad_arguments() {
+    for (args, stdin, code, needle) in [
+        // No terminal and no --password-stdin: it cannot ask.
+        (
+            &["alice", "--sites", "a.com"][..],
+            None,
+            1,
+            "--password-stdin",
+        ),
+        (
+            &["alice", "--sites", "a.com", "--password-stdin"][..],
+            Some("short\n"),
+            1,
+            "at least 8",
+        ),
+        (
+            &["alice", "--sites", "a.com", "--password-stdin"][..],
+            Some(""),
+            1,
+            "at least 8",
+        ),
+        (
+            &[" alice", "--sites", "a.com", "--password-stdin"][..],
+            Some("long enough\n"),
+            1,
+            "NAME",
+        ),
+        (
+            &["alice", "--sites", "*,a.com", "--password-stdin"][..],
+            Some("long enough\n"),
+            1,
+            "only entry",
+        ),
+        (
+            &["alice", "--sites", "A.com", "--password-stdin"][..],
+            Some("long enough\n"),
+            1,
+            "lower-case",
+        ),
+        (
+            &["alice", "--password-stdin"][..],
+            Some("long enough\n"),
+            2,
+            "--sites",
+        ),
+    ] {
+        let args = [&["user", "add"][..], args].concat();
+        let out = match stdin {
+            Some(text) => hush_with_stdin(&args, text),
+            None => Command::new(env!("CARGO_BIN_EXE_hush"))
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap(),
+        };
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: printed an entry");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+/// The slug `hush share new` printed, and its `[[sites.shares]]` entry.
+fn new_share(args: &[&str], stdin: &str) -> (String, String) {
+    let out = hush_with_stdin(&[&["share", "new"][..], args].concat(), stdin);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let link = stdout
+        .lines()
+        .find_map(|l| l.split_once(": /share/").map(|(_, link)| link.to_owned()))
+        .unwrap_or_else(|| panic!("no link in {stdout}"));
+    let (site, slug) = link.split_once("?auth=").expect("?auth= in the link");
+    assert_eq!(site, "a.com", "{stdout}");
+    (slug.to_owned(), entry(&stdout, "[[sites.shares]]"))
+}
+
+fn site_with(snippet: &str) -> String {
+    format!("[[sites]]\ndomain = \"a.com\"\n{snippet}")
+}
+
+#[test]
+fn share_new_prints_a_link_and_the_entry_that_configures_it() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let (slug, snippet) = new_share(&["--site", "a.com", "--name", "press kit"], "");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&slug)
+        .expect("base64url slug");
+    assert!(bytes.len() >= 16, "{slug}");
+    assert!(
+        !snippet.contains(&slug),
+        "the entry holds the slug: {snippet}"
+    );
+    let config = hush::config::Config::from_toml_str(&site_with(&snippet)).unwrap();
+    let share = &config.sites[0].shares[0];
+    assert_eq!(share.name, "press kit");
+    let digest: String = sha2::Sha256::digest(slug.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(share.slug_sha256, digest);
+    assert!(share.password_hash.is_none() && share.filters.is_none());
+
+    // With a password (from stdin) and locked filters.
+    let filter = r#"[["is", "event:page", ["/pricing"]], ["contains", "visit:source", ["it's"]]]"#;
+    let (other, snippet) = new_share(
+        &["--site", "a.com", "--password-stdin", "--filter", filter],
+        "share-password\n",
+    );
+    assert_ne!(other, slug);
+    let config = hush::config::Config::from_toml_str(&site_with(&snippet)).unwrap();
+    let share = &config.sites[0].shares[0];
+    assert!(hush::app::auth::verify_password(
+        share.password_hash.as_deref().expect("a password hash"),
+        "share-password"
+    ));
+    let filters: serde_json::Value =
+        serde_json::from_str(share.filters.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        filters,
+        serde_json::from_str::<serde_json::Value>(filter).unwrap()
+    );
+    assert!(
+        share.name.starts_with("link "),
+        "a default name: {}",
+        share.name
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "shares.toml", &site_with(&snippet));
+    let out = hush(&["check-config", "--config", &path]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn share_new_refuses_bad_arguments() {
+    for (args, code, needle) in [
+        (
+            &["--site", "a.com", "--filter", "not json"][..],
+            1,
+            "--filter",
+        ),
+        (&["--site", "a.com", "--filter", "[]"][..], 1, "non-empty"),
+        (
+            &[
+                "--site",
+                "a.com",
+                "--filter",
+                r#"[["is", "visit:nope", ["x"]]]"#,
+            ][..],
+            1,
+            "visit:nope",
+        ),
+        (&["--site", "*"][..], 1, "one site"),
+        (&["--site", "A.com"][..], 1, "lower-case"),
+        (
+            &["--site", "a.com", "--password"][..],
+            1,
+            "--password-stdin",
+        ),
+        (&[][..], 2, "--site"),
+    ] {
+        let args = [&["share", "new"][..], args].concat();
+        let out = Command::new(env!("CARGO_BIN_EXE_hush"))
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: printed a link");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    // A config with a bad locked filter is refused by check-config, naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "bad.toml",
+        &site_with(&format!(
+            "[[sites.shares]]\nname = \"x\"\nslug_sha256 = \"{}\"\nfilters = '[[\"is\", \"visit:nope\", [\"x\"]]]'\n",
+            "ab".repeat(32)
+        )),
+    );
+    let out = hush(&["check-config", "--config", &path]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sites[0].shares[0].filters"), "{stderr}");
+}

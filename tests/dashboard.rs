@@ -701,19 +701,13 @@ async fn analysts_read_filter_and_drill_down_in_a_real_browser() {
     );
     tab.screenshot(&shots.join("desktop-empty.png")).await;
 
-    // A site that is not public: the API refuses, the page says so.
+    // A site that is not public, without a session: the sign-in form, which brings
+    // the analyst back to the site afterwards.
     tab.goto(&at("/closed.example")).await;
-    settled(&tab).await;
-    let notice = tab
-        .eval("document.querySelector('.notice').textContent")
+    tab.until("!!document.querySelector('form input[type=password]')")
         .await;
-    assert!(
-        notice
-            .as_str()
-            .unwrap()
-            .contains("You may not read the stats of closed.example"),
-        "{notice}"
-    );
+    let at_login = tab.eval("location.pathname + location.search").await;
+    assert_eq!(at_login, "/login?next=%2Fclosed.example");
 
     // The site list: the public sites only.
     tab.goto(&at("/")).await;

@@ -257,12 +257,8 @@ fn goal_matches(goal: &Goal, row: &EventRow) -> bool {
     match &goal.kind {
         hush::query::sql::GoalKind::Event(e) => row.name == *e,
         hush::query::sql::GoalKind::Page(_) => {
-            // The model's own reading of "/blog/*": one segment under /blog/.
-            row.name == "pageview"
-                && row
-                    .pathname
-                    .strip_prefix("/blog/")
-                    .is_some_and(|rest| !rest.contains('/'))
+            // The model's own reading of "/blog/*": anything under /blog/.
+            row.name == "pageview" && row.pathname.starts_with("/blog/")
         }
     }
 }

@@ -209,6 +209,8 @@ struct SiteEntry {
 pub struct Dashboard {
     sites: Vec<SiteEntry>,
     domains: HashSet<String>,
+    /// Signed-in analysts and shared links (`app::auth`), when configured.
+    auth: Option<Arc<crate::app::auth::Auth>>,
 }
 
 impl Dashboard {
@@ -223,7 +225,20 @@ impl Dashboard {
             })
             .collect();
         let domains = sites.iter().map(|s| s.domain.clone()).collect();
-        Self { sites, domains }
+        Self {
+            sites,
+            domains,
+            auth: None,
+        }
+    }
+
+    /// The same dashboard, showing signed-in analysts their sites and giving the page
+    /// their session's CSRF token.
+    pub fn with_auth(self, auth: Arc<crate::app::auth::Auth>) -> Self {
+        Self {
+            auth: Some(auth),
+            ..self
+        }
     }
 
     /// Whether `path` is one of the dashboard's routes: `/`, `/{configured site}`,
@@ -254,11 +269,12 @@ impl Dashboard {
                 None => simple(StatusCode::NOT_FOUND, "not found\n"),
             };
         }
+        let viewer = self.auth.as_ref().and_then(|a| a.viewer(headers));
         if path == SITES_PATH {
             let mut r = response::json(
                 StatusCode::OK,
                 &json!({
-                    "sites": self.readable().map(|s| json!({
+                    "sites": self.readable(viewer.as_ref()).map(|s| json!({
                         "domain": s.domain,
                         "timezone": s.timezone,
                     })).collect::<Vec<_>>(),
@@ -268,13 +284,34 @@ impl Dashboard {
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return r;
         }
-        shell(headers, "")
+        // A site that is neither public nor readable by the viewer: sign in first.
+        if let Some(site) = path.strip_prefix('/').filter(|s| !s.is_empty())
+            && self.auth.is_some()
+            && !self
+                .readable(viewer.as_ref())
+                .any(|s| s.domain == site)
+        {
+            let next: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+            let mut r = simple(StatusCode::SEE_OTHER, "sign in\n");
+            if let Ok(location) = HeaderValue::from_str(&format!("/login?next={next}")) {
+                r.headers_mut().insert(header::LOCATION, location);
+            }
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return r;
+        }
+        shell(headers, viewer.as_ref().map_or("", |v| v.csrf.as_str()))
     }
 
-    /// The sites the caller may read: today the `public = true` ones (signed-in
-    /// users will see theirs too).
-    fn readable(&self) -> impl Iterator<Item = &SiteEntry> {
-        self.sites.iter().filter(|s| s.public)
+    /// The sites the caller may read: the `public = true` ones, and those of the
+    /// signed-in analyst or shared link.
+    fn readable<'a>(
+        &'a self,
+        viewer: Option<&'a crate::app::auth::Viewer>,
+    ) -> impl Iterator<Item = &'a SiteEntry> {
+        self.sites
+            .iter()
+            .filter(move |s| s.public || viewer.is_some_and(|v| v.may_read(&s.domain)))
     }
 }
 
@@ -283,6 +320,7 @@ impl Dashboard {
 pub struct ReadSide {
     pub dashboard: Arc<Dashboard>,
     pub stats: Arc<Stats>,
+    pub auth: Arc<crate::app::auth::Auth>,
     pub metrics: HttpMetrics,
 }
 
@@ -292,7 +330,9 @@ impl Handler for ReadSide {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let path = req.uri().path();
-        let (route, resp) = if Stats::serves(path) {
+        let (route, resp) = if crate::app::auth::Auth::serves(path) {
+            (Route::auth, self.auth.handle(req, peer).await)
+        } else if Stats::serves(path) {
             (Route::stats, self.stats.handle(req, peer).await)
         } else if self.dashboard.serves(path) {
             (Route::dashboard, self.dashboard.handle(&req))

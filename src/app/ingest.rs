@@ -56,6 +56,8 @@ pub struct Ingest {
     pub stats: Option<Arc<crate::app::stats::Stats>>,
     /// The dashboard, when this listener serves the read side too.
     pub dashboard: Option<Arc<crate::app::dashboard::Dashboard>>,
+    /// Sign-in, sessions and shared links, with the read side.
+    pub auth: Option<Arc<crate::app::auth::Auth>>,
 }
 
 /// A refused request: status, metric reason, short public message.
@@ -145,7 +147,7 @@ impl Ingest {
             Route::health | Route::ready | Route::metrics | Route::script | Route::pixel => {
                 *method == Method::GET || *method == Method::HEAD
             }
-            Route::not_found | Route::stats | Route::dashboard => true,
+            Route::not_found | Route::stats | Route::dashboard | Route::auth => true,
         };
         (route, method_ok)
     }
@@ -620,6 +622,14 @@ impl Handler for Ingest {
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
+        if let Some(auth) = &self.auth
+            && crate::app::auth::Auth::serves(req.uri().path())
+        {
+            let resp = auth.handle(req, peer).await;
+            self.metrics
+                .request(Route::auth, resp.status().as_u16(), started.elapsed());
+            return resp;
+        }
         if let Some(stats) = &self.stats
             && crate::app::stats::Stats::serves(req.uri().path())
         {
@@ -664,7 +674,7 @@ impl Handler for Ingest {
                 Route::metrics => self.metrics_page(),
                 Route::script => crate::app::tracker::SCRIPT_ASSET.respond(req.headers()),
                 Route::pixel => self.pixel(req, peer).await,
-                Route::not_found | Route::stats | Route::dashboard => {
+                Route::not_found | Route::stats | Route::dashboard | Route::auth => {
                     simple(StatusCode::NOT_FOUND, "not found\n")
                 }
             }
@@ -806,6 +816,7 @@ mod tests {
                 ),
                 stats: None,
                 dashboard: None,
+                auth: None,
             });
             let listener = crate::http::server::bind("127.0.0.1:0".parse().unwrap())
                 .await

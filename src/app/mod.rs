@@ -14,6 +14,7 @@
 //! Events API handler, which runs a hit through `collect`, `enrich` and `pipeline` in
 //! turn and answers with what they decided; no stage calls a later one itself.
 
+pub mod auth;
 pub mod dashboard;
 mod geo_metrics;
 pub mod ingest;
@@ -278,11 +279,17 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     };
 
     // The read side: on the ingestion listener, or on its own (`dashboard.listen`).
+    let auth = Arc::new(
+        crate::app::auth::Auth::new(&config).context("cannot set up the dashboard sign-in")?,
+    );
     let stats = Arc::new(
         crate::app::stats::Stats::new(&config, client.clone())
-            .context("cannot set up the stats API")?,
+            .context("cannot set up the stats API")?
+            .with_auth(Arc::clone(&auth)),
     );
-    let dashboard = Arc::new(crate::app::dashboard::Dashboard::new(&config));
+    let dashboard = Arc::new(
+        crate::app::dashboard::Dashboard::new(&config).with_auth(Arc::clone(&auth)),
+    );
     let read_listener = match config.dashboard.listen {
         None => None,
         Some(addr) => {
@@ -297,6 +304,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
             let read_side = Arc::new(crate::app::dashboard::ReadSide {
                 dashboard: Arc::clone(&dashboard),
                 stats: Arc::clone(&stats),
+                auth: Arc::clone(&auth),
                 metrics: metrics.clone(),
             });
             Some((listener, read_side))
@@ -326,6 +334,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         store,
         stats: own_read_side.then_some(stats),
         dashboard: own_read_side.then_some(dashboard),
+        auth: own_read_side.then(|| Arc::clone(&auth)),
     });
 
     let budget = config.server.shutdown_timeout();

@@ -3,10 +3,13 @@
 //! [`query::engine`](crate::query::engine).
 //!
 //! Access: a stats API key (`Authorization: Bearer <key>`, `[[stats.keys]]`, checked
-//! by its SHA-256) that names the site, or none for a site marked `public = true`.
-//! Each key has its own rate limit (`stats.rate_limit_per_hour`); anonymous readers of
-//! public sites share one per network prefix. A call is logged with the key's name,
-//! never the key.
+//! by its SHA-256) that names the site; without one, a dashboard session
+//! ([`auth`](crate::app::auth)) that may read the site (a POST then needs its
+//! `X-Hush-CSRF` token; a shared link's filters are AND-ed into every query); or
+//! nothing for a site marked `public = true`. Each key and each session has its own
+//! rate limit (`stats.rate_limit_per_hour`); anonymous readers of public sites share
+//! one per network prefix. A call is logged with the key's name (`user:<name>` or
+//! `share:<site>/<name>` for a session), never the key.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +23,7 @@ use hyper::body::Incoming;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use crate::app::auth::{self, Auth};
 use crate::collect::client_ip;
 use crate::config::{Config, GoalConfig};
 use crate::http::ratelimit::RateLimiter;
@@ -27,7 +31,7 @@ use crate::http::response;
 use crate::http::server::Body;
 use crate::logging::RateLimit;
 use crate::query::engine::{Engine, EngineError, Limits, SiteInfo};
-use crate::query::request::{Dimension, Metric, Query, QueryError, TimeDimension};
+use crate::query::request::{Dimension, Filter, Metric, Query, QueryError, TimeDimension};
 use crate::query::sql::Goal;
 use crate::query::{schema, v1};
 use crate::token::StatsKeys;
@@ -50,6 +54,8 @@ pub struct Stats {
     keys: StatsKeys,
     limiter: RateLimiter,
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Dashboard sessions, when the read side has them.
+    auth: Option<std::sync::Arc<Auth>>,
 }
 
 /// A site's configured goals for the engine.
@@ -108,7 +114,14 @@ impl Stats {
             keys: StatsKeys::from_config(&stats.keys),
             limiter: RateLimiter::new(stats.rate_limit_per_hour),
             trusted_proxies: config.server.trusted_proxies.clone(),
+            auth: None,
         })
+    }
+
+    /// Also let dashboard sessions read (see the module doc).
+    pub fn with_auth(mut self, auth: std::sync::Arc<Auth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// Whether `path` is one of the stats routes.
@@ -159,6 +172,13 @@ impl Stats {
         peer: SocketAddr,
     ) -> (Option<String>, Response<Body>) {
         let bearer = bearer(&req);
+        // Without a key: a dashboard session, and whether it sent its CSRF token.
+        let session = match (&bearer, &self.auth) {
+            (None, Some(auth)) => auth
+                .viewer_and_key(req.headers())
+                .map(|(viewer, key)| (auth.check_csrf(&viewer, req.headers()), viewer, key)),
+            _ => None,
+        };
         let client = client_ip::client_ip(peer, req.headers(), &self.trusted_proxies);
         let uri = req.uri().clone();
         let (site_id, body) = match endpoint {
@@ -198,13 +218,37 @@ impl Stats {
         };
         // Who is asking: a key that names the site, or nobody for a public site.
         let site = self.sites.get(&site_id);
+        let mut locked = Vec::new();
         let key_name = match bearer {
             Some(presented) => match (site, self.keys.authorize(&presented, &site_id)) {
                 (Some(_), Ok(name)) => Some(name.to_owned()),
                 _ => return (None, error(StatusCode::UNAUTHORIZED, UNAUTHORIZED)),
             },
-            None => match site {
-                Some(s) if s.public => None,
+            None => match (site, session) {
+                (Some(_), Some((csrf_ok, viewer, key))) if viewer.may_read(&site_id) => {
+                    if endpoint == Endpoint::Query && !csrf_ok {
+                        return (
+                            Some(key),
+                            error(StatusCode::FORBIDDEN, "missing or wrong X-Hush-CSRF header"),
+                        );
+                    }
+                    if let Some(filters) = &viewer.locked_filters {
+                        match auth::parse_locked_filters(filters) {
+                            Ok(f) => locked = f,
+                            Err(_) => {
+                                return (
+                                    Some(key),
+                                    error(
+                                        StatusCode::FORBIDDEN,
+                                        "this shared link's filters are not valid",
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    Some(key)
+                }
+                (Some(s), _) if s.public => None,
                 _ => return (None, error(StatusCode::UNAUTHORIZED, UNAUTHORIZED)),
             },
         };
@@ -233,7 +277,7 @@ impl Stats {
                 match Query::from_json(&body) {
                     Err(e) => error(StatusCode::BAD_REQUEST, &e.0),
                     Ok(q) => self
-                        .answer(&q, &site.info, now)
+                        .answer(&q, &site.info, &locked, now)
                         .await
                         .map_or_else(|r| r, |v| response::json(StatusCode::OK, &v)),
                 }
@@ -258,7 +302,7 @@ impl Stats {
                 });
                 match Query::from_json(body.to_string().as_bytes()) {
                     Err(e) => error(StatusCode::BAD_REQUEST, &e.0),
-                    Ok(q) => match self.answer(&q, &site.info, now).await {
+                    Ok(q) => match self.answer(&q, &site.info, &locked, now).await {
                         Ok(v) => {
                             response::json(StatusCode::OK, &v["results"][0]["metrics"][0].clone())
                         }
@@ -266,18 +310,31 @@ impl Stats {
                     },
                 }
             }
-            Endpoint::V1(kind) => self.v1(kind, uri.query(), &site.info, now).await,
+            Endpoint::V1(kind) => self.v1(kind, uri.query(), &site.info, &locked, now).await,
             Endpoint::Schema => response::json(StatusCode::OK, &schema::schema()),
         };
         (key_name, resp)
     }
 
+    /// Runs `q` with `locked` (a shared link's filters) AND-ed into its own.
     async fn answer(
         &self,
         q: &Query,
         site: &SiteInfo,
+        locked: &[Filter],
         now: Timestamp,
     ) -> Result<Value, Response<Body>> {
+        let with_locked;
+        let q = if locked.is_empty() {
+            q
+        } else {
+            let mut q = q.clone();
+            q.filters.extend(locked.iter().cloned());
+            crate::query::request::validate(&q)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, &e.0))?;
+            with_locked = q;
+            &with_locked
+        };
         self.engine.run(q, site, now).await.map_err(|e| match e {
             EngineError::Query(QueryError(msg)) => error(StatusCode::BAD_REQUEST, &msg),
             EngineError::Limit(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
@@ -303,6 +360,7 @@ impl Stats {
         kind: v1::Endpoint,
         query: Option<&str>,
         site: &SiteInfo,
+        locked: &[Filter],
         now: Timestamp,
     ) -> Response<Body> {
         let pairs: Vec<(String, String)> =
@@ -331,7 +389,7 @@ impl Stats {
             }
             Err(e) => return error(StatusCode::BAD_REQUEST, &e.0),
         };
-        let answer = match self.answer(&q, site, now).await {
+        let answer = match self.answer(&q, site, locked, now).await {
             Ok(a) => a,
             Err(r) => return r,
         };

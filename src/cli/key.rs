@@ -37,7 +37,7 @@ pub(super) fn run(command: KeyCommand) -> anyhow::Result<()> {
 /// `--sites` checked for what the configuration will require of it: at least one
 /// entry, lower-case host names or `*` alone, none twice. (Whether each is a
 /// configured site is checked when the configuration is loaded.)
-fn sites_of(sites: Vec<String>) -> anyhow::Result<Vec<String>> {
+pub(super) fn sites_of(sites: Vec<String>) -> anyhow::Result<Vec<String>> {
     let sites: Vec<String> = sites.into_iter().map(|s| s.trim().to_owned()).collect();
     anyhow::ensure!(
         !sites.is_empty() && sites.iter().all(|s| !s.is_empty()),

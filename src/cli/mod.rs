@@ -9,6 +9,7 @@ mod dsr;
 mod key;
 mod purge;
 mod token;
+mod user;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +55,12 @@ pub enum Command {
     Key(key::KeyCommand),
     /// Write realistic demo traffic for a site straight into ClickHouse.
     Demo(demo::DemoArgs),
+    /// Dashboard users.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Shared links to a site's dashboard.
+    #[command(subcommand)]
+    Share(user::ShareCommand),
     /// Site data.
     #[command(subcommand)]
     Site(dsr::SiteCommand),
@@ -161,6 +168,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig(args) => {
             let config = args.load()?;
+            crate::app::auth::check_shares(&config)?;
             print!("{}", effective_config(&config)?);
             Ok(())
         }
@@ -174,6 +182,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => token::run(command),
         Command::Key(command) => key::run(command),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::User(command) => user::run_user(command),
+        Command::Share(command) => user::run_share(command),
         Command::Site(command) => runtime()?.block_on(dsr::site(command)),
         Command::Spool(SpoolCommand::Status(args)) => {
             print!("{}", spool_status(&args)?);
@@ -270,6 +280,15 @@ pub fn effective_config(config: &Config) -> anyhow::Result<String> {
     for key in &mut shown.stats.keys {
         key.sha256 = crate::config::REDACTED.into();
     }
+    for user in &mut shown.users {
+        user.password_hash = crate::config::REDACTED.into();
+    }
+    for share in shown.sites.iter_mut().flat_map(|s| s.shares.iter_mut()) {
+        share.slug_sha256 = crate::config::REDACTED.into();
+        if share.password_hash.is_some() {
+            share.password_hash = Some(crate::config::REDACTED.into());
+        }
+    }
     toml::to_string_pretty(&shown).context("cannot render the configuration")
 }
 
@@ -292,7 +311,7 @@ mod tests {
             panic!("config is not an object");
         };
         for (section, fields) in sections {
-            if section == "sites" {
+            if section == "sites" || section == "users" {
                 continue;
             }
             let Some(toml::Value::Table(in_file)) = table.get(&section) else {
@@ -336,7 +355,32 @@ mod tests {
             sha256: "cd".repeat(32),
             sites: vec!["*".into()],
         });
+        config.users.push(crate::config::UserConfig {
+            name: "carol".into(),
+            password_hash: "$argon2id$v=19$m=64,t=1,p=1$user-hash-secret".into(),
+            sites: vec!["*".into()],
+        });
+        let mut site = Config::from_toml_str("[[sites]]\ndomain = \"a.com\"\n")
+            .unwrap()
+            .sites
+            .remove(0);
+        site.shares.push(crate::config::ShareConfig {
+            name: "press".into(),
+            slug_sha256: "ef".repeat(32),
+            password_hash: Some("$argon2id$v=19$m=64,t=1,p=1$share-hash-secret".into()),
+            filters: None,
+        });
+        config.sites.push(site);
         let out = effective_config(&config).unwrap();
+        assert!(
+            !out.contains("user-hash-secret") && !out.contains("share-hash-secret"),
+            "{out}"
+        );
+        assert!(!out.contains(&"ef".repeat(32)), "{out}");
+        assert!(
+            out.contains("name = \"press\"") && out.contains("name = \"carol\""),
+            "{out}"
+        );
         assert!(!out.contains("hunter2-secret"), "{out}");
         assert!(!out.contains(&"ab".repeat(32)), "{out}");
         assert!(!out.contains(&"cd".repeat(32)), "{out}");

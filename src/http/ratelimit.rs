@@ -144,6 +144,22 @@ impl<K: Hash + Eq> Table<K> {
         result
     }
 
+    /// Whether one request of `lookup` would be allowed at `now`, spending nothing.
+    fn peek<Q>(&self, gcra: Gcra, lookup: &Q, now: Instant) -> Result<(), Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let index = self.hasher.hash_one(lookup) as usize % SHARDS;
+        let map = self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match map.get(lookup) {
+            Some(tat) => gcra.admit(&mut tat.clone(), now),
+            None => Ok(()),
+        }
+    }
+
     fn len(&self) -> usize {
         self.shards
             .iter()
@@ -188,6 +204,31 @@ impl RateLimiter {
             keys: Table::new(capacity),
             networks: Table::new(capacity),
         }
+    }
+
+    /// `count` requests per `period` per party, all at once if it likes (the login
+    /// throttle: `count` failures a minute).
+    pub fn per_period(count: u32, period: Duration) -> Self {
+        let count = count.max(1);
+        let interval = period / count;
+        Self {
+            gcra: Gcra {
+                interval,
+                burst: interval * count,
+            },
+            keys: Table::new(DEFAULT_CAPACITY),
+            networks: Table::new(DEFAULT_CAPACITY),
+        }
+    }
+
+    /// Whether [`RateLimiter::check`] of `key` at `now` would pass, spending nothing.
+    pub fn peek(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.keys.peek(self.gcra, key, now)
+    }
+
+    /// Whether [`RateLimiter::check_anonymous_at`] would pass, spending nothing.
+    pub fn peek_anonymous_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.networks.peek(self.gcra, &Network::of(ip), now)
     }
 
     /// One request made with the Stats API key named `key` at `now`: `Ok`, or how
@@ -264,6 +305,27 @@ mod tests {
         );
         assert_eq!(limiter.check("k", later + wait), Ok(()));
         assert_eq!(limiter.check("k", later + wait), Err(interval));
+    }
+
+    #[test]
+    fn a_peek_spends_nothing_and_agrees_with_the_check() {
+        let limiter = RateLimiter::per_period(5, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        for _ in 0..20 {
+            assert_eq!(limiter.peek("u", t0), Ok(()));
+            assert_eq!(limiter.peek_anonymous_at(ip, t0), Ok(()));
+        }
+        assert_eq!(allowed(&limiter, "u", 5, t0), 5);
+        // 5 a minute: one every 12 s.
+        assert_eq!(limiter.peek("u", t0), Err(secs(12)));
+        assert_eq!(limiter.check("u", t0), Err(secs(12)));
+        assert_eq!(limiter.peek("u", t0 + secs(12)), Ok(()));
+        assert_eq!(limiter.peek("v", t0), Ok(()));
+        for _ in 0..5 {
+            limiter.check_anonymous_at(ip, t0).unwrap();
+        }
+        assert_eq!(limiter.peek_anonymous_at(ip, t0 + secs(2)), Err(secs(10)));
     }
 
     #[test]

@@ -60,8 +60,8 @@ pub enum GoalKind {
 }
 
 impl Goal {
-    /// A page goal from a path pattern: `*` matches within one path segment, `**`
-    /// across segments, everything else literally.
+    /// A page goal from a path pattern: `*` (or `**`) matches any characters, `/`
+    /// included, as Plausible's page goals do; everything else literally.
     pub fn page(name: impl Into<String>, pattern: &str) -> Self {
         Self {
             name: name.into(),
@@ -87,7 +87,7 @@ pub fn page_pattern_regex(pattern: &str) -> String {
             out.push_str(".*");
             rest = r;
         } else if let Some(r) = rest.strip_prefix('*') {
-            out.push_str("[^/]*");
+            out.push_str(".*");
             rest = r;
         } else {
             let c = rest.chars().next().unwrap_or_default();
@@ -1230,7 +1230,7 @@ mod tests {
 
     #[test]
     fn page_patterns_anchor_and_escape() {
-        assert_eq!(page_pattern_regex("/blog/*"), "^/blog/[^/]*$");
+        assert_eq!(page_pattern_regex("/blog/*"), "^/blog/.*$");
         assert_eq!(page_pattern_regex("/docs/**"), "^/docs/.*$");
         assert_eq!(page_pattern_regex("/a.b?(c)"), "^/a\\.b\\?\\(c\\)$");
     }
