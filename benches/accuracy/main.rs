@@ -30,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Instant;
 
 use hush::config::UserAgentConfig;
@@ -237,6 +238,13 @@ fn main() {
     let browsers: HashMap<&str, &str> = BROWSERS.iter().copied().collect();
     let os_families: HashMap<&str, &str> = OS_FAMILIES.iter().copied().collect();
 
+    // `--dump FILE`: every UA case with the labels and hush's answer, as JSON lines,
+    // for looking at the misses in bulk (the file stays in the git-ignored cache).
+    let mut dump = args.get("dump").map(|path| {
+        std::io::BufWriter::new(
+            std::fs::File::create(path).unwrap_or_else(|e| panic!("create {path}: {e}")),
+        )
+    });
     let mut bot_recall = Score::default();
     let mut human_fp = Score::default();
     let mut tools = Score::default();
@@ -249,6 +257,18 @@ fn main() {
     let started = Instant::now();
     for c in &cases {
         let got = parser.parse(&c.ua);
+        if let Some(dump) = dump.as_mut() {
+            let line = serde_json::json!({
+                "ua": c.ua, "want_bot": c.bot, "client_type": c.client_type,
+                "want_browser": c.browser, "want_browser_version": c.browser_version,
+                "want_os_family": c.os_family, "want_os_version": c.os_version,
+                "want_device": c.device,
+                "bot": got.is_bot, "browser": &*got.browser,
+                "browser_version": &*got.browser_version, "os": &*got.os,
+                "os_version": &*got.os_version, "device": got.device,
+            });
+            let _ = writeln!(dump, "{line}");
+        }
         if c.bot {
             let expected = format!("bot ({})", c.bot_category);
             let verdict = if got.is_bot {
