@@ -13,7 +13,8 @@
 //!   their own line, as the share hush drops.
 //! - **browser family**: Matomo's client name through [`BROWSERS`] (e.g. `Chrome
 //!   Mobile` → `Chrome`, `Samsung Browser` → `Samsung Internet`); clients with no
-//!   entry there are outside hush's families and only counted.
+//!   entry there are outside hush's families and only counted, and so are `Dalvik/`
+//!   UAs, the Android runtime's HTTP client, which Matomo labels `Android Browser`.
 //! - **browser major**: the leading number of each version, where the family matched
 //!   and Matomo gives a version.
 //! - **OS family**: hush's OS name through [`OS_FAMILIES`] against Matomo's
@@ -293,7 +294,15 @@ fn main() {
             continue;
         }
         device.add(device_class(&c.device), got.device, &c.ua);
-        match browsers.get(c.browser.as_str()) {
+        // Matomo names the Android runtime's HTTP client (`Dalvik/2.1.0 (Linux; U;
+        // Android 10; ...)`) "Android Browser"; it is no browser, so hush leaves the
+        // browser empty and these count as outside the families.
+        let family = if c.ua.starts_with("Dalvik/") {
+            None
+        } else {
+            browsers.get(c.browser.as_str())
+        };
+        match family {
             Some(want) => {
                 browser.add(want, &got.browser, &c.ua);
                 if **want == *got.browser && !major(&c.browser_version).is_empty() {

@@ -195,9 +195,11 @@ impl UaParser {
     fn parse_uncached(&self, ua: &str) -> UaInfo {
         let listed_bot = self.looks_automated(ua);
         let Some(w) = self.woothee.parse(ua) else {
+            // The rule table still knows browsers woothee cannot place (`UCWEB/2.0 ...`).
+            let (browser, version) = browser_of(ua, woothee::woothee::VALUE_UNKNOWN, "");
             return UaInfo {
-                browser: Arc::from(""),
-                browser_version: Arc::from(""),
+                browser: Arc::from(browser),
+                browser_version: Arc::from(version),
                 os: Arc::from(""),
                 os_version: Arc::from(""),
                 device: OTHER,
@@ -334,60 +336,100 @@ fn is_email_at(bytes: &[u8], at: usize) -> bool {
     }
 }
 
-/// Markers woothee misses or misnames, checked in order; the first present wins.
-/// (marker, browser name, token whose following digits are the version; "" = none)
-const BROWSER_OVERRIDES: &[(&str, &str, &str)] = &[
+/// One rule of the browser table: every marker of `all` present, none of `none`.
+struct BrowserRule {
+    all: &'static [&'static str],
+    none: &'static [&'static str],
+    name: &'static str,
+    /// Tokens whose following digits are the version, tried in order; none = no version.
+    version: &'static [&'static str],
+}
+
+impl BrowserRule {
+    fn matches(&self, ua: &str) -> bool {
+        self.all.iter().all(|m| ua.contains(m)) && !self.none.iter().any(|m| ua.contains(m))
+    }
+
+    fn version<'a>(&self, ua: &'a str) -> &'a str {
+        self.version
+            .iter()
+            .map(|token| version_after(ua, token))
+            .find(|v| !v.is_empty())
+            .unwrap_or("")
+    }
+}
+
+/// Browsers woothee misses or misnames, checked in order; the first rule that matches
+/// wins, so in-app browsers and Chromium forks come before the generic shapes.
+#[rustfmt::skip]
+const BROWSER_RULES: &[BrowserRule] = &[
     // In-app browsers first: their UAs also contain Safari/Chrome tokens.
-    ("FBAN/", "Facebook", "FBAV/"),
-    ("FBAV/", "Facebook", "FBAV/"),
-    ("FB_IAB/", "Facebook", "FBAV/"),
-    ("Instagram ", "Instagram", "Instagram "),
-    ("LinkedInApp", "LinkedIn", "LinkedInApp/"),
-    ("Snapchat/", "Snapchat", "Snapchat/"),
-    ("musical_ly", "TikTok", ""),
-    ("BytedanceWebview", "TikTok", ""),
-    ("Pinterest/", "Pinterest", "Pinterest/"),
-    ("MicroMessenger/", "WeChat", "MicroMessenger/"),
-    (" Line/", "LINE", " Line/"),
-    ("Twitter for iPhone", "X", ""),
-    ("TwitterAndroid", "X", ""),
+    BrowserRule { all: &["FBAN/"], none: &[], name: "Facebook", version: &["FBAV/"] },
+    BrowserRule { all: &["FBAV/"], none: &[], name: "Facebook", version: &["FBAV/"] },
+    BrowserRule { all: &["FB_IAB/"], none: &[], name: "Facebook", version: &["FBAV/"] },
+    BrowserRule { all: &["Instagram "], none: &[], name: "Instagram", version: &["Instagram "] },
+    BrowserRule { all: &["LinkedInApp"], none: &[], name: "LinkedIn", version: &["LinkedInApp/"] },
+    BrowserRule { all: &["Snapchat"], none: &[], name: "Snapchat", version: &["Snapchat/"] },
+    BrowserRule { all: &["musical_ly"], none: &[], name: "TikTok", version: &[] },
+    BrowserRule { all: &["BytedanceWebview"], none: &[], name: "TikTok", version: &[] },
+    BrowserRule { all: &["Pinterest/"], none: &[], name: "Pinterest", version: &["Pinterest/"] },
+    BrowserRule { all: &["MicroMessenger/"], none: &[], name: "WeChat", version: &["MicroMessenger/"] },
+    BrowserRule { all: &[" Line/"], none: &[], name: "LINE", version: &[" Line/"] },
+    BrowserRule { all: &["Twitter for iPhone"], none: &[], name: "X", version: &[] },
+    BrowserRule { all: &["TwitterAndroid"], none: &[], name: "X", version: &[] },
     // Browsers built on Chromium or WebKit that woothee reports as Chrome/Safari.
-    ("DuckDuckGo/", "DuckDuckGo", "DuckDuckGo/"),
-    ("SamsungBrowser/", "Samsung Internet", "SamsungBrowser/"),
-    ("Silk/", "Amazon Silk", "Silk/"),
-    ("OPR/", "Opera", "OPR/"),
-    ("OPT/", "Opera", "OPT/"),
-    ("OPiOS/", "Opera", "OPiOS/"),
-    ("Opera Mini/", "Opera Mini", "Opera Mini/"),
-    ("EdgA/", "Microsoft Edge", "EdgA/"),
-    ("EdgiOS/", "Microsoft Edge", "EdgiOS/"),
-    ("Edg/", "Microsoft Edge", "Edg/"),
-    ("Edge/", "Microsoft Edge", "Edge/"),
-    ("YaBrowser/", "Yandex Browser", "YaBrowser/"),
-    ("Vivaldi/", "Vivaldi", "Vivaldi/"),
-    ("Brave/", "Brave", "Brave/"),
-    ("Whale/", "Whale", "Whale/"),
-    ("MiuiBrowser/", "MIUI Browser", "MiuiBrowser/"),
-    ("HuaweiBrowser/", "Huawei Browser", "HuaweiBrowser/"),
-    ("UCBrowser/", "UC Browser", "UCBrowser/"),
-    ("QQBrowser/", "QQ Browser", "QQBrowser/"),
-    ("HeyTapBrowser/", "HeyTap Browser", "HeyTapBrowser/"),
-    ("VivoBrowser/", "vivo Browser", "VivoBrowser/"),
-    ("GSA/", "Google App", "GSA/"),
-    ("FxiOS/", "Firefox", "FxiOS/"),
-    ("CriOS/", "Chrome", "CriOS/"),
+    BrowserRule { all: &["DuckDuckGo/"], none: &[], name: "DuckDuckGo", version: &["DuckDuckGo/"] },
+    BrowserRule { all: &["SamsungBrowser/"], none: &[], name: "Samsung Internet", version: &["SamsungBrowser/"] },
+    BrowserRule { all: &["Silk/"], none: &[], name: "Amazon Silk", version: &["Silk/"] },
+    BrowserRule { all: &["OPR/"], none: &[], name: "Opera", version: &["OPR/"] },
+    BrowserRule { all: &["OPT/"], none: &[], name: "Opera", version: &["OPT/"] },
+    BrowserRule { all: &["OPX/"], none: &[], name: "Opera", version: &["OPX/"] },
+    BrowserRule { all: &["OPiOS/"], none: &[], name: "Opera", version: &["OPiOS/"] },
+    BrowserRule { all: &["UCWEB/"], none: &[], name: "UC Browser", version: &["UCBrowser/"] },
+    BrowserRule { all: &["UCBrowser"], none: &[], name: "UC Browser", version: &["UCBrowser/"] },
+    BrowserRule { all: &["Opera Mini/"], none: &[], name: "Opera Mini", version: &["Opera Mini/"] },
+    BrowserRule { all: &["EdgA/"], none: &[], name: "Microsoft Edge", version: &["EdgA/"] },
+    BrowserRule { all: &["EdgiOS/"], none: &[], name: "Microsoft Edge", version: &["EdgiOS/"] },
+    BrowserRule { all: &["Edg/"], none: &[], name: "Microsoft Edge", version: &["Edg/"] },
+    BrowserRule { all: &["Edge/"], none: &[], name: "Microsoft Edge", version: &["Edge/"] },
+    BrowserRule { all: &["YaBrowser/"], none: &[], name: "Yandex Browser", version: &["YaBrowser/"] },
+    BrowserRule { all: &["YaSearchBrowser/"], none: &[], name: "Yandex Browser", version: &["YaSearchBrowser/"] },
+    BrowserRule { all: &["YandexSearch"], none: &[], name: "Yandex Browser", version: &["YandexSearch/"] },
+    BrowserRule { all: &["Vivaldi/"], none: &[], name: "Vivaldi", version: &["Vivaldi/"] },
+    BrowserRule { all: &["Brave/"], none: &[], name: "Brave", version: &["Brave/"] },
+    BrowserRule { all: &["Whale/"], none: &[], name: "Whale", version: &["Whale/"] },
+    BrowserRule { all: &["MiuiBrowser/"], none: &[], name: "MIUI Browser", version: &["MiuiBrowser/"] },
+    BrowserRule { all: &["HuaweiBrowser/"], none: &[], name: "Huawei Browser", version: &["HuaweiBrowser/"] },
+    BrowserRule { all: &["QQBrowser/"], none: &[], name: "QQ Browser", version: &["QQBrowser/"] },
+    BrowserRule { all: &["HeyTapBrowser/"], none: &[], name: "HeyTap Browser", version: &["HeyTapBrowser/"] },
+    BrowserRule { all: &["VivoBrowser/"], none: &[], name: "vivo Browser", version: &["VivoBrowser/"] },
+    BrowserRule { all: &["GSA/"], none: &[], name: "Google App", version: &["GSA/"] },
+    BrowserRule { all: &["GoogleApp/"], none: &[], name: "Google App", version: &["GoogleApp/"] },
+    BrowserRule { all: &["FxiOS/"], none: &[], name: "Firefox", version: &["FxiOS/"] },
+    BrowserRule { all: &["CriOS/"], none: &[], name: "Chrome", version: &["CriOS/"] },
+    // Opera before version 7 posed as Internet Explorer and named itself after it.
+    BrowserRule { all: &[") Opera "], none: &[], name: "Opera", version: &[") Opera "] },
+    BrowserRule { all: &["Opera/9.80"], none: &[], name: "Opera", version: &["Version/", "Opera/"] },
+    BrowserRule { all: &["Chromium/"], none: &[], name: "Chromium", version: &["Chromium/"] },
+    // Firefox's pre-release code names.
+    BrowserRule { all: &["Minefield/"], none: &[], name: "Firefox", version: &["Minefield/"] },
+    BrowserRule { all: &["GranParadiso/"], none: &[], name: "Firefox", version: &["GranParadiso/"] },
+    BrowserRule { all: &["Shiretoko/"], none: &[], name: "Firefox", version: &["Shiretoko/"] },
+    BrowserRule { all: &["Namoroka/"], none: &[], name: "Firefox", version: &["Namoroka/"] },
+    BrowserRule { all: &["BonEcho/"], none: &[], name: "Firefox", version: &["BonEcho/"] },
+    // Generic shapes, after every named browser: an Android web view that leaves out
+    // `wv` still carries the stock browser's `Version/4.0` next to `Chrome/`...
+    BrowserRule { all: &["Android", "Version/", "Chrome/"], none: &[], name: "WebView", version: &["Chrome/"] },
+    // ...and the stock Android Browser (before Chrome) is WebKit with no Chrome token.
+    // (Windows Phone's Internet Explorer says `Android` too.)
+    BrowserRule { all: &["Android", "Safari"], none: &["Chrome/", "Trident/"], name: "Android Browser", version: &["Version/"] },
+    // Safari's own HTTP stack on old macOS (`Safari5530.18 CFNetwork/438.12 Darwin/9.7.1`).
+    BrowserRule { all: &["Safari", "CFNetwork/"], none: &[], name: "Safari", version: &[] },
 ];
 
 fn browser_of<'a>(ua: &'a str, name: &'a str, version: &'a str) -> (&'a str, &'a str) {
-    for &(marker, browser, version_token) in BROWSER_OVERRIDES {
-        if ua.contains(marker) {
-            let version = if version_token.is_empty() {
-                ""
-            } else {
-                version_after(ua, version_token)
-            };
-            return (browser, version);
-        }
+    if let Some(rule) = BROWSER_RULES.iter().find(|r| r.matches(ua)) {
+        return (rule.name, rule.version(ua));
     }
     match name {
         woothee::woothee::VALUE_UNKNOWN => ("", ""),
@@ -403,6 +445,10 @@ fn browser_of<'a>(ua: &'a str, name: &'a str, version: &'a str) -> (&'a str, &'a
         "SamsungBrowser" => ("Samsung Internet", major_minor(version)),
         "Edge" => ("Microsoft Edge", major_minor(version)),
         "Google Search App" => ("Google App", major_minor(version)),
+        // woothee names Internet Explorer on a console after the console.
+        "Xbox One" | "Xbox 360" if ua.contains("MSIE ") => {
+            ("Internet Explorer", version_after(ua, "MSIE "))
+        }
         _ => (name, major_minor(version)),
     }
 }
@@ -1303,6 +1349,81 @@ mod tests {
         assert!(!is_email_at(b"@example.com", 0));
         assert!(!is_email_at(b"a@localhost", 1));
         assert!(is_email_at(b"a@b.example.com.", 1));
+    }
+
+    #[test]
+    fn the_browser_rule_table_fixes_what_woothee_misnames() {
+        let p = parser();
+        // (UA, browser, version)
+        for (ua, browser, version) in [
+            (
+                "Mozilla/5.0 (Linux; U; Android 4.1.2; de-de; GT-I8190 Build/JZO54K) AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 Mobile Safari/534.30",
+                "Android Browser",
+                "4.0",
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 12; SM-T220) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/118.0.5993.111 YaSearchBrowser/23.85/apad BroPP/1.0 YaSearchApp/23.85/apad SA/3 Mobile Safari/537.36",
+                "Yandex Browser",
+                "23.85",
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 13; V2120 Build/TP1A.220624.014; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.43 Mobile Safari/537.36 YandexSearch/8.10 YandexSearchBrowser/8.10",
+                "Yandex Browser",
+                "8.10",
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 9; Example Box Build/PPR1.180610.011) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/109.0.5414.117 Safari/537.36",
+                "WebView",
+                "109.0",
+            ),
+            (
+                "UCWEB/2.0 (MIDP-2.0; U; Adr 4.4.2; en-US; Example_A1) U2/1.0.0 UCBrowser/10.1.0.527 U2/1.0.0 Mobile",
+                "UC Browser",
+                "10.1",
+            ),
+            (
+                "UCWEB/2.0 (Linux; U; Opera Mini/7.1.32052/30.3697; en-US; GT-S5300) U2/1.0.0 UCBrowser/9.8.0.435 Mobile",
+                "UC Browser",
+                "9.8",
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 14; SM-A256B Build/UP1A.231005.007) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/127.0.6533.64 Mobile Safari/537.36 OPX/2.5",
+                "Opera",
+                "2.5",
+            ),
+            (
+                "Safari5533.19.4 CFNetwork/454.11.5 Darwin/10.6.0 (i386) (MacBookPro7%2C1)",
+                "Safari",
+                "",
+            ),
+            (
+                "Mozilla/4.0 (compatible; MSIE 6.0; Windows 98) Opera 7.02 [de]",
+                "Opera",
+                "7.02",
+            ),
+            (
+                "Mozilla/5.0 (Mobile; Windows Phone 8.1; Android 4.0; ARM; Trident/7.0; Touch; rv:11.0; IEMobile/11.0; NOKIA; Lumia 635) like iPhone OS 7_0_3 Mac OS X AppleWebKit/537 (KHTML, like Gecko) Mobile Safari/537",
+                "Internet Explorer",
+                "11.0",
+            ),
+            (
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Ubuntu Chromium/120.0.6099.109 Chrome/120.0.6099.109 Safari/537.36",
+                "Chromium",
+                "120.0",
+            ),
+            (
+                "Mozilla/5.0 (X11; U; Linux x86_64; en-US; rv:1.9.1b3) Gecko/20090305 Shiretoko/3.5b3",
+                "Firefox",
+                "3.5",
+            ),
+        ] {
+            let got = p.parse(ua);
+            assert_eq!(
+                (&*got.browser, &*got.browser_version, got.is_bot),
+                (browser, version, false),
+                "{ua}"
+            );
+        }
     }
 
     #[test]
