@@ -119,6 +119,14 @@ const SOURCE_ALIASES: &[(&str, &str)] = &[
     ("Google News", "Google"),
     ("Yandex Images", "Yandex"),
     ("Yahoo!", "Yahoo"),
+    // Spellings and owners: hush uses the engine's own spelling and brand.
+    ("IXquick", "Ixquick"),
+    ("Altavista", "AltaVista"),
+    ("MetaCrawler.de", "MetaCrawler"),
+    ("Metager", "MetaGer"),
+    ("Vkontakte", "VK"),
+    ("Twitter", "X"),
+    ("StackOverflow", "Stack Overflow"),
 ];
 
 #[derive(Deserialize)]
@@ -348,6 +356,13 @@ fn main() {
         }
         if r.medium != "unknown" {
             channel.add(&r.medium, info.channel, &r.host);
+        }
+        if let Some(dump) = dump.as_mut() {
+            let line = serde_json::json!({
+                "host": r.host, "want_name": r.name, "want_medium": r.medium,
+                "source": info.source, "channel": info.channel,
+            });
+            let _ = writeln!(dump, "{line}");
         }
     }
 
