@@ -87,6 +87,20 @@ const SOURCES: &[(&str, &str, Channel)] = &[
     ("metager.de", "MetaGer", Search),
     ("you.com", "You.com", Search),
     ("presearch.com", "Presearch", Search),
+    ("go.mail.ru", "Mail.ru", Search),
+    ("nigma.ru", "Nigma", Search),
+    ("meta.ua", "Meta", Search),
+    ("msn.com", "Bing", Search),
+    ("1.cz", "1.cz", Search),
+    ("zoohoo.cz", "Zoohoo", Search),
+    ("ilse.nl", "Ilse", Search),
+    ("exalead.com", "Exalead", Search),
+    ("exalead.fr", "Exalead", Search),
+    ("soso.com", "soso.com", Search),
+    ("sougou.com", "Sogou", Search),
+    ("neti.ee", "Neti", Search),
+    ("startsiden.no", "Startsiden", Search),
+    ("webcache.googleusercontent.com", "Google", Search),
     // Social networks and communities.
     ("facebook.com", "Facebook", Social),
     ("fb.me", "Facebook", Social),
@@ -162,6 +176,43 @@ const SOURCES: &[(&str, &str, Channel)] = &[
     ("phpc.social", "Mastodon", Social),
     ("masto.ai", "Mastodon", Social),
     ("lemmy.world", "Lemmy", Social),
+    // Older and regional social networks.
+    ("vkontakte.ru", "VK", Social),
+    ("odnoklassniki.ru", "Odnoklassniki", Social),
+    ("my.mail.ru", "Mail.ru", Social),
+    ("qzone.qq.com", "Qzone", Social),
+    ("t.cn", "Weibo", Social),
+    ("renren.com", "Renren", Social),
+    ("douban.com", "Douban", Social),
+    ("mixi.jp", "Mixi", Social),
+    ("nk.pl", "Nasza-klasa.pl", Social),
+    ("livejournal.com", "LiveJournal", Social),
+    ("livejournal.ru", "LiveJournal", Social),
+    ("myspace.com", "Myspace", Social),
+    ("flickr.com", "Flickr", Social),
+    ("foursquare.com", "Foursquare", Social),
+    ("badoo.com", "Badoo", Social),
+    ("tuenti.com", "Tuenti", Social),
+    ("taringa.net", "Taringa!", Social),
+    ("skyrock.com", "Skyrock", Social),
+    ("viadeo.com", "Viadeo", Social),
+    ("hi5.com", "hi5", Social),
+    ("hyves.nl", "Hyves", Social),
+    ("orkut.com", "Orkut", Social),
+    ("bebo.com", "Bebo", Social),
+    ("netlog.com", "Netlog", Social),
+    ("studivz.net", "StudiVZ", Social),
+    ("stumbleupon.com", "StumbleUpon", Social),
+    ("digg.com", "Digg", Social),
+    ("friendfeed.com", "FriendFeed", Social),
+    ("plus.google.com", "Google+", Social),
+    ("url.google.com", "Google+", Social),
+    ("identi.ca", "Identi.ca", Social),
+    ("xanga.com", "Xanga", Social),
+    ("friendster.com", "Friendster", Social),
+    ("classmates.com", "Classmates", Social),
+    ("plaxo.com", "Plaxo", Social),
+    ("wayn.com", "WAYN", Social),
     // Webmail.
     ("mail.google.com", "Gmail", Email),
     ("outlook.live.com", "Outlook", Email),
@@ -193,6 +244,78 @@ const SOURCES: &[(&str, &str, Channel)] = &[
     ("news.google.com", "Google News", Referral),
     ("wikipedia.org", "Wikipedia", Referral),
     ("substack.com", "Substack", Referral),
+];
+
+/// Search engines by the label they are named by ([`brand_label`]), whatever the
+/// country domain or subdomain: `yahoo` covers `de.search.yahoo.com` and
+/// `search.yahoo.co.jp`. Checked after [`SOURCES`], so `mail.yahoo.com` stays webmail.
+const SEARCH_BRANDS: &[(&str, &str, Channel)] = &[
+    ("yahoo", "Yahoo", Search),
+    ("bing", "Bing", Search),
+    ("bingj", "Bing", Search),
+    ("yandex", "Yandex", Search),
+    ("baidu", "Baidu", Search),
+    ("aol", "AOL", Search),
+    ("ask", "Ask", Search),
+    ("lycos", "Lycos", Search),
+    ("excite", "Excite", Search),
+    ("altavista", "AltaVista", Search),
+    ("alltheweb", "AllTheWeb", Search),
+    ("dogpile", "Dogpile", Search),
+    ("metacrawler", "MetaCrawler", Search),
+    ("webcrawler", "WebCrawler", Search),
+    ("infospace", "InfoSpace", Search),
+    ("ixquick", "Ixquick", Search),
+    ("startpage", "Startpage", Search),
+    ("ecosia", "Ecosia", Search),
+    ("qwant", "Qwant", Search),
+    ("duckduckgo", "DuckDuckGo", Search),
+    ("seznam", "Seznam", Search),
+    ("naver", "Naver", Search),
+    ("daum", "Daum", Search),
+    ("sogou", "Sogou", Search),
+    ("rambler", "Rambler", Search),
+    ("sapo", "Sapo", Search),
+    ("virgilio", "Virgilio", Search),
+    ("tiscali", "Tiscali", Search),
+    ("abacho", "Abacho", Search),
+    ("yasni", "Yasni", Search),
+    ("zapmeta", "Zapmeta", Search),
+    ("qualigo", "Qualigo", Search),
+    ("walhello", "Walhello", Search),
+    ("forestle", "Forestle", Search),
+    ("mozbot", "Mozbot", Search),
+    ("mojeek", "Mojeek", Search),
+    ("gigablast", "Gigablast", Search),
+    ("hotbot", "HotBot", Search),
+    ("looksmart", "LookSmart", Search),
+    ("mamma", "Mamma", Search),
+    ("teoma", "Teoma", Search),
+    ("blekko", "Blekko", Search),
+    ("mywebsearch", "MyWebSearch", Search),
+    ("mysearch", "MySearch", Search),
+    ("searchalot", "Searchalot", Search),
+    ("babylon", "Babylon", Search),
+    ("conduit", "Conduit", Search),
+    ("metager", "MetaGer", Search),
+    ("fireball", "Fireball", Search),
+    ("eniro", "Eniro", Search),
+    ("onet", "Onet", Search),
+    ("szukacz", "Szukacz", Search),
+    ("centrum", "Centrum", Search),
+    ("najdi", "Najdi", Search),
+    ("kvasir", "Kvasir", Search),
+    ("sesam", "Sesam", Search),
+    ("biglobe", "Biglobe", Search),
+    ("nifty", "Nifty", Search),
+    ("wow", "WOW", Search),
+    ("apollo7", "Apollo7", Search),
+    ("picsearch", "Picsearch", Search),
+    ("blogdigger", "Blogdigger", Search),
+    ("technorati", "Technorati", Search),
+    ("sweetim", "SweetIM", Search),
+    ("delta-search", "Delta Search", Search),
+    ("iminent", "Iminent", Search),
 ];
 
 /// Android apps that send `android-app://<package>/` as referrer.
@@ -267,6 +390,7 @@ fn table(entries: &[(&'static str, &'static str, Channel)]) -> Table {
 }
 
 static HOSTS: LazyLock<Table> = LazyLock::new(|| table(SOURCES));
+static BRANDS: LazyLock<Table> = LazyLock::new(|| table(SEARCH_BRANDS));
 static APPS: LazyLock<Table> = LazyLock::new(|| table(ANDROID_APPS));
 static UTM: LazyLock<Table> = LazyLock::new(|| table(UTM_SOURCES));
 
@@ -307,8 +431,8 @@ pub fn classify(referrer: Option<&str>, same_site_hosts: &[&str], utm: &Utm) -> 
     let source = match (utm_known, utm_source.is_empty(), known) {
         (Some((name, _)), _, _) => name.to_owned(),
         (None, false, _) => utm_source.to_owned(),
-        (None, true, Some((name, _))) => name.to_owned(),
-        (None, true, None) => host.clone(),
+        (None, true, Some((name, _))) if !name.is_empty() => name.to_owned(),
+        (None, true, _) => host.clone(),
     };
 
     let channel = if let Some(channel) = channel_of_medium(&utm.medium) {
@@ -392,8 +516,88 @@ fn lookup_host(host: &str) -> Option<(&'static str, Channel)> {
             _ => break,
         }
     }
-    is_google_country_domain(host).then_some(("Google", Search))
+    if is_google_country_domain(host) {
+        return Some(("Google", Search));
+    }
+    if is_webmail(host) {
+        return Some(("", Email));
+    }
+    if let Some(&hit) = BRANDS.get(brand_label(host)) {
+        return Some(hit);
+    }
+    by_shape(host)
 }
+
+/// The label a site is named by: the one before the public suffix, where a country
+/// domain's second level (`co.uk`, `com.br`, `ne.jp`) counts as part of the suffix.
+/// `uk.search.yahoo.co.jp` → `yahoo`; a single label gives itself.
+fn brand_label(host: &str) -> &str {
+    let mut labels = host.rsplit('.');
+    let Some(tld) = labels.next() else {
+        return host;
+    };
+    let Some(second) = labels.next() else {
+        return tld;
+    };
+    let generic_second_level = matches!(
+        second,
+        "co" | "com" | "net" | "org" | "ac" | "gov" | "edu" | "ne" | "or" | "go" | "gob"
+    );
+    if tld.len() == 2 && generic_second_level {
+        labels.next().unwrap_or(second)
+    } else {
+        second
+    }
+}
+
+/// A webmail front end by its first label (`mail.example.net`, `webmail.isp.example`),
+/// checked before the brands so `mail.yahoo.net` is e-mail, not Yahoo's search. The
+/// source stays the host.
+fn is_webmail(host: &str) -> bool {
+    let first = host.split('.').next().unwrap_or("");
+    host.contains('.') && matches!(first, "mail" | "webmail" | "email" | "correo" | "posta")
+}
+
+/// What a host's labels say when no table names it: a label (other than the last)
+/// that starts or ends with a word for search (`search.example.net`,
+/// `mysearch.example`, `fixsuche.example.de`, `rechercher.example.fr`) is a search
+/// engine. The source stays the host.
+fn by_shape(host: &str) -> Option<(&'static str, Channel)> {
+    let searchy = host.split('.').rev().skip(1).any(|label| {
+        SEARCH_WORDS
+            .iter()
+            .any(|w| label.starts_with(w) || label.ends_with(w))
+            && !label.ends_with("research")
+    });
+    searchy.then_some(("", Search))
+}
+
+/// "Search" (and "find") in the languages of the engines that use it in a host label,
+/// matched at a label's start or end.
+const SEARCH_WORDS: &[&str] = &[
+    "search",
+    "serach",
+    "suche",
+    "suchmaschine",
+    "buscador",
+    "busca",
+    "recherch",
+    "ricerca",
+    "pesquisa",
+    "zoek",
+    "vinden",
+    "szukaj",
+    "poisk",
+    "hledani",
+    "arama",
+    "haku",
+    "cautare",
+    "pretraga",
+    "kereses",
+    "otsing",
+    "trouvez",
+    "crawler",
+];
 
 /// `google.de`, `www.google.co.uk`, `google.com.br`, ... (not `google.example.com`).
 fn is_google_country_domain(host: &str) -> bool {
@@ -403,7 +607,7 @@ fn is_google_country_domain(host: &str) -> bool {
     };
     let country_code = |l: &str| l.len() == 2 && l.bytes().all(|b| b.is_ascii_lowercase());
     if second == "google" {
-        return country_code(last) || last == "com";
+        return country_code(last) || last == "com" || last == "cat";
     }
     matches!(second, "co" | "com") && country_code(last) && labels.next() == Some("google")
 }
@@ -421,7 +625,8 @@ fn lookup_utm_source(source: &str) -> Option<(&'static str, Channel)> {
     }
     // `utm_source=news.ycombinator.com` and the like.
     if key.contains('.') {
-        return lookup_host(strip_www(key));
+        // Only a host that names a source: a shape alone says nothing about the UTM value.
+        return lookup_host(strip_www(key)).filter(|(name, _)| !name.is_empty());
     }
     None
 }
@@ -584,6 +789,60 @@ mod tests {
             );
         }
         assert_eq!(c("https://www.google.co.uk/search?q=x").path, "/search");
+    }
+
+    #[test]
+    fn search_engines_by_brand_on_any_country_domain() {
+        for (referrer, source) in [
+            ("https://search.yahoo.co.jp/search?p=x", "Yahoo"),
+            ("https://es.search.yahoo.com/", "Yahoo"),
+            ("https://yandex.kg/search/", "Yandex"),
+            ("https://www.ixquick.de/do/search", "Ixquick"),
+            ("https://search.lycos.co.uk/", "Lycos"),
+            ("https://www.abacho.at/", "Abacho"),
+        ] {
+            let r = c(referrer);
+            assert_eq!((&*r.source, r.channel), (source, "search"), "{referrer}");
+        }
+        // The table still wins over the brand: Yahoo's webmail is e-mail.
+        assert_eq!(c("https://mail.yahoo.com/d/folders/1").channel, "email");
+        // A brand is the label before the suffix, not any label.
+        let r = c("https://yahoo.example.net/post");
+        assert_eq!((&*r.source, r.channel), ("yahoo.example.net", "referral"));
+        assert_eq!(brand_label("uk.search.yahoo.co.jp"), "yahoo");
+        assert_eq!(brand_label("www.ixquick.com"), "ixquick");
+        assert_eq!(brand_label("co.uk"), "co");
+        assert_eq!(brand_label("localhost"), "localhost");
+    }
+
+    #[test]
+    fn search_and_webmail_hosts_by_their_shape() {
+        for referrer in [
+            "https://search.example-isp.net/results?q=x",
+            "https://www.findersearch.example/",
+            "https://suche.example.de/?q=x",
+            "https://buscador.example.es/",
+        ] {
+            let r = c(referrer);
+            assert_eq!(r.channel, "search", "{referrer}");
+            // Unnamed: the source stays the host.
+            assert_eq!(r.source, r.host, "{referrer}");
+        }
+        let r = c("https://webmail.example-isp.net/?_task=mail");
+        assert_eq!(
+            (&*r.source, r.channel),
+            ("webmail.example-isp.net", "email")
+        );
+        // Research is not search; a mail path on another host is not webmail.
+        assert_eq!(c("https://research.example.edu/paper").channel, "referral");
+        assert_eq!(c("https://example.net/mail/").channel, "referral");
+        // A UTM source that only has a search-like shape is kept as given.
+        let r = classify(
+            Some("https://news.example.net/"),
+            SITE,
+            &utm("search.example.net", ""),
+        );
+        assert_eq!(r.source, "search.example.net");
     }
 
     #[test]
