@@ -703,9 +703,12 @@ async fn analysts_read_filter_and_drill_down_in_a_real_browser() {
 
     // A site that is not public, without a session: the sign-in form, which brings
     // the analyst back to the site afterwards.
-    tab.goto(&at("/closed.example")).await;
-    tab.until("!!document.querySelector('form input[type=password]')")
+    tab.call("Page.navigate", json!({ "url": at("/closed.example") }))
         .await;
+    tab.until(
+        "location.pathname == '/login' && !!document.querySelector('form input[type=password]')",
+    )
+    .await;
     let at_login = tab.eval("location.pathname + location.search").await;
     assert_eq!(at_login, "/login?next=%2Fclosed.example");
 

@@ -287,9 +287,7 @@ impl Dashboard {
         // A site that is neither public nor readable by the viewer: sign in first.
         if let Some(site) = path.strip_prefix('/').filter(|s| !s.is_empty())
             && self.auth.is_some()
-            && !self
-                .readable(viewer.as_ref())
-                .any(|s| s.domain == site)
+            && !self.readable(viewer.as_ref()).any(|s| s.domain == site)
         {
             let next: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
             let mut r = simple(StatusCode::SEE_OTHER, "sign in\n");

@@ -287,9 +287,8 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
             .context("cannot set up the stats API")?
             .with_auth(Arc::clone(&auth)),
     );
-    let dashboard = Arc::new(
-        crate::app::dashboard::Dashboard::new(&config).with_auth(Arc::clone(&auth)),
-    );
+    let dashboard =
+        Arc::new(crate::app::dashboard::Dashboard::new(&config).with_auth(Arc::clone(&auth)));
     let read_listener = match config.dashboard.listen {
         None => None,
         Some(addr) => {
