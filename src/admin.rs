@@ -433,12 +433,7 @@ fn from_purge_error(e: &PurgeError) -> Response<Body> {
 
 /// The token's name, or `None` for a missing, malformed or unknown token.
 fn authenticate<'a>(tokens: &'a TokenSet, req: &Request<Incoming>) -> Option<&'a str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    tokens.verify(token.trim())
+    tokens.verify(crate::token::bearer(req.headers())?)
 }
 
 async fn handle(api: &AdminApi, req: Request<Incoming>) -> Response<Body> {

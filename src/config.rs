@@ -657,30 +657,9 @@ impl GoalConfig {
     /// as `.*`, every other character literal (RE2's metacharacters escaped). `None`
     /// for an event goal. Pass it as a bound parameter like any other value.
     pub fn page_regex(&self) -> Option<String> {
-        let page = self.page.as_deref()?;
-        let mut regex = String::with_capacity(page.len() + 8);
-        regex.push('^');
-        let mut stars = false;
-        for c in page.chars() {
-            if c == '*' {
-                if !stars {
-                    regex.push_str(".*");
-                }
-                stars = true;
-                continue;
-            }
-            stars = false;
-            if r"\.+*?()|[]{}^$".contains(c) {
-                regex.push('\\');
-            }
-            regex.push(c);
-        }
-        regex.push('$');
-        Some(regex)
+        self.page.as_deref().map(page_pattern_regex)
     }
 
-    /// Whether a page view of `path` completes this goal (always false for an event
-    /// goal): the same test as [`GoalConfig::page_regex`], without a regex engine.
     pub fn matches_page(&self, path: &str) -> bool {
         let Some(page) = self.page.as_deref() else {
             return false;
@@ -738,6 +717,30 @@ impl GoalConfig {
 
 /// `pattern` (where a run of `*` matches any bytes) matches all of `text`. Greedy
 /// with backtracking to the last star only: linear in practice, never exponential.
+/// The anchored RE2 pattern of a page goal's path: `*` (any run of them) matches any
+/// characters, `/` included, everything else literally.
+pub fn page_pattern_regex(page: &str) -> String {
+    let mut regex = String::with_capacity(page.len() + 8);
+    regex.push('^');
+    let mut stars = false;
+    for c in page.chars() {
+        if c == '*' {
+            if !stars {
+                regex.push_str(".*");
+            }
+            stars = true;
+            continue;
+        }
+        stars = false;
+        if r"\.+*?()|[]{}^$".contains(c) {
+            regex.push('\\');
+        }
+        regex.push(c);
+    }
+    regex.push('$');
+    regex
+}
+
 fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

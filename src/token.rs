@@ -11,6 +11,15 @@ use subtle::ConstantTimeEq;
 use crate::config::{ALL_SITES, AdminToken, StatsKey};
 use crate::hex;
 
+/// The secret of an `Authorization: Bearer <secret>` header (scheme case-insensitive,
+/// surrounding space trimmed); `None` when absent, another scheme, or empty.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, secret) = value.split_once(' ')?;
+    let secret = secret.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
+}
+
 /// A freshly generated token: `secret` is shown to the operator once, `sha256` goes in the config.
 pub struct NewToken {
     pub name: String,

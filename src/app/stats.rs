@@ -31,7 +31,7 @@ use crate::http::response;
 use crate::http::server::Body;
 use crate::logging::RateLimit;
 use crate::query::engine::{Engine, EngineError, Limits, SiteInfo};
-use crate::query::request::{Dimension, Filter, Metric, Query, QueryError, TimeDimension};
+use crate::query::request::{Dimension, Filter, Metric, Query, QueryError};
 use crate::query::sql::Goal;
 use crate::query::{schema, v1};
 use crate::token::StatsKeys;
@@ -171,7 +171,7 @@ impl Stats {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> (Option<String>, Response<Body>) {
-        let bearer = bearer(&req);
+        let bearer = crate::token::bearer(req.headers()).map(str::to_owned);
         // Without a key: a dashboard session, and whether it sent its CSRF token.
         let session = match (&bearer, &self.auth) {
             (None, Some(auth)) => auth
@@ -417,22 +417,7 @@ fn v1_shape(kind: v1::Endpoint, q: &Query, answer: &Value) -> Value {
             }
             json!({ "results": out })
         }
-        v1::Endpoint::Timeseries => {
-            let key = match q.time_dimension() {
-                Some(TimeDimension::Month | TimeDimension::Day | TimeDimension::Week) | None => {
-                    "date"
-                }
-                Some(_) => "date",
-            };
-            json!({ "results": results.iter().map(|r| {
-                let mut o = serde_json::Map::new();
-                o.insert(key.into(), r["dimensions"][0].clone());
-                for (i, name) in names.iter().enumerate() {
-                    o.insert((*name).to_owned(), r["metrics"][i].clone());
-                }
-                Value::Object(o)
-            }).collect::<Vec<_>>() })
-        }
+        v1::Endpoint::Timeseries => keyed_rows("date", results, &names),
         v1::Endpoint::Breakdown => {
             let property = q
                 .dimensions
@@ -445,16 +430,21 @@ fn v1_shape(kind: v1::Endpoint, q: &Query, answer: &Value) -> Value {
                     }
                 })
                 .unwrap_or_default();
-            json!({ "results": results.iter().map(|r| {
-                let mut o = serde_json::Map::new();
-                o.insert(property.clone(), r["dimensions"][0].clone());
-                for (i, name) in names.iter().enumerate() {
-                    o.insert((*name).to_owned(), r["metrics"][i].clone());
-                }
-                Value::Object(o)
-            }).collect::<Vec<_>>() })
+            keyed_rows(&property, results, &names)
         }
     }
+}
+
+/// v1's row shape: `{<key>: first dimension, <metric>: value, ...}` per result.
+fn keyed_rows(key: &str, results: &[Value], names: &[&str]) -> Value {
+    json!({ "results": results.iter().map(|r| {
+        let mut o = serde_json::Map::new();
+        o.insert(key.to_owned(), r["dimensions"][0].clone());
+        for (i, name) in names.iter().enumerate() {
+            o.insert((*name).to_owned(), r["metrics"][i].clone());
+        }
+        Value::Object(o)
+    }).collect::<Vec<_>>() })
 }
 
 fn endpoint(path: &str) -> Option<Endpoint> {
@@ -468,15 +458,6 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         p if p.starts_with("/api/v2/sites/") && p.ends_with("/goals") => Endpoint::Goals,
         _ => return None,
     })
-}
-
-fn bearer(req: &Request<Incoming>) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-        .filter(|t| !t.is_empty())
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {

@@ -133,8 +133,8 @@ impl Engine {
             .enumerate()
             .map(|(i, row)| {
                 let mut out = json!({ "metrics": row.metrics, "dimensions": row.dims });
-                if let Some((cmp_period, cmp)) = &comparison {
-                    out["comparison"] = comparison_entry(row, i, &resolved, cmp, cmp_period);
+                if let Some((_, cmp)) = &comparison {
+                    out["comparison"] = comparison_entry(row, i, &resolved, cmp);
                 }
                 out
             })
@@ -301,7 +301,6 @@ impl Engine {
             params: vec![("site".into(), Param::Str(site.domain.clone()))],
             dimensions: 0,
             total_rows: false,
-            revenue: Vec::new(),
         };
         let lines = self.fetch(&sql).await?;
         let Some(Value::Array(cells)) = lines.first() else {
@@ -356,11 +355,10 @@ fn resolve_time(query: &Query, period: &Period) -> Query {
     q
 }
 
-/// Puts a zero row in every time bucket that has none, in label order.
-fn fill_gaps(rows: &mut Vec<Row>, labels: &[String], query: &Query) {
-    let mut by_label: HashMap<String, Row> =
-        rows.drain(..).map(|r| (r.dims[0].clone(), r)).collect();
-    let zero: Vec<Value> = query
+/// The metrics of a group with no rows: counts and rates are 0; revenue, scroll depth
+/// and exit rate have no value (null), as in a query's own answer.
+fn empty_metrics(query: &Query) -> Vec<Value> {
+    query
         .metrics
         .iter()
         .map(|m| match m {
@@ -370,7 +368,14 @@ fn fill_gaps(rows: &mut Vec<Row>, labels: &[String], query: &Query) {
             | Metric::ExitRate => Value::Null,
             _ => json!(0),
         })
-        .collect();
+        .collect()
+}
+
+/// Puts a zero row in every time bucket that has none, in label order.
+fn fill_gaps(rows: &mut Vec<Row>, labels: &[String], query: &Query) {
+    let mut by_label: HashMap<String, Row> =
+        rows.drain(..).map(|r| (r.dims[0].clone(), r)).collect();
+    let zero = empty_metrics(query);
     let descending = query.order_by.first().is_some_and(|(k, d)| {
         matches!(k, OrderKey::Dimension(Dimension::Time(_))) && *d == Direction::Desc
     });
@@ -391,13 +396,7 @@ fn fill_gaps(rows: &mut Vec<Row>, labels: &[String], query: &Query) {
 
 /// A result row's counterpart in the comparison period: by position for time buckets,
 /// by dimension labels otherwise.
-fn comparison_entry(
-    row: &Row,
-    index: usize,
-    query: &Query,
-    cmp: &[Row],
-    _cmp_period: &Period,
-) -> Value {
+fn comparison_entry(row: &Row, index: usize, query: &Query, cmp: &[Row]) -> Value {
     let other = if query.time_dimension().is_some() {
         let pos = query
             .dimensions
@@ -421,17 +420,7 @@ fn comparison_entry(
     };
     let metrics: Vec<Value> = match other {
         Some(o) => o.metrics.clone(),
-        None => query
-            .metrics
-            .iter()
-            .map(|m| match m {
-                Metric::TotalRevenue
-                | Metric::AverageRevenue
-                | Metric::ScrollDepth
-                | Metric::ExitRate => Value::Null,
-                _ => json!(0),
-            })
-            .collect(),
+        None => empty_metrics(query),
     };
     let change: Vec<Value> = row
         .metrics

@@ -65,7 +65,7 @@ impl Goal {
     pub fn page(name: impl Into<String>, pattern: &str) -> Self {
         Self {
             name: name.into(),
-            kind: GoalKind::Page(page_pattern_regex(pattern)),
+            kind: GoalKind::Page(crate::config::page_pattern_regex(pattern)),
         }
     }
 
@@ -76,30 +76,6 @@ impl Goal {
             kind: GoalKind::Event(event),
         }
     }
-}
-
-/// The anchored RE2 pattern of a page goal's path pattern.
-pub fn page_pattern_regex(pattern: &str) -> String {
-    let mut out = String::from("^");
-    let mut rest = pattern;
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix("**") {
-            out.push_str(".*");
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix('*') {
-            out.push_str(".*");
-            rest = r;
-        } else {
-            let c = rest.chars().next().unwrap_or_default();
-            if "\\.+?()[]{}|^$".contains(c) {
-                out.push('\\');
-            }
-            out.push(c);
-            rest = &rest[c.len_utf8()..];
-        }
-    }
-    out.push('$');
-    out
 }
 
 /// What the statement needs to know about the site beyond the query.
@@ -129,9 +105,6 @@ pub struct Sql {
     pub dimensions: usize,
     /// Whether a trailing `total_rows` column follows the metrics.
     pub total_rows: bool,
-    /// Metrics whose value is a revenue object built from three columns (sum in
-    /// micros, row count, currency count and currency) rather than one number.
-    pub revenue: Vec<Metric>,
 }
 
 /// Countries' ISO codes and English names, for `visit:country_name` (bound as two
@@ -729,7 +702,7 @@ impl<'a> Builder<'a> {
         };
 
         // (name, columns it provides)
-        let mut parts: Vec<(&str, Vec<&str>)> = Vec::new();
+        let mut parts: Vec<&str> = Vec::new();
         if need_e {
             // Revenue columns are read only when a revenue metric is asked for.
             let revenue = if wants(Metric::TotalRevenue) || wants(Metric::AverageRevenue) {
@@ -747,7 +720,7 @@ impl<'a> Builder<'a> {
                      countIf(name = 'pageview') AS e_pageviews, count() AS e_events{revenue}"
                 ))
             ));
-            parts.push(("agg_e", Vec::new()));
+            parts.push("agg_e");
         }
         if need_s {
             let mut keys = vec!["session_id".to_owned()];
@@ -790,17 +763,7 @@ impl<'a> Builder<'a> {
                 dims = dsel.join(", "),
                 sep = if dsel.is_empty() { "" } else { ", " },
             ));
-            parts.push((
-                "agg_s",
-                vec![
-                    "s_visits",
-                    "s_visitors",
-                    "s_pageviews",
-                    "s_events",
-                    "s_bounces",
-                    "s_duration",
-                ],
-            ));
+            parts.push("agg_s");
         }
         if need_g {
             with.push(format!(
@@ -809,7 +772,7 @@ impl<'a> Builder<'a> {
                     "sumIf(engagement_ms, visitor_id != 0) AS g_ms, uniqIf(visitor_id, visitor_id != 0) AS g_visitors"
                 )
             ));
-            parts.push(("agg_g", vec!["g_ms", "g_visitors"]));
+            parts.push("agg_g");
         }
         if need_sd {
             let mut keys: Vec<String> = dcols.to_vec();
@@ -827,7 +790,7 @@ impl<'a> Builder<'a> {
                 "agg_sd AS (SELECT {dsel}{sep}avg(sd_max) AS sd_avg, count() AS sd_n FROM scrolls{group})",
                 sep = if n == 0 { "" } else { ", " },
             ));
-            parts.push(("agg_sd", vec!["sd_avg", "sd_n"]));
+            parts.push("agg_sd");
         }
         let needs_total = wants(Metric::Percentage) || wants(Metric::ConversionRate);
         if needs_total {
@@ -882,11 +845,11 @@ impl<'a> Builder<'a> {
         }
 
         // FROM the primary aggregate, LEFT JOIN the others on the dimensions.
-        let Some((primary, _)) = parts.first().cloned() else {
+        let Some(primary) = parts.first().copied() else {
             return Err(QueryError("#/metrics: nothing to compute".into()));
         };
         let mut from = primary.to_owned();
-        for (name, _) in parts.iter().skip(1) {
+        for name in parts.iter().skip(1) {
             if n == 0 {
                 let _ = write!(from, " CROSS JOIN {name}");
             } else {
@@ -943,7 +906,6 @@ impl<'a> Builder<'a> {
         let n = q.dimensions.len();
         let dcols: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
         let mut select: Vec<String> = dcols.clone();
-        let mut revenue = Vec::new();
         for (i, m) in metrics.iter().enumerate() {
             let e = match m {
                 Metric::Visitors => format!("toUInt64({visitors})"),
@@ -976,7 +938,6 @@ impl<'a> Builder<'a> {
                     "if(x_pageviews = 0, NULL, round(100 * s_visits / x_pageviews, 1))".into()
                 }
                 Metric::TotalRevenue | Metric::AverageRevenue => {
-                    revenue.push(*m);
                     // Sum and count travel as one tuple; the engine builds the object.
                     "tuple(toInt64(e_rev_sum), toUInt64(e_rev_count), toUInt64(e_rev_currencies), toString(e_rev_currency))".to_owned()
                 }
@@ -1033,7 +994,6 @@ impl<'a> Builder<'a> {
             params: std::mem::take(&mut self.params),
             dimensions: n,
             total_rows: q.include.total_rows,
-            revenue,
         })
     }
 
@@ -1230,9 +1190,10 @@ mod tests {
 
     #[test]
     fn page_patterns_anchor_and_escape() {
-        assert_eq!(page_pattern_regex("/blog/*"), "^/blog/.*$");
-        assert_eq!(page_pattern_regex("/docs/**"), "^/docs/.*$");
-        assert_eq!(page_pattern_regex("/a.b?(c)"), "^/a\\.b\\?\\(c\\)$");
+        let regex = |p: &str| crate::config::page_pattern_regex(p);
+        assert_eq!(regex("/blog/*"), "^/blog/.*$");
+        assert_eq!(regex("/docs/**"), "^/docs/.*$");
+        assert_eq!(regex("/a.b?(c)"), "^/a\\.b\\?\\(c\\)$");
     }
 
     #[test]
