@@ -248,38 +248,51 @@ impl Engine {
     async fn fetch(&self, statement: &Sql) -> Result<Vec<Value>, EngineError> {
         tracing::debug!(target: "hush::query::sql", sql = %statement.text, params = ?statement.params, "stats statement");
         let limits = self.limits;
-        let mut q = self
-            .client
-            .query(&statement.text)
-            .with_setting(
-                "max_execution_time",
-                limits.max_execution_time.as_secs().max(1).to_string(),
-            )
-            .with_setting(
-                "max_memory_usage",
-                limits.max_memory_usage_bytes.to_string(),
-            )
-            .with_setting("max_result_rows", limits.max_result_rows.to_string())
-            .with_setting("result_overflow_mode", "throw")
-            .with_setting("output_format_json_quote_64bit_integers", "0")
-            .with_setting("output_format_json_quote_denormals", "0")
-            .with_setting("join_use_nulls", "0")
-            .with_setting("readonly", "2");
-        for (name, value) in &statement.params {
-            q = match value {
-                Param::Str(s) => q.param(name, s),
-                Param::Strs(v) => q.param(name, v),
-                Param::U32(n) => q.param(name, n),
-                Param::U64(n) => q.param(name, n),
-            };
-        }
+        let build = || {
+            let mut q = self
+                .client
+                .query(&statement.text)
+                .with_setting(
+                    "max_execution_time",
+                    limits.max_execution_time.as_secs().max(1).to_string(),
+                )
+                .with_setting(
+                    "max_memory_usage",
+                    limits.max_memory_usage_bytes.to_string(),
+                )
+                .with_setting("max_result_rows", limits.max_result_rows.to_string())
+                .with_setting("result_overflow_mode", "throw")
+                .with_setting("output_format_json_quote_64bit_integers", "0")
+                .with_setting("output_format_json_quote_denormals", "0")
+                .with_setting("join_use_nulls", "0")
+                .with_setting("readonly", "2");
+            for (name, value) in &statement.params {
+                q = match value {
+                    Param::Str(s) => q.param(name, s),
+                    Param::Strs(v) => q.param(name, v),
+                    Param::U32(n) => q.param(name, n),
+                    Param::U64(n) => q.param(name, n),
+                };
+            }
+            q
+        };
         // The crate has no query timeout: bound the whole exchange a little beyond
         // ClickHouse's own cap, so a stuck connection cannot hold the request.
         let deadline = limits.max_execution_time + Duration::from_secs(2);
         let fetched = tokio::time::timeout(deadline, async {
-            let mut cursor = q.fetch_bytes("JSONCompactEachRow")?;
-            let bytes = cursor.collect().await?;
-            Ok::<_, clickhouse::error::Error>(bytes)
+            // A read is safe to repeat: once more when the pooled connection turned
+            // out to be closed by the server (a network error before any answer).
+            let mut retried = false;
+            loop {
+                let attempt = async {
+                    let mut cursor = build().fetch_bytes("JSONCompactEachRow")?;
+                    cursor.collect().await
+                };
+                match attempt.await {
+                    Err(clickhouse::error::Error::Network(_)) if !retried => retried = true,
+                    other => break other,
+                }
+            }
         })
         .await
         .map_err(|_| EngineError::Timeout)?
