@@ -255,6 +255,41 @@ fn not_set(col: &str) -> String {
 
 const COUNTRY: &str = "if(country = '\\0\\0', '', toString(country))";
 
+/// Builds the label expression of a group key column.
+type Label = fn(&str) -> String;
+
+/// A dimension that groups by its stored column and is labelled once per group, in
+/// the outer statement, rather than on every row: the key and the label of the key
+/// column `d{i}`. Each label is one-to-one on its key (device folds its unknown
+/// classes into one key first), so no two groups share a label.
+fn stored_key(d: &Dimension) -> Option<(&'static str, Label)> {
+    use VisitDimension as V;
+    let Dimension::Visit(v) = d else {
+        return None;
+    };
+    Some(match v {
+        V::Country => ("country", |c| {
+            format!("if({c} = '\\0\\0', '', toString({c}))")
+        }),
+        V::Browser => ("browser", not_set),
+        V::BrowserVersion => ("browser_version", not_set),
+        V::Os => ("os", not_set),
+        V::OsVersion => ("os_version", not_set),
+        V::Device => (
+            "if(device IN ('desktop', 'mobile', 'tablet'), device, '')",
+            |c| {
+                format!(
+                    "multiIf({c} = 'desktop', 'Desktop', {c} = 'mobile', 'Mobile', {c} = 'tablet', 'Tablet', '(not set)')"
+                )
+            },
+        ),
+        V::City => ("city_geoname_id", |c| {
+            format!("if({c} = 0, '', toString({c}))")
+        }),
+        _ => return None,
+    })
+}
+
 /// Columns constant within a visitor (and so within a visit), read off any of its rows.
 const VISITOR_COLUMNS: &[&str] = &[
     "entry_page",
@@ -689,7 +724,7 @@ impl<'a> Builder<'a> {
 
         let mut row_dims = Vec::with_capacity(n);
         for d in &q.dimensions {
-            row_dims.push(self.dimension(d, Ctx::Row)?);
+            row_dims.push(self.group_key(d, Ctx::Row)?);
         }
         let row_select = |extra: &str| -> String {
             let mut cols: Vec<String> = row_dims
@@ -726,7 +761,7 @@ impl<'a> Builder<'a> {
             let mut keys = vec!["session_id".to_owned()];
             let mut dim_cols = Vec::with_capacity(n);
             for (i, d) in q.dimensions.iter().enumerate() {
-                let e = self.dimension(d, Ctx::Visit)?;
+                let e = self.group_key(d, Ctx::Visit)?;
                 let by_row = matches!(d, Dimension::Time(_))
                     || matches!(
                         d,
@@ -904,8 +939,15 @@ impl<'a> Builder<'a> {
         let q = self.query;
         let metrics = &q.metrics;
         let n = q.dimensions.len();
-        let dcols: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
-        let mut select: Vec<String> = dcols.clone();
+        let mut select: Vec<String> = q
+            .dimensions
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match stored_key(d) {
+                Some((_, label)) => format!("{} AS l{i}", label(&format!("d{i}"))),
+                None => format!("d{i}"),
+            })
+            .collect();
         for (i, m) in metrics.iter().enumerate() {
             let e = match m {
                 Metric::Visitors => format!("toUInt64({visitors})"),
@@ -1078,7 +1120,7 @@ impl<'a> Builder<'a> {
         let n = q.dimensions.len();
         let mut dims = Vec::with_capacity(n);
         for (i, d) in q.dimensions.iter().enumerate() {
-            dims.push(format!("{} AS d{i}", self.dimension(d, Ctx::Row)?));
+            dims.push(format!("{} AS d{i}", self.group_key(d, Ctx::Row)?));
         }
         // Only the attributes the dimensions and filters read: each is an aggregate
         // over every row of the period.
@@ -1139,7 +1181,17 @@ impl<'a> Builder<'a> {
             Dimension::Time(TimeDimension::HourOfDay | TimeDimension::Weekday) => {
                 format!("toUInt8OrZero(d{i})")
             }
+            _ if stored_key(d).is_some() => format!("l{i}"),
             _ => format!("d{i}"),
+        }
+    }
+
+    /// What a dimension groups by: its stored column where [`stored_key`] labels the
+    /// groups afterwards, else its value.
+    fn group_key(&mut self, d: &Dimension, ctx: Ctx) -> Result<String, QueryError> {
+        match stored_key(d) {
+            Some((key, _)) => Ok(key.to_owned()),
+            None => self.dimension(d, ctx),
         }
     }
 
