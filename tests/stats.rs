@@ -11,6 +11,7 @@
 
 #[path = "support/db.rs"]
 mod db;
+mod geo_fixture;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -419,6 +420,10 @@ impl<'a> Model<'a> {
                 hush::query::names::country(&code).unwrap_or("").to_owned()
             }
             "visit:city_name" => row.city.clone(),
+            "visit:region" if row.region.is_empty() => String::new(),
+            "visit:region" => format!("{}-{}", String::from_utf8_lossy(&row.country), row.region),
+            "visit:region_name" if row.region.is_empty() => String::new(),
+            "visit:region_name" => geo_fixture::region_name(&row.region),
             other => panic!("model has no dimension {other}"),
         }
     }
@@ -804,6 +809,29 @@ async fn fixture() -> &'static Fixture {
                 max_result_rows: 1_000_000,
             },
         );
+        // Region names come from a MaxMind database, as in production: one naming
+        // every region the generated rows use.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("city.mmdb");
+        let entries: Vec<geo_fixture::Entry<'_>> = COUNTRIES
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, region, _))| !region.is_empty())
+            .map(|(i, (cc, region, city))| {
+                let cidr: &'static str = Box::leak(format!("10.{i}.0.0/16").into_boxed_str());
+                let cc: &'static str = std::str::from_utf8(&cc[..]).unwrap();
+                (cidr, cc, *region, 1000 + i as u32, *city)
+            })
+            .collect();
+        geo_fixture::write_city_db(&path, &entries);
+        let geo = hush::enrich::geo::GeoDb::open(&hush::config::GeoConfig {
+            database: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        // The mapping outlives the file.
+        drop(dir);
+        let engine = engine.with_geo(Arc::new(geo));
         let general = engine.clone().with_plan(Plan::General);
         Fixture {
             rows,
@@ -961,6 +989,8 @@ async fn visit_dimensions_match_the_model() {
         "visit:country",
         "visit:country_name",
         "visit:city_name",
+        "visit:region",
+        "visit:region_name",
     ] {
         check(json!({"metrics": ["visitors", "visits", "pageviews", "bounce_rate", "visit_duration"], "date_range": "all", "dimensions": [dim]})).await;
         // Visitors alone take the per-row plan, which groups the stored column and
@@ -1001,6 +1031,9 @@ async fn filters_match_the_model() {
         json!([["matches", "event:page", ["^/blog"]]]),
         json!([["matches_not", "visit:entry_page", ["y$"]]]),
         json!([["is", "visit:exit_page", ["/pricing"]]]),
+        json!([["is", "visit:region_name", ["be land"], {"case_sensitive": false}]]),
+        json!([["contains_not", "visit:region_name", ["CA"]]]),
+        json!([["matches", "visit:region_name", ["^BE"]]]),
         json!([[
             "or",
             [

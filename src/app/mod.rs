@@ -272,7 +272,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     });
     let enricher = Enricher {
         ua: UaParser::new(&config.user_agent).context("cannot build the User-Agent parser")?,
-        geo,
+        geo: Arc::clone(&geo),
         salts,
         sessions,
         privacy: config.privacy.clone(),
@@ -285,7 +285,8 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     let stats = Arc::new(
         crate::app::stats::Stats::new(&config, client.clone())
             .context("cannot set up the stats API")?
-            .with_auth(Arc::clone(&auth)),
+            .with_auth(Arc::clone(&auth))
+            .with_geo(Arc::clone(&geo)),
     );
     let dashboard =
         Arc::new(crate::app::dashboard::Dashboard::new(&config).with_auth(Arc::clone(&auth)));

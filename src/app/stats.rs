@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use crate::app::auth::{self, Auth};
 use crate::collect::client_ip;
 use crate::config::{Config, GoalConfig};
+use crate::enrich::geo::GeoDb;
 use crate::http::ratelimit::RateLimiter;
 use crate::http::response;
 use crate::http::server::Body;
@@ -119,6 +120,12 @@ impl Stats {
     }
 
     /// Also let dashboard sessions read (see the module doc).
+    /// Names regions (`visit:region_name`) from the collector's geo database.
+    pub fn with_geo(mut self, geo: std::sync::Arc<GeoDb>) -> Self {
+        self.engine = self.engine.with_geo(geo);
+        self
+    }
+
     pub fn with_auth(mut self, auth: std::sync::Arc<Auth>) -> Self {
         self.auth = Some(auth);
         self

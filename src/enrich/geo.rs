@@ -11,16 +11,18 @@
 //! Only the fields stored per hit are decoded, into structs that borrow strings from
 //! the mapping, so a lookup allocates just the two output strings.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use maxminddb::{MaxMindDbError, Mmap, Reader};
+use maxminddb::{MaxMindDbError, Mmap, Reader, WithinOptions};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 
@@ -107,6 +109,65 @@ impl Stamp {
 struct Loaded {
     reader: Reader<Mmap>,
     stamp: Stamp,
+    /// Built on first use (the stats API's `visit:region_name`), once per file.
+    regions: OnceLock<Arc<RegionNames>>,
+}
+
+/// English names of a database's first-level subdivisions by ISO 3166-2 code
+/// (`DE-BE` → `Berlin`): the names behind the stats API's `visit:region_name`, whose
+/// rows store only the code.
+#[derive(Debug, Default)]
+pub struct RegionNames(HashMap<Box<str>, Box<str>>);
+
+impl RegionNames {
+    /// The English name of `code` (`DE-BE`), if the database names it.
+    pub fn name(&self, code: &str) -> Option<&str> {
+        self.0.get(code).map(|n| &**n)
+    }
+
+    /// Every (code, name) pair, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(c, n)| (&**c, &**n))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Reads every distinct record of the database once (networks share records, so
+    /// a City file's millions of networks come to a few hundred thousand records).
+    fn walk(reader: &Reader<Mmap>) -> Self {
+        let mut names = HashMap::new();
+        let Ok(networks) = reader.networks(WithinOptions::default()) else {
+            return Self::default();
+        };
+        let mut seen = HashSet::new();
+        for found in networks.flatten() {
+            if found.offset().is_some_and(|at| !seen.insert(at)) {
+                continue;
+            }
+            let Ok(Some(record)) = found.decode::<RegionRecord<'_>>() else {
+                continue;
+            };
+            let country = record
+                .country
+                .and_then(|c| c.iso_code)
+                .and_then(country_code);
+            if let (Some(cc), First(Some(sub))) = (country, record.subdivisions)
+                && let (Some(code), Some(name)) = (sub.iso_code, sub.names.and_then(|n| n.en))
+            {
+                let key = format!("{}{}-{code}", cc[0] as char, cc[1] as char);
+                names
+                    .entry(key.into_boxed_str())
+                    .or_insert_with(|| name.into());
+            }
+        }
+        Self(names)
+    }
 }
 
 /// A reloadable City database; `lookup` is lock-free. Share it behind an `Arc`.
@@ -176,6 +237,20 @@ impl GeoDb {
                 self.lookup_errors.fetch_add(1, Ordering::Relaxed);
                 GeoInfo::unknown()
             }
+        }
+    }
+
+    /// The English names of the current database's regions, read from the file on
+    /// the first call for that file (one walk over its distinct records). Empty
+    /// without a database. Blocking: call from a blocking context.
+    pub fn region_names(&self) -> Arc<RegionNames> {
+        let guard = self.current.load();
+        match guard.as_deref() {
+            Some(db) => Arc::clone(
+                db.regions
+                    .get_or_init(|| Arc::new(RegionNames::walk(&db.reader))),
+            ),
+            None => Arc::new(RegionNames::default()),
         }
     }
 
@@ -343,7 +418,11 @@ fn load(path: &Path) -> Result<Loaded, GeoError> {
                 source,
             })?;
     }
-    Ok(Loaded { reader, stamp })
+    Ok(Loaded {
+        reader,
+        stamp,
+        regions: OnceLock::new(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -353,9 +432,26 @@ struct CityRecord<'a> {
     #[serde(borrow, default)]
     registered_country: Option<CountryRecord<'a>>,
     #[serde(borrow, default)]
-    subdivisions: FirstSubdivision<'a>,
+    subdivisions: First<SubdivisionCode<'a>>,
     #[serde(borrow, default)]
     city: Option<CityName<'a>>,
+}
+
+/// What [`RegionNames`] reads of a record.
+#[derive(Deserialize)]
+struct RegionRecord<'a> {
+    #[serde(borrow, default)]
+    country: Option<CountryRecord<'a>>,
+    #[serde(borrow, default)]
+    subdivisions: First<SubdivisionName<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SubdivisionName<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+    #[serde(borrow, default)]
+    names: Option<Names<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -384,28 +480,31 @@ struct SubdivisionCode<'a> {
     iso_code: Option<&'a str>,
 }
 
-/// The ISO code of the first (most general) subdivision; the rest are skipped
-/// without collecting them into a `Vec`.
-#[derive(Default)]
-struct FirstSubdivision<'a>(Option<&'a str>);
+/// The first (most general) subdivision; the rest are skipped without collecting
+/// them into a `Vec`.
+struct First<T>(Option<T>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for FirstSubdivision<'a> {
+impl<T> Default for First<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct First;
-        impl<'de> Visitor<'de> for First {
-            type Value = FirstSubdivision<'de>;
+        struct Seq<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Seq<T> {
+            type Value = First<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a list of subdivisions")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let first = seq
-                    .next_element::<SubdivisionCode<'de>>()?
-                    .and_then(|s| s.iso_code);
+                let first = seq.next_element::<T>()?;
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(FirstSubdivision(first))
+                Ok(First(first))
             }
         }
-        deserializer.deserialize_seq(First)
+        deserializer.deserialize_seq(Seq(PhantomData))
     }
 }
 
@@ -426,7 +525,12 @@ impl CityRecord<'_> {
         };
         GeoInfo {
             country,
-            region: self.subdivisions.0.unwrap_or("").to_owned(),
+            region: self
+                .subdivisions
+                .0
+                .and_then(|s| s.iso_code)
+                .unwrap_or("")
+                .to_owned(),
             city_geoname_id,
             city: city.to_owned(),
         }
@@ -486,6 +590,38 @@ mod tests {
         assert_eq!(db.lookup(ip("81.2.69.0")), GeoInfo::unknown());
         db.reload().unwrap();
         assert!(!db.is_loaded());
+    }
+
+    #[test]
+    fn region_names_come_from_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("city.mmdb");
+        geo_fixture::write_city_db(&path, ENTRIES);
+        let db = GeoDb::open(&cfg(&path)).unwrap();
+        let names = db.region_names();
+        // Every entry with a country and a subdivision, and nothing else.
+        let expected: HashMap<String, String> = ENTRIES
+            .iter()
+            .filter(|e| !e.1.is_empty() && !e.2.is_empty())
+            .map(|e| (format!("{}-{}", e.1, e.2), geo_fixture::region_name(e.2)))
+            .collect();
+        let got: HashMap<String, String> = names
+            .iter()
+            .map(|(c, n)| (c.to_owned(), n.to_owned()))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(names.name("GB-ENG"), Some("ENG Land"));
+        assert_eq!(names.name("JP-"), None);
+        // Built once per file: the same table on the next call.
+        assert!(Arc::ptr_eq(&names, &db.region_names()));
+        // A reloaded file gets its own table.
+        geo_fixture::write_city_db(&path, &[("81.2.69.0/24", "IE", "D", 2964574, "Dublin")]);
+        db.reload().unwrap();
+        let after = db.region_names();
+        assert_eq!(after.iter().collect::<Vec<_>>(), vec![("IE-D", "D Land")]);
+        // No database: no names.
+        let none = GeoDb::open(&GeoConfig::default()).unwrap();
+        assert!(none.region_names().is_empty());
     }
 
     #[test]

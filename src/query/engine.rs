@@ -7,16 +7,19 @@
 //! goes to the log only.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use serde_json::{Value, json};
 
+use crate::enrich::geo::{GeoDb, RegionNames};
+
 use super::period::{self, Period};
 use super::request::{
     Comparison, DateRange, Dimension, Direction, Filter, Metric, OrderKey, Query, QueryError,
-    TimeDimension,
+    TimeDimension, VisitDimension,
 };
 use super::sql::{self, Goal, Param, Plan, Site, Sql};
 
@@ -60,6 +63,8 @@ pub struct Engine {
     client: clickhouse::Client,
     limits: Limits,
     plan: Plan,
+    /// Where `visit:region_name` finds its names (none: regions show their codes).
+    geo: Option<Arc<GeoDb>>,
 }
 
 /// One result row: dimension labels, then metric values.
@@ -81,6 +86,36 @@ impl Engine {
             client,
             limits,
             plan: Plan::Auto,
+            geo: None,
+        }
+    }
+
+    /// The same engine, naming regions from `geo`'s database.
+    pub fn with_geo(mut self, geo: Arc<GeoDb>) -> Self {
+        self.geo = Some(geo);
+        self
+    }
+
+    /// The region names a query needs: only a query that shows or filters
+    /// `visit:region_name` reads the table (built on a blocking thread on first use).
+    async fn region_names(&self, query: &Query) -> Arc<RegionNames> {
+        let region_name = Dimension::Visit(VisitDimension::RegionName);
+        let mut used = query.dimensions.contains(&region_name);
+        for f in &query.filters {
+            f.for_each_simple(&mut |s| {
+                if let Filter::Simple { dimension, .. } = s {
+                    used |= *dimension == region_name;
+                }
+            });
+        }
+        match &self.geo {
+            Some(geo) if used => {
+                let geo = Arc::clone(geo);
+                tokio::task::spawn_blocking(move || geo.region_names())
+                    .await
+                    .unwrap_or_default()
+            }
+            _ => Arc::default(),
         }
     }
 
@@ -198,11 +233,20 @@ impl Engine {
         site: &SiteInfo,
         period: &Period,
     ) -> Result<Answer, EngineError> {
+        let regions = self.region_names(query).await;
         let sql_site = Site {
             domain: &site.domain,
             timezone: &site.timezone_name,
             goals: &site.goals,
+            regions: &regions,
         };
+        let region_dims: Vec<usize> = query
+            .dimensions
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d == Dimension::Visit(VisitDimension::RegionName))
+            .map(|(i, _)| i)
+            .collect();
         let statement = sql::build(query, &sql_site, period, super::names::COUNTRIES, self.plan)?;
         let lines = self.fetch(&statement).await?;
         let mut rows = Vec::with_capacity(lines.len());
@@ -217,13 +261,19 @@ impl Engine {
             }
             let metrics_at = statement.dimensions.min(cells.len());
             let metric_cells = cells.split_off(metrics_at);
-            let dims = cells
+            let mut dims: Vec<String> = cells
                 .into_iter()
                 .map(|v| match v {
                     Value::String(s) => s,
                     other => other.to_string(),
                 })
                 .collect();
+            // Rows hold region codes; a region the database does not name keeps its code.
+            for &i in &region_dims {
+                if let Some(name) = dims.get(i).and_then(|code| regions.name(code)) {
+                    dims[i] = name.to_owned();
+                }
+            }
             let mut metrics = Vec::with_capacity(metric_cells.len());
             for (m, cell) in query.metrics.iter().zip(metric_cells) {
                 if matches!(m, Metric::TotalRevenue | Metric::AverageRevenue) {

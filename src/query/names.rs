@@ -1,8 +1,9 @@
 //! Display names: countries by ISO 3166-1 alpha-2 code, in their common English form
 //! (`United States`, not the ISO long form), for `visit:country_name`.
 //!
-//! Regions have no table here: `visit:region_name` falls back to the ISO 3166-2 code
-//! (`US-CA`) until names come from the configured MaxMind database.
+//! Regions have no table here: `visit:region_name` takes the English names of the
+//! configured MaxMind database (`enrich::geo::RegionNames`), and shows the ISO 3166-2
+//! code (`US-CA`) of a region it does not name.
 
 /// `(code, name)`, sorted by code.
 pub const COUNTRIES: &[(&str, &str)] = &[

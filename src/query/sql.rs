@@ -38,6 +38,8 @@
 
 use std::fmt::Write as _;
 
+use crate::enrich::geo::RegionNames;
+
 use super::period::Period;
 use super::request::{
     Dimension, Direction, EventDimension, Filter, Metric, Op, OrderKey, Query, QueryError,
@@ -85,7 +87,12 @@ pub struct Site<'a> {
     /// IANA time zone name.
     pub timezone: &'a str,
     pub goals: &'a [Goal],
+    /// Region names for `visit:region_name` filters (empty: filter on the codes).
+    pub regions: &'a RegionNames,
 }
+
+/// Most regions one `visit:region_name` filter may name, as a bound list of codes.
+const MAX_REGION_CODES: usize = 5000;
 
 /// A bound parameter value.
 #[derive(Debug, Clone, PartialEq)]
@@ -495,6 +502,11 @@ impl<'a> Builder<'a> {
         if *dimension == Dimension::Event(EventDimension::Goal) {
             return self.goal_filter(op, clauses, case_sensitive);
         }
+        if *dimension == Dimension::Visit(VisitDimension::RegionName)
+            && !self.site.regions.is_empty()
+        {
+            return self.region_name_filter(op, clauses, case_sensitive);
+        }
         let expr = self.dimension(dimension, Ctx::Row)?;
         let fold = |s: &str| {
             if case_sensitive {
@@ -542,6 +554,66 @@ impl<'a> Builder<'a> {
         Ok(match op {
             Op::IsNot | Op::ContainsNot | Op::MatchesNot => format!("(NOT {positive})"),
             _ => positive,
+        })
+    }
+
+    /// A `visit:region_name` filter: rows store region codes, so the names matching
+    /// the filter are found here, in the geo database's table, and the statement
+    /// tests the row's code against that bound list.
+    fn region_name_filter(
+        &mut self,
+        op: Op,
+        clauses: &[String],
+        case_sensitive: bool,
+    ) -> Result<String, QueryError> {
+        let fold = |s: &str| {
+            if case_sensitive {
+                s.to_owned()
+            } else {
+                s.to_lowercase()
+            }
+        };
+        let wanted: Vec<String> = clauses.iter().map(|c| fold(c)).collect();
+        let mut patterns = Vec::new();
+        if matches!(op, Op::Matches | Op::MatchesNot) {
+            for c in clauses {
+                check_regex(c)?;
+                let re = regex::RegexBuilder::new(c)
+                    .case_insensitive(!case_sensitive)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|_| {
+                        QueryError(format!("Invalid regular expression \"{c}\": too large"))
+                    })?;
+                patterns.push(re);
+            }
+        }
+        let mut codes: Vec<String> = self
+            .site
+            .regions
+            .iter()
+            .filter(|(_, name)| match op {
+                Op::Is | Op::IsNot => wanted.contains(&fold(name)),
+                Op::Contains | Op::ContainsNot => {
+                    let name = fold(name);
+                    wanted.iter().any(|w| name.contains(w.as_str()))
+                }
+                Op::Matches | Op::MatchesNot => patterns.iter().any(|re| re.is_match(name)),
+            })
+            .map(|(code, _)| code.to_owned())
+            .collect();
+        if codes.len() > MAX_REGION_CODES {
+            return Err(QueryError(format!(
+                "#/filters: the visit:region_name filter matches {} regions, more than {MAX_REGION_CODES}; narrow it",
+                codes.len()
+            )));
+        }
+        codes.sort_unstable();
+        let expr = self.dimension(&Dimension::Visit(VisitDimension::Region), Ctx::Row)?;
+        let list = self.bind(Param::Strs(codes), "Array(String)");
+        Ok(match op {
+            Op::IsNot | Op::ContainsNot | Op::MatchesNot => format!("(NOT has({list}, {expr}))"),
+            _ => format!("has({list}, {expr})"),
         })
     }
 

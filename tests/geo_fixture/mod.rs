@@ -39,7 +39,19 @@ struct Country<'a> {
 struct Subdivision<'a> {
     geoname_id: u32,
     iso_code: &'a str,
-    names: Names<'a>,
+    names: OwnedNames,
+}
+
+#[derive(Serialize)]
+struct OwnedNames {
+    en: String,
+    de: String,
+}
+
+/// The English name the fixture gives a subdivision: its code and a word, so a test
+/// can tell a name from a code.
+pub fn region_name(iso: &str) -> String {
+    format!("{iso} Land")
 }
 
 #[derive(Serialize)]
@@ -112,12 +124,18 @@ pub fn city_db_bytes(entries: &[Entry<'_>]) -> Vec<u8> {
                     Subdivision {
                         geoname_id: 2,
                         iso_code: subdivision,
-                        names: names(subdivision),
+                        names: OwnedNames {
+                            en: region_name(subdivision),
+                            de: format!("{subdivision} (de)"),
+                        },
                     },
                     Subdivision {
                         geoname_id: 3,
                         iso_code: "ZZZ",
-                        names: names("second level"),
+                        names: OwnedNames {
+                            en: "second level".into(),
+                            de: "zweite Ebene".into(),
+                        },
                     },
                 ]
             },
