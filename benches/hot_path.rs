@@ -34,6 +34,7 @@ use hush::enrich::session::SessionTracker;
 use hush::enrich::ua::UaParser;
 use hush::enrich::{Enricher, HitContext, Outcome};
 use hush::enrich::{page_url, referrer, visitor};
+use hush::pipeline::dropped::{DropCounter, Reason};
 use hush::pipeline::rowbinary;
 
 #[path = "../tests/geo_fixture/mod.rs"]
@@ -361,6 +362,20 @@ fn benches(c: &mut Criterion) {
         buf.clear();
         rowbinary::encode_event(black_box(row), &mut buf);
         black_box(&buf);
+    });
+
+    // What `ingest` adds for a hit not counted as a visitor's (`pipeline::dropped`): an
+    // anonymous DNT hit (one atomic add in the site's day slot) and a bot (its family
+    // in the slot's small map, behind the slot's own mutex).
+    let not_counted = DropCounter::unregistered(&registry);
+    let none: Arc<str> = Arc::from("");
+    let family: Arc<str> = Arc::from("Googlebot");
+    let day = NOW_SECS / 86_400;
+    per_hit(c, "not_counted_record_anonymous", &one, |()| {
+        not_counted.record(black_box(SITE), day, Reason::DntAnonymous, &none);
+    });
+    per_hit(c, "not_counted_record_bot", &one, |()| {
+        not_counted.record(black_box(SITE), day, Reason::Bot, &family);
     });
 
     // Everything the handler does per hit between the body bytes and the writer queue:

@@ -304,6 +304,9 @@ pub struct WriterConfig {
     /// First retry delay after a failed insert; doubles up to `retry_max_ms`, with jitter.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    /// The counts of hits not counted as visitors (bots, opted out) are inserted into
+    /// `dropped` this often; a crash loses at most this interval of them.
+    pub dropped_flush_interval_ms: u64,
 }
 
 impl Default for WriterConfig {
@@ -315,6 +318,7 @@ impl Default for WriterConfig {
             queue_max_bytes: 256 * 1024 * 1024,
             retry_base_ms: 200,
             retry_max_ms: 30_000,
+            dropped_flush_interval_ms: 5_000,
         }
     }
 }
@@ -877,6 +881,13 @@ impl Config {
         }
         if self.writer.flush_interval_ms == 0 {
             return Err(invalid("writer.flush_interval_ms", 0, "must be positive"));
+        }
+        if self.writer.dropped_flush_interval_ms == 0 {
+            return Err(invalid(
+                "writer.dropped_flush_interval_ms",
+                0,
+                "must be positive",
+            ));
         }
         if self.limits.max_batch_events == 0 || self.limits.max_batch_events > 10_000 {
             return Err(invalid(

@@ -293,6 +293,7 @@ async fn the_read_side_moves_to_its_own_listener() {
         "/",
         "/open.example",
         "/api/hush/sites",
+        "/api/hush/sites/open.example/policy",
         "/api/v2/sites/open.example/goals",
     ] {
         let resp = http.get(s.hush.url(path)).send().await.unwrap();
@@ -791,11 +792,167 @@ async fn analysts_read_filter_and_drill_down_in_a_real_browser() {
         .filter(|e| {
             let text = e["entry"]["text"].as_str().unwrap_or("");
             let page_closed = e["entry"]["url"].as_str().is_some_and(|u| {
-                u.ends_with("/api/v2/query") || u.ends_with("/api/v2/sites/closed.example/goals")
+                u.ends_with("/api/v2/query")
+                    || u.ends_with("/api/v2/sites/closed.example/goals")
+                    || u.ends_with("/api/hush/dropped")
+                    || u.ends_with("/api/hush/sites/closed.example/policy")
             });
             !(page_closed && text.contains("status of 401"))
         })
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     eprintln!("screenshots in {}", shots.display());
+}
+
+/// Sends a page view of [`SITE`] through the Events API; returns `X-Hush-Dropped`.
+async fn send_hit(hush: &HushProcess, headers: &[(&str, &str)]) -> Option<String> {
+    let mut req = reqwest::Client::new()
+        .post(hush.url("/api/event"))
+        .header("content-type", "text/plain")
+        .body(json!({"n": "pageview", "u": format!("https://{SITE}/"), "d": SITE}).to_string());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    resp.headers()
+        .get("x-hush-dropped")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_not_counted_and_what_we_collect_panels_show_what_hush_did() {
+    let binary = match chromium_binary() {
+        Ok(path) => path,
+        Err(why) => {
+            eprintln!("SKIPPED the_not_counted_and_what_we_collect_panels: no Chromium ({why})");
+            return;
+        }
+    };
+    let s = serve(
+        "dashboard_dropped",
+        "[writer]\ndropped_flush_interval_ms = 100\n[privacy]\ngpc = \"drop\"\n",
+    )
+    .await;
+    const GOOGLEBOT: &str =
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    // What the test sends: reason -> hits, bot family -> hits.
+    let mut reasons: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut families: std::collections::BTreeMap<&str, u64> = Default::default();
+    for _ in 0..3 {
+        send_hit(&s.hush, &[("user-agent", GOOGLEBOT)]).await;
+        *reasons.entry("bot").or_default() += 1;
+        *families.entry("Googlebot").or_default() += 1;
+    }
+    send_hit(&s.hush, &[("user-agent", "curl/8.5.0")]).await;
+    *reasons.entry("bot").or_default() += 1;
+    *families.entry("curl").or_default() += 1;
+    for _ in 0..2 {
+        send_hit(&s.hush, &[("user-agent", CHROME), ("sec-gpc", "1")]).await;
+        *reasons.entry("gpc").or_default() += 1;
+    }
+    send_hit(&s.hush, &[("user-agent", CHROME), ("dnt", "1")]).await;
+    *reasons.entry("dnt_anonymous").or_default() += 1;
+    let total: u64 = reasons.values().sum();
+    let started = std::time::Instant::now();
+    loop {
+        let n: u64 = s
+            .client
+            .query("SELECT sum(hits) FROM dropped")
+            .fetch_one()
+            .await
+            .unwrap();
+        if n == total {
+            break;
+        }
+        assert!(n < total, "{n} counted, more than the {total} sent");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{n} of {total} counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let port = s.hush.addr().port();
+    let origin = format!("http://hush.test:{port}");
+    let chromium = Chromium::launch(
+        &binary,
+        &[
+            "--window-size=1280,900".to_owned(),
+            "--host-resolver-rules=MAP hush.test 127.0.0.1, MAP * ~NOTFOUND".to_owned(),
+            format!("--user-agent={CHROME}"),
+        ],
+    );
+    let (tab, _) = chromium.page().await;
+    for domain in ["Page", "Runtime", "Log"] {
+        tab.call(&format!("{domain}.enable"), json!({})).await;
+    }
+    tab.viewport(1280, 900, false).await;
+    tab.goto(&format!("{origin}/{SITE}?period=7d")).await;
+    settled(&tab).await;
+    tab.until(
+        "!document.querySelector('#panel-not-counted[aria-busy], #panel-policy[aria-busy]') \
+         && !!document.querySelector('#panel-policy dl')",
+    )
+    .await;
+    let shown = |key: &'static str| {
+        let tab = &tab;
+        async move {
+            let v = tab
+                .eval(&format!(
+                    "[...document.querySelectorAll('#panel-not-counted [data-{key}]')].map(e => \
+                     [e.dataset.{key}, e.querySelector('[data-hits]').dataset.hits, e.querySelector('.num').textContent])"
+                ))
+                .await;
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let hits: u64 = r[1].as_str().unwrap().parse().unwrap();
+                    assert_eq!(
+                        r[2].as_str().unwrap(),
+                        hits.to_string(),
+                        "the number on screen"
+                    );
+                    (r[0].as_str().unwrap().to_owned(), hits)
+                })
+                .collect::<std::collections::BTreeMap<String, u64>>()
+        }
+    };
+    let want = |m: &std::collections::BTreeMap<&str, u64>| {
+        m.iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect::<std::collections::BTreeMap<String, u64>>()
+    };
+    assert_eq!(shown("reason").await, want(&reasons));
+    assert_eq!(shown("family").await, want(&families));
+    let policy = |key: &str| {
+        let tab = &tab;
+        let expr =
+            format!("document.querySelector('#panel-policy [data-policy={key}]').textContent");
+        async move { tab.eval(&expr).await.as_str().unwrap().to_owned() }
+    };
+    assert!(policy("retention").await.contains("395 days"));
+    assert!(policy("ip").await.contains("/24") && policy("ip").await.contains("/48"));
+    assert!(policy("gpc").await.contains("not stored"));
+    assert!(policy("dnt").await.contains("anonymously"));
+    // Both are labelled regions (their headings), like every panel.
+    let labelled = tab
+        .eval("['panel-not-counted','panel-policy'].every(id => document.getElementById(id).getAttribute('aria-labelledby'))")
+        .await;
+    assert_eq!(labelled, true);
+    let shots = artefacts();
+    tab.eval("document.getElementById('panel-not-counted').scrollIntoView()")
+        .await;
+    tab.screenshot(&shots.join("desktop-not-counted.png")).await;
+    let errors: Vec<Value> = tab
+        .events("Runtime.exceptionThrown")
+        .into_iter()
+        .chain(
+            tab.events("Log.entryAdded")
+                .into_iter()
+                .filter(|e| e["entry"]["level"] == "error"),
+        )
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

@@ -1253,6 +1253,7 @@ fn slow_writer_config(flush_interval_ms: u64) -> hush::config::WriterConfig {
         queue_max_bytes: 1 << 30,
         retry_base_ms: 20,
         retry_max_ms: 100,
+        ..Default::default()
     }
 }
 

@@ -318,6 +318,7 @@ fn writer_config(batch_rows: usize, flush_interval_ms: u64, queue_capacity: usiz
         queue_max_bytes: 1 << 30,
         retry_base_ms: 20,
         retry_max_ms: 200,
+        ..Default::default()
     }
 }
 

@@ -14,7 +14,8 @@ export class ApiError extends Error {
   }
 }
 
-async function call(path, init = {}) {
+/** A call to hush's read API (also for hush's own endpoints, panels-extra.js). */
+export async function call(path, init = {}) {
   const headers = { 'X-Hush-CSRF': csrf, Accept: 'application/json', ...(init.headers || {}) };
   let resp;
   try {

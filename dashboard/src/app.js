@@ -5,6 +5,7 @@
 import * as api from './api.js';
 import { drawChart } from './chart.js';
 import { compact, fill, h, metricText } from './dom.js';
+import * as extra from './panels-extra.js';
 import * as st from './state.js';
 
 /** How often the realtime view (and the current-visitors count) refreshes. */
@@ -316,6 +317,7 @@ function render() {
   const propsCard = h('section', { class: 'panel card', id: 'panel-props', 'aria-labelledby': 'h-props' });
   const main = h('main', { id: 'main' }, stats, graph, h('div', { class: 'grid' }, panels.map((p) => p.el), goalsCard, propsCard));
   fill(root, header(), filterBar(), main);
+  main.append(hushPanels(controller.signal));
   if (focused) document.getElementById(focused)?.focus();
 
   const signal = controller.signal;
@@ -683,6 +685,12 @@ function loadProps(el, signal) {
       done(el);
     }
   });
+}
+
+/** hush's own panels (panels-extra.js): what was not counted, what is collected. */
+function hushPanels(signal) {
+  const ctx = { site, dateRange: st.dateRange(state, info.timezone), signal, track };
+  return h('div', { class: 'grid' }, extra.notCounted(ctx), extra.whatWeCollect(ctx));
 }
 
 // ---------------------------------------------------------------------------

@@ -98,6 +98,7 @@ pub const FILES: &[File] = &[
     dist!("chart.js", JS),
     dist!("dom.js", JS),
     dist!("state.js", JS),
+    dist!("panels-extra.js", JS),
 ];
 
 /// The name a file is served under: `app.js` → `app.<sha8>.js`; the shell keeps its
@@ -374,6 +375,7 @@ mod tests {
         source!("chart.js"),
         source!("dom.js"),
         source!("state.js"),
+        source!("panels-extra.js"),
     ];
 
     fn manifest() -> serde_json::Value {

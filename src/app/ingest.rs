@@ -33,6 +33,7 @@ use crate::http::body::{BodyError, body_left_unread, read_limited};
 use crate::http::response;
 use crate::http::server::{Body, Handler, simple};
 use crate::metrics::{DropReason, HttpMetrics, RejectReason, Route};
+use crate::pipeline::dropped::{DropCounter, Reason};
 use crate::pipeline::writer::{EventSink, SubmitError};
 
 mod pixel;
@@ -58,7 +59,14 @@ pub struct Ingest {
     pub dashboard: Option<Arc<crate::app::dashboard::Dashboard>>,
     /// Sign-in, sessions and shared links, with the read side.
     pub auth: Option<Arc<crate::app::auth::Auth>>,
+    /// Hits not counted as a visitor's, per site, day and reason (`dropped` table).
+    pub not_counted: Arc<DropCounter>,
 }
+
+/// What a request's hits were not counted as, per site: recorded in
+/// [`Ingest::not_counted`] once the request is accepted (a refused request's hits are
+/// refused, and a retry would count them twice).
+pub(crate) type Tally = SmallVec<[(Arc<str>, Reason); 2]>;
 
 /// A refused request: status, metric reason, short public message.
 struct Reject {
@@ -281,18 +289,27 @@ impl Ingest {
         ctx: &HitContext<'_>,
         rows: &mut impl Extend<EventRow>,
         journal: &mut Journal,
+        tally: &mut Tally,
     ) -> Result<Option<DropReason>, Reject> {
         let sites = self.resolve_sites(&ev)?;
         let Some((last, others)) = sites.split_last() else {
             return Err(Reject::malformed("domain is empty"));
         };
         let mut dropped = None;
-        let mut take = |outcome: Result<Outcome, EnrichError>| match outcome {
+        let anonymised = self.enricher.anonymised_by(ctx).map(|r| match r {
+            DropReason::gpc => Reason::GpcAnonymous,
+            _ => Reason::DntAnonymous,
+        });
+        let mut take = |site: &Arc<Site>, outcome: Result<Outcome, EnrichError>| match outcome {
             Ok(Outcome::Store(row)) => {
+                if let Some(reason) = anonymised {
+                    tally.push((Arc::clone(&site.domain), reason));
+                }
                 rows.extend(std::iter::once(row));
                 Ok(())
             }
             Ok(Outcome::Dropped(reason)) => {
+                tally.push((Arc::clone(&site.domain), Reason::of_drop(reason)));
                 dropped = Some(reason);
                 Ok(())
             }
@@ -303,10 +320,33 @@ impl Ingest {
             Err(err @ EnrichError::Url(_)) => Err(Reject::malformed(enrich_message(&err))),
         };
         for site in others {
-            take(self.enricher.enrich_journaled(&ev, site, ctx, journal))?;
+            take(
+                site,
+                self.enricher.enrich_journaled(&ev, site, ctx, journal),
+            )?;
         }
-        take(self.enricher.enrich_owned_journaled(ev, last, ctx, journal))?;
+        take(
+            last,
+            self.enricher.enrich_owned_journaled(ev, last, ctx, journal),
+        )?;
         Ok(dropped)
+    }
+
+    /// Counts an accepted request's not-counted hits. A bot's family comes from the UA
+    /// parser's cache (the hit was just parsed), so only bots pay the lookup.
+    fn count_not_counted(&self, tally: &Tally, ctx: &HitContext<'_>) {
+        if tally.is_empty() {
+            return;
+        }
+        let day = ctx.now_secs / 86_400;
+        let family = if tally.iter().any(|(_, r)| *r == Reason::Bot) {
+            Arc::clone(&self.enricher.ua.parse(ctx.user_agent).bot_family)
+        } else {
+            Arc::from("")
+        };
+        for (site, reason) in tally {
+            self.not_counted.record(site, day, *reason, &family);
+        }
     }
 
     fn context<'a>(&self, headers: &'a HeaderMap, peer: SocketAddr) -> HitContext<'a> {
@@ -435,13 +475,15 @@ impl Ingest {
         // One hit makes one row, or one per site of a multi-domain hit: kept inline.
         let mut rows: SmallVec<[EventRow; 1]> = SmallVec::new();
         let mut journal = Journal::default();
+        let mut tally = Tally::new();
         let dropped = self
-            .enrich_hit(ev, &ctx, &mut rows, &mut journal)
+            .enrich_hit(ev, &ctx, &mut rows, &mut journal, &mut tally)
             .inspect_err(|_| self.undo(&journal))?;
         // A refused hit leaves no visit behind (as for a batch, below).
         self.submit(&rows, 1)
             .await
             .inspect_err(|_| self.undo(&journal))?;
+        self.count_not_counted(&tally, &ctx);
         Ok(self.accepted(dropped, !rows.is_empty()))
     }
 
@@ -503,9 +545,10 @@ impl Ingest {
         // dropped.
         let mut journal = Journal::default();
         let mut drops = Vec::new();
+        let mut tally = Tally::new();
         for (index, ev) in events.into_iter().enumerate() {
             let before = rows.len();
-            match self.enrich_hit(ev, &ctx, &mut rows, &mut journal) {
+            match self.enrich_hit(ev, &ctx, &mut rows, &mut journal, &mut tally) {
                 Ok(Some(reason)) if rows.len() == before => drops.push(reason),
                 Ok(_) => {}
                 // Not the event's fault: the whole batch is refused with 503.
@@ -533,6 +576,7 @@ impl Ingest {
         for reason in drops {
             self.metrics.dropped(reason);
         }
+        self.count_not_counted(&tally, &ctx);
         Ok(response::json(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "accepted": accepted, "stored": stored, "dropped": dropped }),
@@ -817,6 +861,9 @@ mod tests {
                 stats: None,
                 dashboard: None,
                 auth: None,
+                not_counted: Arc::new(DropCounter::unregistered(&SiteRegistry::from_config(
+                    &config,
+                ))),
             });
             let listener = crate::http::server::bind("127.0.0.1:0".parse().unwrap())
                 .await

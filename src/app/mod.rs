@@ -44,6 +44,7 @@ use crate::enrich::session::SessionTracker;
 use crate::enrich::ua::UaParser;
 use crate::http::server;
 use crate::metrics::{HttpMetrics, MetricsPage, TaskMetrics};
+use crate::pipeline::dropped::DropCounter;
 use crate::pipeline::spool::Spool;
 use crate::pipeline::writer::{StartGate, Writer};
 use crate::store::migrate;
@@ -193,6 +194,20 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     let metrics = HttpMetrics::new(&mut registry);
     let store = Store::new(&mut registry, reached);
     geo_metrics::register(&mut registry, &geo);
+    let sites = Arc::new(SiteRegistry::from_config(&config));
+    // Bots and opted-out hits, counted per site and day; flushed until the listener
+    // has closed (its own stop, after the drain), then once more.
+    let not_counted = Arc::new(DropCounter::new(&sites, &mut registry));
+    let (not_counted_stop, not_counted_stopped) = tokio::sync::oneshot::channel::<()>();
+    let not_counted_task = crate::pipeline::dropped::spawn_flusher(
+        Arc::clone(&not_counted),
+        client.clone(),
+        Duration::from_millis(config.writer.dropped_flush_interval_ms),
+        db::request_timeout(&config.clickhouse),
+        async move {
+            let _ = not_counted_stopped.await;
+        },
+    );
     // The admin listener starts now and serves the page once everything registered.
     let metrics_page = MetricsPage::default();
     // Erasures wait for the writer's rows once it runs (see below).
@@ -325,7 +340,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
 
     let ingest = Arc::new(Ingest {
         config: Arc::clone(&config),
-        sites: Arc::new(SiteRegistry::from_config(&config)),
+        sites,
         enricher: Arc::new(enricher),
         sink,
         metrics,
@@ -335,6 +350,7 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
         stats: own_read_side.then_some(stats),
         dashboard: own_read_side.then_some(dashboard),
         auth: own_read_side.then(|| Arc::clone(&auth)),
+        not_counted,
     });
 
     let budget = config.server.shutdown_timeout();
@@ -375,9 +391,19 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     let since_signal = signaled.get().map_or(Duration::ZERO, Instant::elapsed);
     // The handler (and its sink) must go before the writer can see its queue end.
     drop(ingest);
+    // No hit is counted any more: the last flush of the not-counted hits, beside the
+    // writer's.
+    let _ = not_counted_stop.send(());
 
     let flush_budget = budget.saturating_sub(since_signal);
     let flushed = writer.shutdown(flush_budget).await;
+    let left = budget.saturating_sub(signaled.get().map_or(Duration::ZERO, Instant::elapsed));
+    if tokio::time::timeout(left.max(Duration::from_secs(1)), not_counted_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the counts of not-counted hits were not stored in the shutdown budget");
+    }
     let _ = stop_tx.send(true);
     if let Some(rotation) = rotation {
         let _ = tokio::time::timeout(Duration::from_secs(1), rotation).await;

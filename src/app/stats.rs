@@ -31,6 +31,7 @@ use crate::http::ratelimit::RateLimiter;
 use crate::http::response;
 use crate::http::server::Body;
 use crate::logging::RateLimit;
+use crate::query::dropped::DroppedQuery;
 use crate::query::engine::{Engine, EngineError, Limits, SiteInfo};
 use crate::query::request::{Dimension, Filter, Metric, Query, QueryError};
 use crate::query::sql::Goal;
@@ -46,6 +47,9 @@ const UNAUTHORIZED: &str = "Invalid API key or site ID. Please make sure you're 
 struct StatsSite {
     info: SiteInfo,
     public: bool,
+    /// What hush collects for the site, from the live configuration
+    /// (`GET /api/hush/sites/{site}/policy`).
+    policy: Value,
 }
 
 /// Shared by every stats request.
@@ -79,6 +83,10 @@ enum Endpoint {
     V1(v1::Endpoint),
     Realtime,
     Goals,
+    /// `POST /api/hush/dropped`: the hits not counted as a visitor's.
+    Dropped,
+    /// `GET /api/hush/sites/{site}/policy`: what is collected for the site.
+    Policy,
 }
 
 impl Stats {
@@ -99,6 +107,7 @@ impl Stats {
                         goals: goals(&site.goals),
                     },
                     public: site.public,
+                    policy: policy(config, site),
                 },
             );
         }
@@ -143,12 +152,12 @@ impl Stats {
             return error(StatusCode::NOT_FOUND, "not found");
         };
         let method_ok = match endpoint {
-            Endpoint::Query => *req.method() == Method::POST,
+            Endpoint::Query | Endpoint::Dropped => *req.method() == Method::POST,
             _ => *req.method() == Method::GET || *req.method() == Method::HEAD,
         };
         if !method_ok {
             let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            let allow = if endpoint == Endpoint::Query {
+            let allow = if matches!(endpoint, Endpoint::Query | Endpoint::Dropped) {
                 "POST"
             } else {
                 "GET, HEAD"
@@ -189,7 +198,7 @@ impl Stats {
         let client = client_ip::client_ip(peer, req.headers(), &self.trusted_proxies);
         let uri = req.uri().clone();
         let (site_id, body) = match endpoint {
-            Endpoint::Query => {
+            Endpoint::Query | Endpoint::Dropped => {
                 let body = match read_body(req).await {
                     Ok(b) => b,
                     Err(resp) => return (None, resp),
@@ -206,6 +215,13 @@ impl Stats {
                     .map(str::to_owned),
                 None,
             ),
+            Endpoint::Policy => (
+                uri.path()
+                    .strip_prefix("/api/hush/sites/")
+                    .and_then(|p| p.strip_suffix("/policy"))
+                    .map(str::to_owned),
+                None,
+            ),
             _ => (query_param(uri.query(), "site_id"), None),
         };
         let Some(site_id) = site_id else {
@@ -213,6 +229,13 @@ impl Stats {
                 None,
                 match endpoint {
                     Endpoint::Query => match body.as_deref().map(Query::from_json) {
+                        Some(Err(e)) => error(StatusCode::BAD_REQUEST, &e.0),
+                        _ => error(
+                            StatusCode::BAD_REQUEST,
+                            "#: Required property site_id was not present.",
+                        ),
+                    },
+                    Endpoint::Dropped => match body.as_deref().map(DroppedQuery::from_json) {
                         Some(Err(e)) => error(StatusCode::BAD_REQUEST, &e.0),
                         _ => error(
                             StatusCode::BAD_REQUEST,
@@ -233,7 +256,7 @@ impl Stats {
             },
             None => match (site, session) {
                 (Some(_), Some((csrf_ok, viewer, key))) if viewer.may_read(&site_id) => {
-                    if endpoint == Endpoint::Query && !csrf_ok {
+                    if matches!(endpoint, Endpoint::Query | Endpoint::Dropped) && !csrf_ok {
                         return (
                             Some(key),
                             error(StatusCode::FORBIDDEN, "missing or wrong X-Hush-CSRF header"),
@@ -318,6 +341,17 @@ impl Stats {
                 }
             }
             Endpoint::V1(kind) => self.v1(kind, uri.query(), &site.info, &locked, now).await,
+            Endpoint::Dropped => {
+                let body = body.unwrap_or_default();
+                match DroppedQuery::from_json(&body) {
+                    Err(e) => error(StatusCode::BAD_REQUEST, &e.0),
+                    Ok(q) => match self.engine.dropped(&q, &site.info.domain, now).await {
+                        Ok(v) => response::json(StatusCode::OK, &v),
+                        Err(e) => engine_error(e),
+                    },
+                }
+            }
+            Endpoint::Policy => response::json(StatusCode::OK, &site.policy),
             Endpoint::Schema => response::json(StatusCode::OK, &schema::schema()),
         };
         (key_name, resp)
@@ -342,24 +376,7 @@ impl Stats {
             with_locked = q;
             &with_locked
         };
-        self.engine.run(q, site, now).await.map_err(|e| match e {
-            EngineError::Query(QueryError(msg)) => error(StatusCode::BAD_REQUEST, &msg),
-            EngineError::Limit(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
-            EngineError::Timeout => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store did not answer in time",
-            ),
-            EngineError::Store(err) => {
-                static LOG: RateLimit = RateLimit::new(Duration::from_secs(10));
-                if let Some(held) = LOG.check() {
-                    tracing::error!(error = %err, held_back = held, "stats query failed");
-                }
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the store could not answer",
-                )
-            }
-        })
+        self.engine.run(q, site, now).await.map_err(engine_error)
     }
 
     async fn v1(
@@ -454,6 +471,66 @@ fn keyed_rows(key: &str, results: &[Value], names: &[&str]) -> Value {
     }).collect::<Vec<_>>() })
 }
 
+/// An engine failure as the client sees it: its own fault a 400, a cap or the store a
+/// 503 that never carries ClickHouse's text.
+fn engine_error(e: EngineError) -> Response<Body> {
+    match e {
+        EngineError::Query(QueryError(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+        EngineError::Limit(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+        EngineError::Timeout => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store did not answer in time",
+        ),
+        EngineError::Store(err) => {
+            static LOG: RateLimit = RateLimit::new(Duration::from_secs(10));
+            if let Some(held) = LOG.check() {
+                tracing::error!(error = %err, held_back = held, "stats query failed");
+            }
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store could not answer",
+            )
+        }
+    }
+}
+
+/// What hush collects for `site` and what it never stores, from the configuration
+/// it runs with (the dashboard's "What we collect" panel).
+fn policy(config: &Config, site: &crate::config::SiteConfig) -> Value {
+    let opt_out = |p: crate::config::OptOutPolicy| match p {
+        crate::config::OptOutPolicy::Anonymous => "anonymous",
+        crate::config::OptOutPolicy::Drop => "drop",
+        crate::config::OptOutPolicy::Ignore => "ignore",
+    };
+    let privacy = &config.privacy;
+    json!({
+        "site_id": site.domain,
+        "retention_days": site.retention_days(&config.retention),
+        "timezone": site.timezone,
+        "ipv4_prefix": privacy.ipv4_prefix,
+        "ipv6_prefix": privacy.ipv6_prefix,
+        "salt_rotation": "daily (UTC); each salt is destroyed after the following day",
+        "visit_timeout_minutes": config.session.timeout_secs / 60,
+        "dnt": opt_out(privacy.dnt),
+        "gpc": opt_out(privacy.gpc),
+        "cookies": false,
+        "collected": [
+            "page URL (host, path, UTM tags)",
+            "referrer host and path, as source and channel",
+            "browser, OS and device class from the User-Agent",
+            "country, region and city of the truncated address",
+            "a visitor id: a hash of the day's salt, site, truncated address and User-Agent",
+            "custom event names, properties and revenue the site sends",
+        ],
+        "never_stored": [
+            "the full IP address",
+            "the User-Agent string",
+            "cookies or anything in the browser's storage",
+            "a visitor id that links one day to another",
+        ],
+    })
+}
+
 fn endpoint(path: &str) -> Option<Endpoint> {
     Some(match path {
         "/api/v2/query" => Endpoint::Query,
@@ -463,6 +540,8 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/api/v1/stats/breakdown" => Endpoint::V1(v1::Endpoint::Breakdown),
         "/api/v1/stats/realtime/visitors" => Endpoint::Realtime,
         p if p.starts_with("/api/v2/sites/") && p.ends_with("/goals") => Endpoint::Goals,
+        "/api/hush/dropped" => Endpoint::Dropped,
+        p if p.starts_with("/api/hush/sites/") && p.ends_with("/policy") => Endpoint::Policy,
         _ => return None,
     })
 }
@@ -502,6 +581,12 @@ mod tests {
             endpoint("/api/v1/stats/breakdown"),
             Some(Endpoint::V1(v1::Endpoint::Breakdown))
         );
+        assert_eq!(endpoint("/api/hush/dropped"), Some(Endpoint::Dropped));
+        assert_eq!(
+            endpoint("/api/hush/sites/a.com/policy"),
+            Some(Endpoint::Policy)
+        );
+        assert_eq!(endpoint("/api/hush/sites"), None);
         assert_eq!(endpoint("/api/event"), None);
         assert_eq!(endpoint("/api/v2/queryx"), None);
     }

@@ -118,6 +118,22 @@ impl Enricher {
         Ok(anonymous)
     }
 
+    /// The opt-out signal that makes a stored hit anonymous (`dnt` or `gpc`, the one
+    /// [`Enricher::opt_out`] looks at first), or `None` when it is stored with a
+    /// visitor or dropped.
+    pub fn anonymised_by(&self, ctx: &HitContext<'_>) -> Option<DropReason> {
+        if self.opt_out(ctx) != Ok(true) {
+            return None;
+        }
+        [
+            (ctx.gpc, self.privacy.gpc, DropReason::gpc),
+            (ctx.dnt, self.privacy.dnt, DropReason::dnt),
+        ]
+        .into_iter()
+        .find(|(signal, policy, _)| *signal && *policy == OptOutPolicy::Anonymous)
+        .map(|(_, _, reason)| reason)
+    }
+
     /// Enriches a hit that is still needed afterwards (one hit counted for several
     /// sites): its name and props are copied into the row. What it changes in the
     /// visit tracker stays; see [`Enricher::enrich_journaled`].

@@ -84,6 +84,11 @@ pub struct UaInfo {
     /// Crawlers, monitors, headless browsers, HTTP libraries and empty UAs: the caller
     /// drops these hits.
     pub is_bot: bool,
+    /// For a bot, a short label of the rule that caught it: woothee's crawler name
+    /// (`Googlebot`), else the built-in or configured pattern that matched; empty
+    /// when it was caught by its shape alone or is no bot. Never text of the UA that
+    /// no rule names, so it may be stored (the `dropped` table).
+    pub bot_family: Arc<str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +101,8 @@ pub enum UaError {
 pub struct UaParser {
     woothee: woothee::parser::Parser,
     bots: AhoCorasick,
+    /// The family label of each pattern of `bots`, by pattern index.
+    bot_labels: Vec<Arc<str>>,
     browser_tokens: AhoCorasick,
     /// `None` when the configured capacity is 0 (caching disabled).
     cache: Option<Cache<Box<str>, Arc<UaInfo>>>,
@@ -125,6 +132,7 @@ impl UaParser {
             .ascii_case_insensitive(true)
             .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)?;
+        let bot_labels = patterns.iter().map(|p| family_label(p)).collect();
         let browser_tokens = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .kind(Some(AhoCorasickKind::DFA))
@@ -137,10 +145,12 @@ impl UaParser {
             os_version: Arc::from(""),
             device: OTHER,
             is_bot: true,
+            bot_family: Arc::from(""),
         });
         Ok(Self {
             woothee: woothee::parser::Parser::new(),
             bots,
+            bot_labels,
             browser_tokens,
             cache,
             empty,
@@ -204,6 +214,11 @@ impl UaParser {
                 os_version: Arc::from(""),
                 device: OTHER,
                 is_bot: listed_bot,
+                bot_family: if listed_bot {
+                    self.pattern_family(ua)
+                } else {
+                    Arc::from("")
+                },
             };
         };
         // woothee's "misc" category is HTTP libraries, feed readers and similar tools.
@@ -215,6 +230,13 @@ impl UaParser {
         } else {
             device_of(ua, w.category, os)
         };
+        let bot_family = if !is_bot {
+            Arc::from("")
+        } else if w.category == "crawler" && w.name != woothee::woothee::VALUE_UNKNOWN {
+            Arc::from(w.name)
+        } else {
+            self.pattern_family(ua)
+        };
         UaInfo {
             browser: Arc::from(browser),
             browser_version: Arc::from(browser_version),
@@ -222,8 +244,32 @@ impl UaParser {
             os_version: Arc::from(os_version.as_str()),
             device,
             is_bot,
+            bot_family,
         }
     }
+
+    /// The label of the first bot pattern in `ua`, or empty (caught by shape only).
+    fn pattern_family(&self, ua: &str) -> Arc<str> {
+        self.bots
+            .find(ua)
+            .and_then(|m| self.bot_labels.get(m.pattern().as_usize()))
+            .map_or_else(|| Arc::from(""), Arc::clone)
+    }
+}
+
+/// Longest bot family label, bytes: a configured pattern is cut to it.
+pub const MAX_FAMILY_BYTES: usize = 40;
+
+/// A pattern as a family label: without the separators that anchor it (`curl/` is
+/// `curl`), at most [`MAX_FAMILY_BYTES`].
+fn family_label(pattern: &str) -> Arc<str> {
+    let label =
+        pattern.trim_matches(|c: char| c == '/' || c == ';' || c == '(' || c == ')' || c == ' ');
+    let mut end = label.len().min(MAX_FAMILY_BYTES);
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    Arc::from(&label[..end])
 }
 
 /// The non-comment lines of a pattern file.
@@ -1290,6 +1336,29 @@ mod tests {
         // The empty patterns must not have turned every UA into a bot.
         assert!(!p.parse(CASES[0].0).is_bot);
         assert!(!parser().parse(probe).is_bot);
+    }
+
+    #[test]
+    fn a_bot_is_labelled_with_the_rule_that_caught_it_never_its_own_text() {
+        let cfg = UserAgentConfig {
+            extra_bot_patterns: vec!["MyCompanyProbe".into()],
+            ..Default::default()
+        };
+        let p = UaParser::new(&cfg).unwrap();
+        let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        assert_eq!(&*p.parse(google).bot_family, "Googlebot");
+        // A listed pattern: its label, without the `/` that anchors it.
+        assert_eq!(&*p.parse("curl/8.5.0").bot_family, "curl");
+        let probe = format!("{} mycompanyprobe/1", CASES[0].0);
+        assert_eq!(&*p.parse(&probe).bot_family, "MyCompanyProbe");
+        // Caught by shape only: no label, and nothing of the UA.
+        let shape = p.parse("zqxwv-agent 4.2");
+        assert!(shape.is_bot);
+        assert_eq!(&*shape.bot_family, "");
+        assert_eq!(&*p.parse(CASES[0].0).bot_family, "", "a browser has none");
+        assert_eq!(&*p.parse("").bot_family, "");
+        let long = "x".repeat(100);
+        assert_eq!(family_label(&long).len(), MAX_FAMILY_BYTES);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! answers accepted (durable per `spool.fsync`) or refused (503). Hands on: RowBinary
 //! inserts into ClickHouse's `events` table through [`crate::db`].
 
+pub mod dropped;
 pub mod rowbinary;
 pub mod spool;
 pub mod writer;

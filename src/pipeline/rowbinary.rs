@@ -310,7 +310,7 @@ fn str_len(n: usize) -> usize {
 }
 
 #[inline]
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_leb128(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }

@@ -1808,6 +1808,7 @@ mod tests {
             queue_max_bytes: 1 << 30,
             retry_base_ms: 5,
             retry_max_ms: 20,
+            ..WriterConfig::default()
         }
     }
 

@@ -295,7 +295,7 @@ impl Engine {
         })
     }
 
-    async fn fetch(&self, statement: &Sql) -> Result<Vec<Value>, EngineError> {
+    pub(crate) async fn fetch(&self, statement: &Sql) -> Result<Vec<Value>, EngineError> {
         tracing::debug!(target: "hush::query::sql", sql = %statement.text, params = ?statement.params, "stats statement");
         let limits = self.limits;
         let build = || {

@@ -12,6 +12,7 @@
 //! JSON. Knows nothing of HTTP: the routes that answer with it parse the request and
 //! map [`request::QueryError`] to a 400 and [`engine::EngineError`] to its status.
 
+pub mod dropped;
 pub mod engine;
 pub mod names;
 pub mod period;

@@ -35,7 +35,7 @@ pub const MAX_RANGE_DAYS: u32 = 3_660;
 pub struct QueryError(pub String);
 
 impl QueryError {
-    fn at(path: &str, message: impl std::fmt::Display) -> Self {
+    pub(crate) fn at(path: &str, message: impl std::fmt::Display) -> Self {
         Self(format!("{path}: {message}"))
     }
 }
@@ -721,7 +721,7 @@ fn parse_bound(value: &Value, path: &str) -> Result<Bound, QueryError> {
     })
 }
 
-fn parse_date_range(value: &Value, path: &str) -> Result<DateRange, QueryError> {
+pub(crate) fn parse_date_range(value: &Value, path: &str) -> Result<DateRange, QueryError> {
     match value {
         Value::String(s) => match s.as_str() {
             "day" => Ok(DateRange::Day),

@@ -428,6 +428,20 @@ async fn delete_matching(
             .await?;
         }
         let after = selector.count(client, timeouts.query).await?;
+        if method == Method::SiteDelete {
+            // The site's counts of not-counted hits (no subject data: erasures leave
+            // them).
+            check_stop(scope.stop)?;
+            timed(
+                timeouts.mutation,
+                client
+                    .query("ALTER TABLE dropped DELETE WHERE site = ?")
+                    .bind(&selector.site)
+                    .with_setting("mutations_sync", "2")
+                    .execute(),
+            )
+            .await?;
+        }
         if let Some(dir) = scope.quarantine {
             let file_started = now_millis(Timestamp::now());
             let (dir, sel) = (dir.to_owned(), selector.clone());

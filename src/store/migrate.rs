@@ -66,6 +66,7 @@ static MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_salts"),
     migration!(3, "0003_purge_log"),
     migration!(4, "0004_events_dedup_window"),
+    migration!(5, "0005_dropped"),
 ];
 
 /// The bookkeeping table. Not a numbered migration itself: it must exist before the

@@ -20,7 +20,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use smallvec::SmallVec;
 
-use super::{Ingest, Reject};
+use super::{Ingest, Reject, Tally};
 use crate::collect::pixel;
 use crate::enrich::row::EventRow;
 use crate::enrich::session::Journal;
@@ -58,13 +58,15 @@ impl Ingest {
         let ctx = self.context(headers, peer);
         let mut rows: SmallVec<[EventRow; 1]> = SmallVec::new();
         let mut journal = Journal::default();
+        let mut tally = Tally::new();
         let dropped = self
-            .enrich_hit(ev, &ctx, &mut rows, &mut journal)
+            .enrich_hit(ev, &ctx, &mut rows, &mut journal, &mut tally)
             .inspect_err(|_| self.undo(&journal))?;
         // As for /api/event: a refused pixel hit leaves no visit behind.
         self.submit(&rows, 1)
             .await
             .inspect_err(|_| self.undo(&journal))?;
+        self.count_not_counted(&tally, &ctx);
         // As for /api/event: a drop counts only when no site stored the hit.
         match dropped {
             Some(reason) if rows.is_empty() => {

@@ -38,6 +38,8 @@ pub enum Method {
     /// A file in the spool's `quarantine/` rewritten or removed by an erasure or a
     /// site deletion.
     EraseFile,
+    /// The counts of not-counted hits (`dropped`) past each site's retention, deleted.
+    DeleteCounts,
 }
 
 impl Method {
@@ -52,6 +54,7 @@ impl Method {
             Method::SaltCleanup => "salt_cleanup",
             Method::ExpireFile => "expire_file",
             Method::EraseFile => "erase_file",
+            Method::DeleteCounts => "delete_counts",
         }
     }
 }

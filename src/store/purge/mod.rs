@@ -461,7 +461,7 @@ impl Purger {
             expired_files: Vec::new(),
         };
         let file_step = u64::from(self.quarantine.is_some());
-        progress.start((droppable.len() + deletes.len()) as u64 + file_step + 1);
+        progress.start((droppable.len() + deletes.len()) as u64 + file_step + 2);
 
         for &month in &droppable {
             let in_month: Vec<&MonthStat> = stats.iter().filter(|s| s.month == month).collect();
@@ -554,6 +554,13 @@ impl Purger {
                 )));
             }
         }
+
+        check_stop(stop)?;
+        progress.step("not-counted hit counts");
+        let default_cutoff =
+            to_db_seconds(SitePolicy::unconfigured("", &self.retention).cutoff(opts.now)?);
+        self.expire_counts(opts, run_id, log, &cutoffs, default_cutoff)
+            .await?;
 
         if let Some(dir) = &self.quarantine {
             check_stop(stop)?;
@@ -653,6 +660,73 @@ impl Purger {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes the rows of `dropped` (counts of not-counted hits, per UTC day) of the
+    /// days wholly before their site's cutoff; a site not configured has the default
+    /// retention. One `delete_counts` row in `purge_log` when there was any.
+    async fn expire_counts(
+        &self,
+        opts: &PurgeOptions,
+        run_id: &str,
+        log: &mut Vec<PurgeLogRow>,
+        cutoffs: &BTreeMap<String, u32>,
+        default_cutoff: u32,
+    ) -> Result<(), PurgeError> {
+        // A UTC day is past retention when it ends by the cutoff: before its UTC date.
+        const EXPIRED: &str = "day < toDate(toDateTime(transform(toString(site), ?, ?, ?), 'UTC'))";
+        let names: Vec<&str> = cutoffs.keys().map(String::as_str).collect();
+        let values: Vec<u32> = cutoffs.values().copied().collect();
+        let count = || async {
+            timed(
+                self.timeouts.query,
+                self.client
+                    .query(&format!("SELECT sum(hits) FROM dropped WHERE {EXPIRED}"))
+                    .bind(&names)
+                    .bind(&values)
+                    .bind(default_cutoff)
+                    .fetch_one::<u64>(),
+            )
+            .await
+        };
+        let started = now_millis(Timestamp::now());
+        let before = count().await?;
+        if before == 0 || opts.dry_run {
+            return Ok(());
+        }
+        timed(
+            self.timeouts.mutation,
+            self.client
+                .query(&format!("ALTER TABLE dropped DELETE WHERE {EXPIRED}"))
+                .bind(&names)
+                .bind(&values)
+                .bind(default_cutoff)
+                .with_setting("mutations_sync", "2")
+                .execute(),
+        )
+        .await?;
+        let after = count().await?;
+        log.push(PurgeLogRow {
+            run_id: run_id.to_owned(),
+            method: Method::DeleteCounts.as_str().into(),
+            site: String::new(),
+            partition: String::new(),
+            selector: String::new(),
+            actor: opts.actor.clone(),
+            cutoff: default_cutoff,
+            rows_before: before,
+            rows_after: after,
+            started,
+            finished: now_millis(Timestamp::now()),
+            outcome: if after == 0 { "success" } else { "error" }.into(),
+            error: String::new(),
+        });
+        if after > 0 {
+            return Err(PurgeError::Verify(format!(
+                "{after} not-counted hits older than the cutoff remain"
+            )));
+        }
+        Ok(())
     }
 
     /// Removes the files of the spool's `quarantine/` (dead letters, corrupt regions)
