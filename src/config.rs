@@ -541,6 +541,10 @@ pub struct DashboardConfig {
     /// Failed logins allowed per minute for one user name and for one client network
     /// (IPv4 /24, IPv6 /48); then 429 with `Retry-After`.
     pub login_attempts_per_minute: u32,
+    /// Stats API requests per hour one signed-in session (an analyst's or a shared
+    /// link's) may make, with a burst of as many; its own allowance, apart from the
+    /// keys' `stats.rate_limit_per_hour` (a dashboard view makes a dozen calls).
+    pub session_rate_limit_per_hour: u32,
 }
 
 impl Default for DashboardConfig {
@@ -550,6 +554,7 @@ impl Default for DashboardConfig {
             session_ttl_hours: 12.0,
             secure_cookie: SecureCookie::Auto,
             login_attempts_per_minute: 5,
+            session_rate_limit_per_hour: 3600,
         }
     }
 }
@@ -1082,6 +1087,13 @@ impl Config {
         if d.login_attempts_per_minute == 0 {
             return Err(invalid(
                 "dashboard.login_attempts_per_minute",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if d.session_rate_limit_per_hour == 0 {
+            return Err(invalid(
+                "dashboard.session_rate_limit_per_hour",
                 0,
                 "must be at least 1",
             ));
@@ -1689,6 +1701,10 @@ mod tests {
             (
                 "[dashboard]\nlogin_attempts_per_minute = 0\n".to_owned(),
                 &["dashboard.login_attempts_per_minute"][..],
+            ),
+            (
+                "[dashboard]\nsession_rate_limit_per_hour = 0\n".to_owned(),
+                &["dashboard.session_rate_limit_per_hour"][..],
             ),
             (
                 "[dashboard]\nsecure_cookie = \"sometimes\"\n".to_owned(),

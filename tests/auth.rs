@@ -64,11 +64,23 @@ fn rows() -> Vec<EventRow> {
                     String::new()
                 },
                 channel: if google { "search" } else { "direct" },
+                props: props_of(&site, v),
                 ..EventRow::default()
             });
         }
     }
     rows
+}
+
+/// The custom properties of visitor `v`'s hit on `site`.
+fn props_of(site: &str, v: u64) -> Vec<(String, String)> {
+    let p = |k: &str, val: &str| (k.to_owned(), val.to_owned());
+    match (site, v) {
+        ("example.com", 0 | 3) => vec![p("plan", "pro")],
+        ("example.com", 4) => vec![p("plan", "free"), p("color", "red")],
+        ("other.example", _) => vec![p("secret", "x")],
+        _ => Vec::new(),
+    }
 }
 
 /// Counted from [`rows`], independently of hush.
@@ -556,6 +568,162 @@ async fn no_cookie_on_any_ingestion_route() {
             "{path} ({status}) set a cookie"
         );
     }
+}
+
+#[tokio::test]
+async fn a_session_lists_property_keys_of_its_sites_only() {
+    let s = start("").await;
+    let (cookie, csrf) = s.session("alice", ALICE_PASSWORD).await;
+    let props = |site: &str, cookie: Option<&str>, csrf: Option<&str>, body: Value| {
+        let mut req = s
+            .http
+            .post(s.hush.url(&format!("/api/hush/sites/{site}/props")))
+            .json(&body);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c.to_owned());
+        }
+        if let Some(t) = csrf {
+            req = req.header("x-hush-csrf", t.to_owned());
+        }
+        s.send(req)
+    };
+    // The keys and their counts, from the rows themselves.
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in rows().iter().filter(|r| r.site.as_ref() == "example.com") {
+        for (k, _) in &r.props {
+            *counts.entry(k.clone()).or_default() += 1;
+        }
+    }
+    let mut want: Vec<(String, u64)> = counts.into_iter().collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let want: Vec<Value> = want
+        .iter()
+        .map(|(k, n)| json!({"key": k, "events": n}))
+        .collect();
+    assert_eq!(want.len(), 2);
+    let a = props(
+        "example.com",
+        Some(&cookie),
+        Some(&csrf),
+        json!({"date_range": "7d"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json(), json!({ "props": want }));
+    // Today only: the rows are yesterday's.
+    let a = props(
+        "example.com",
+        Some(&cookie),
+        Some(&csrf),
+        json!({"date_range": "day"}),
+    )
+    .await;
+    assert_eq!(a.json(), json!({"props": []}));
+    // Refused: a site alice may not read, no CSRF token, no session, a bad body.
+    let a = props(
+        "other.example",
+        Some(&cookie),
+        Some(&csrf),
+        json!({"date_range": "7d"}),
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(!a.body.contains("secret"));
+    let a = props(
+        "example.com",
+        Some(&cookie),
+        None,
+        json!({"date_range": "7d"}),
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    let a = props("example.com", None, None, json!({"date_range": "7d"})).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let a = props(
+        "example.com",
+        Some(&cookie),
+        Some(&csrf),
+        json!({"date_range": "7x"}),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.json()["error"].as_str().unwrap().contains("date_range"),
+        "{}",
+        a.body
+    );
+    let a = s
+        .send(
+            s.http
+                .get(s.hush.url("/api/hush/sites/example.com/props"))
+                .header("cookie", cookie.clone()),
+        )
+        .await;
+    assert_eq!(a.status, 405);
+    // A shared link locked to a filter does not list the whole site's keys.
+    let opened = s
+        .get(&format!("/share/example.com?auth={}", s.open_slug), None)
+        .await;
+    let (share_cookie, _) = set_cookie(&opened.headers).expect("a share session");
+    let share_csrf = s.whoami(&share_cookie).await.json()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = props(
+        "example.com",
+        Some(&share_cookie),
+        Some(&share_csrf),
+        json!({"date_range": "7d"}),
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", a.body);
+}
+
+#[tokio::test]
+async fn each_session_has_its_own_allowance_apart_from_the_keys() {
+    // Keys may make 2 calls an hour; a session 5, each session its own.
+    let s =
+        start("[stats]\nrate_limit_per_hour = 2\n[dashboard]\nsession_rate_limit_per_hour = 5\n")
+            .await;
+    let (first, first_csrf) = s.session("alice", ALICE_PASSWORD).await;
+    for i in 0..5 {
+        let a = s
+            .visitors(&first, &first_csrf, "example.com", json!([]))
+            .await;
+        assert_eq!(
+            metric(&a),
+            expected_visitors("example.com", false),
+            "call {i}"
+        );
+    }
+    let a = s
+        .visitors(&first, &first_csrf, "example.com", json!([]))
+        .await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(a.headers.contains_key("retry-after"));
+    assert!(
+        a.body.contains("dashboard.session_rate_limit_per_hour"),
+        "{}",
+        a.body
+    );
+    // Another session of the same analyst starts with a full allowance.
+    let (second, second_csrf) = s.session("alice", ALICE_PASSWORD).await;
+    assert_ne!(first, second);
+    for _ in 0..5 {
+        let a = s
+            .visitors(&second, &second_csrf, "example.com", json!([]))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let a = s
+        .visitors(&second, &second_csrf, "example.com", json!([]))
+        .await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    // The first is still refused: signing in again did not refill it.
+    let a = s
+        .visitors(&first, &first_csrf, "example.com", json!([]))
+        .await;
+    assert_eq!(a.status, 429, "{}", a.body);
 }
 
 #[tokio::test]

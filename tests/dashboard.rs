@@ -109,6 +109,11 @@ fn visit(visitor: u64, at: u32, kind: &Kind) -> Vec<EventRow> {
             os: Arc::from(kind.os),
             device: kind.device,
             country: kind.country,
+            props: if kind.source == "Google" {
+                vec![("plan".to_owned(), "pro".to_owned())]
+            } else {
+                Vec::new()
+            },
             ..EventRow::default()
         })
         .collect()
@@ -360,7 +365,7 @@ fn artefacts() -> PathBuf {
 async fn settled(tab: &Cdp) {
     tab.until(
         "document.body.dataset.state == 'ready' && !document.querySelector('.loading') \
-         && !!document.querySelector('#top-stats [data-metric], #install, .notice, .sites a, .sites li')",
+         && !!document.querySelector('#top-stats [data-metric], #details table, #details .empty, #install, .notice, .sites a, .sites li')",
     )
     .await;
 }
@@ -459,6 +464,12 @@ async fn analysts_read_filter_and_drill_down_in_a_real_browser() {
         tab.call(&format!("{domain}.enable"), json!({})).await;
     }
     tab.viewport(1280, 900, false).await;
+    // Focus and blur events as in a focused window (keyboard use of the map).
+    tab.call(
+        "Emulation.setFocusEmulationEnabled",
+        json!({ "enabled": true }),
+    )
+    .await;
 
     // The default view: the last 30 days.
     tab.goto(&at(&format!("/{SITE}"))).await;
@@ -495,6 +506,266 @@ async fn analysts_read_filter_and_drill_down_in_a_real_browser() {
         "the graph is drawn"
     );
     tab.screenshot(&shots.join("desktop-30d.png")).await;
+    // The page marks the moment every panel was filled, once.
+    assert_eq!(
+        tab.eval("performance.getEntriesByName('hush:filled').length")
+            .await,
+        1
+    );
+
+    // The world map: the countries of the rows shaded, the others not.
+    tab.eval("document.getElementById('tab-locations-map').click()")
+        .await;
+    settled(&tab).await;
+    tab.until("!!document.querySelector('#panel-locations svg.map path[data-code=FR]')")
+        .await;
+    assert_eq!(tab.eval("location.search").await, "?locations=map");
+    let shaded = tab
+        .eval(
+            "[...document.querySelectorAll('#panel-locations path.country')].filter(p => !p.classList.contains('l0'))              .map(p => [p.dataset.code, Number(p.getAttribute('class').match(/l(\\d)/)[1]), p.getAttribute('tabindex')])",
+        )
+        .await;
+    let mut by_country: std::collections::BTreeMap<String, HashSet<u64>> = Default::default();
+    for r in &s.rows {
+        by_country
+            .entry(String::from_utf8_lossy(&r.country).into_owned())
+            .or_default()
+            .insert(r.visitor_id);
+    }
+    let mut codes: Vec<String> = shaded
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap().to_owned())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, by_country.keys().cloned().collect::<Vec<_>>());
+    let level = |code: &str| {
+        shaded
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c[0] == code)
+            .unwrap()[1]
+            .as_u64()
+            .unwrap()
+    };
+    // More visitors, a darker shade (never lighter); every shaded one focusable.
+    let mut ranked: Vec<(&String, usize)> = by_country.iter().map(|(c, v)| (c, v.len())).collect();
+    ranked.sort_by_key(|(_, n)| *n);
+    for pair in ranked.windows(2) {
+        assert!(level(pair[0].0) <= level(pair[1].0), "{ranked:?} {shaded}");
+    }
+    assert_eq!(level(ranked.last().unwrap().0), 5);
+    assert!(shaded.as_array().unwrap().iter().all(|c| c[2] == "0"));
+    tab.eval("document.querySelector('#panel-locations path[data-code=FR]').focus()")
+        .await;
+    tab.until("!document.querySelector('.map-tip').hidden")
+        .await;
+    assert_eq!(
+        tab.eval("document.querySelector('.map-tip').textContent")
+            .await,
+        format!("France: {} visitors", by_country["FR"].len())
+    );
+    tab.screenshot(&shots.join("desktop-map.png")).await;
+    tab.call(
+        "Emulation.setEmulatedMedia",
+        json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
+    )
+    .await;
+    tab.screenshot(&shots.join("desktop-map-dark.png")).await;
+    tab.call(
+        "Emulation.setEmulatedMedia",
+        json!({ "features": [{ "name": "prefers-color-scheme", "value": "light" }] }),
+    )
+    .await;
+    // Enter on a country filters by it.
+    tab.eval(
+        "document.querySelector('#panel-locations path[data-code=FR]').dispatchEvent(\
+         new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }))",
+    )
+    .await;
+    settled(&tab).await;
+    assert_eq!(
+        tab.eval("location.search").await,
+        "?locations=map&f=is,visit:country,FR"
+    );
+    assert_eq!(
+        shown(&top_stats(&tab).await, "visitors"),
+        expected(&s.rows, 30, |r| r.country == *b"FR")[0]
+    );
+
+    // The expanded Pages view: every page with its rates, sortable.
+    tab.goto(&at(&format!("/{SITE}"))).await;
+    settled(&tab).await;
+    tab.eval("document.getElementById('expand-pages').click()")
+        .await;
+    settled(&tab).await;
+    assert_eq!(tab.eval("location.search").await, "?expand=top");
+    let table = tab
+        .eval(
+            "[...document.querySelectorAll('#details tbody tr')].map(tr => [tr.querySelector('th').textContent, \
+             ...[...tr.querySelectorAll('td')].map(td => [td.dataset.metric, td.dataset.value])])",
+        )
+        .await;
+    // From the rows: each page's visitors and pageviews, and its exit rate (visits
+    // that ended on it per view of it).
+    let mut pages: std::collections::BTreeMap<&str, (HashSet<u64>, u64, u64)> = Default::default();
+    let mut last: std::collections::HashMap<u64, (u32, &str)> = Default::default();
+    for r in &s.rows {
+        let e = pages.entry(r.pathname.as_str()).or_default();
+        e.0.insert(r.visitor_id);
+        e.1 += 1;
+        let l = last
+            .entry(r.session_id)
+            .or_insert((r.timestamp, r.pathname.as_str()));
+        if r.timestamp >= l.0 {
+            *l = (r.timestamp, r.pathname.as_str());
+        }
+    }
+    for (_, page) in last.values() {
+        pages.get_mut(page).unwrap().2 += 1;
+    }
+    let rows_shown = table.as_array().unwrap();
+    assert_eq!(rows_shown.len(), pages.len(), "{table}");
+    // The rates the rows cannot say simply: the API's, for the same query.
+    let rates = query(
+        &s.hush.url("/api/v2/query"),
+        json!({"site_id": SITE, "metrics": ["visitors", "pageviews", "bounce_rate", "time_on_page", "scroll_depth"],
+               "date_range": "30d", "dimensions": ["event:page"]}),
+    )
+    .await;
+    let rates: std::collections::HashMap<String, Vec<Option<f64>>> = rates["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["dimensions"][0].as_str().unwrap().to_owned(),
+                r["metrics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(Value::as_f64)
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut previous = u64::MAX;
+    for row in rows_shown {
+        let page = row[0].as_str().unwrap();
+        let (visitors, views, exits) = &pages[page];
+        let shown = |m: &str| -> Option<f64> {
+            row.as_array().unwrap()[1..]
+                .iter()
+                .find(|c| c[0] == m)
+                .unwrap_or_else(|| panic!("no {m} in {row}"))[1]
+                .as_str()
+                .unwrap()
+                .parse()
+                .ok()
+        };
+        let cell = |m: &str| shown(m).unwrap_or_else(|| panic!("{m} empty in {row}"));
+        assert_eq!(cell("visitors"), visitors.len() as f64, "{page}");
+        assert_eq!(cell("pageviews"), *views as f64, "{page}");
+        assert_eq!(
+            cell("exit_rate"),
+            (*exits as f64 * 100.0 / *views as f64).round(),
+            "{page}"
+        );
+        for (i, m) in ["bounce_rate", "time_on_page", "scroll_depth"]
+            .iter()
+            .enumerate()
+        {
+            let api = rates
+                .get(page)
+                .unwrap_or_else(|| panic!("{page} not in {rates:?}"));
+            assert_eq!(shown(m), api[i + 2], "{m} of {page}");
+        }
+        // Sorted by visitors, most first.
+        assert!(visitors.len() as u64 <= previous, "{table}");
+        previous = visitors.len() as u64;
+    }
+    assert_eq!(
+        tab.eval("document.getElementById('page-of').textContent")
+            .await,
+        format!("Page 1 of 1 · {} rows", pages.len())
+    );
+    assert_eq!(
+        tab.eval("document.getElementById('next-page').disabled")
+            .await,
+        true
+    );
+    tab.screenshot(&shots.join("desktop-details.png")).await;
+    // By pageviews: most first on the first click, fewest first on the second.
+    for dir in ["desc", "asc"] {
+        tab.eval("document.querySelector('#details button.sort[data-sort=pageviews]').click()")
+            .await;
+        settled(&tab).await;
+        assert_eq!(
+            tab.eval("location.search").await,
+            format!("?expand=top&sort=pageviews:{dir}")
+        );
+    }
+    assert_eq!(
+        tab.eval("document.querySelector('#details th[aria-sort=ascending] button').dataset.sort")
+            .await,
+        "pageviews"
+    );
+    let views: Vec<f64> = tab
+        .eval("[...document.querySelectorAll('#details td[data-metric=pageviews]')].map(td => Number(td.dataset.value))")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let mut sorted = views.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(views, sorted);
+    assert_eq!(views.len(), pages.len());
+    tab.viewport(390, 844, true).await;
+    settled(&tab).await;
+    tab.screenshot(&shots.join("phone-details.png")).await;
+    tab.goto(&at(&format!("/{SITE}?locations=map"))).await;
+    settled(&tab).await;
+    tab.until("!!document.querySelector('#panel-locations svg.map path')")
+        .await;
+    assert_eq!(
+        tab.eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            .await,
+        0
+    );
+    tab.screenshot(&shots.join("phone-map.png")).await;
+    tab.viewport(1280, 900, false).await;
+
+    // The property keys of the period, offered to pick from.
+    tab.goto(&at(&format!("/{SITE}"))).await;
+    settled(&tab).await;
+    tab.until("!!document.querySelector('#panel-props .prop-keys button[data-key=plan]')")
+        .await;
+    tab.eval("document.querySelector('#panel-props .prop-keys button[data-key=plan]').click()")
+        .await;
+    settled(&tab).await;
+    assert_eq!(tab.eval("location.search").await, "?prop=plan");
+    // By visitors: those whose hits had no plan are "(none)", as in Plausible.
+    let with: HashSet<u64> = s
+        .rows
+        .iter()
+        .filter(|r| !r.props.is_empty())
+        .map(|r| r.visitor_id)
+        .collect();
+    let without: HashSet<u64> = s
+        .rows
+        .iter()
+        .filter(|r| r.props.is_empty())
+        .map(|r| r.visitor_id)
+        .collect();
+    assert!(without.len() > with.len());
+    assert_eq!(panel_rows(&tab, "props").await, ["(none)", "pro"]);
+    tab.screenshot(&shots.join("desktop-props.png")).await;
+    tab.goto(&at(&format!("/{SITE}"))).await;
+    settled(&tab).await;
 
     // Another period: the URL says so, the numbers follow.
     tab.eval("(() => { const s = document.getElementById('period'); s.value = '7d'; s.dispatchEvent(new Event('change')); })()")

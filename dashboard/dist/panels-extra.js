@@ -4,7 +4,7 @@
 // GET /api/hush/sites/{site}/policy). Each returns its card at once and fills it
 // when its answer comes; `track` is the page's load counter (body[data-state]).
 
-import { call } from './api.fcb1a3f9.js';
+import { call } from './api.576ea9c9.js';
 import { compact, fill, h } from './dom.3f3f47b1.js';
 
 /** What each reason of the `dropped` table means, in the order shown. */

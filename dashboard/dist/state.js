@@ -1,7 +1,7 @@
 // The dashboard's whole state lives in the query string, so every view can be
 // bookmarked and shared: period (+ from/to), comparison, graph metric and interval,
-// filters (f=op,dimension,value, repeatable), each panel's tab and the property
-// key. This module reads and writes it, and turns it into Stats API date ranges.
+// filters (f=op,dimension,value, repeatable), each panel's tab, the property
+// key, and the expanded Pages view (expand, sort, pageno). This module reads and writes it, and turns it into Stats API date ranges.
 
 export const PERIODS = [
   ['realtime', 'Realtime'],
@@ -100,6 +100,10 @@ export function readState(search) {
   for (const key of ['sources', 'pages', 'locations', 'devices']) pick(key, (v) => /^[a-z_]+$/.test(v));
   pick('interval', (v) => ['minute', 'hour', 'day', 'week', 'month'].includes(v));
   pick('prop', (v) => v.length > 0 && v.length <= 300);
+  // The expanded Pages view, its sort and page.
+  pick('expand', (v) => ['top', 'entry', 'exit'].includes(v));
+  pick('sort', (v) => /^[a-z_]+:(asc|desc)$/.test(v));
+  pick('pageno', (v) => /^[1-9]\d{0,5}$/.test(v));
   pick('from', (v) => DATE.test(v));
   pick('to', (v) => DATE.test(v));
   if (s.period === 'custom' && !(s.from && s.to && s.from <= s.to)) s.period = DEFAULTS.period;
@@ -132,6 +136,7 @@ export function writeState(s) {
   }
   if (s.interval) put('interval', s.interval);
   if (s.prop) put('prop', s.prop);
+  for (const key of ['expand', 'sort', 'pageno']) if (s[key]) put(key, s[key]);
   for (const f of s.filters) put('f', `${f.op},${f.dim},${f.value}`);
   return parts.length ? `?${parts.join('&')}` : '';
 }

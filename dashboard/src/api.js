@@ -1,5 +1,5 @@
 // Talks to hush's own read API, like any other client: POST /api/v2/query, the
-// site's goals and the list of readable sites. Every call sends the page's CSRF
+// site's goals, its property keys and the list of readable sites. Every call sends the page's CSRF
 // token (from <meta name="hush-csrf">, filled in by the server) and same-origin
 // credentials, so a signed-in analyst's session counts as access.
 
@@ -50,6 +50,16 @@ export function query(body, signal) {
 /** The site's configured goals. */
 export function goals(site, signal) {
   return call(`/api/v2/sites/${encodeURIComponent(site)}/goals`, { signal });
+}
+
+/** The custom property keys of the site's events in `date_range` (hush's own endpoint). */
+export function props(site, date_range, signal) {
+  return call(`/api/hush/sites/${encodeURIComponent(site)}/props`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ date_range }),
+    signal,
+  });
 }
 
 /** The sites this reader may open. */

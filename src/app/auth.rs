@@ -103,7 +103,18 @@ impl Viewer {
     }
 }
 
-/// What a session is for: the rate-limit and log key of the Stats API.
+/// A live session as the Stats API sees it ([`Auth::stats_session`]).
+#[derive(Debug, Clone)]
+pub struct StatsSession {
+    pub viewer: Viewer,
+    /// Its name in the logs: `user:<name>`, `share:<site>/<name>`.
+    pub name: String,
+    /// Its own rate-limit key, one per session: `session:` and 16 hex digits of the
+    /// SHA-256 of the session table's key (nothing that leads back to the cookie).
+    pub limit_key: String,
+}
+
+/// What a session is for: the log name of the Stats API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     User,
@@ -336,14 +347,14 @@ impl Auth {
     }
 
     fn viewer_at(&self, headers: &HeaderMap, now: Instant) -> Option<Viewer> {
-        self.session_at(headers, now).map(|(v, _)| v)
+        self.session_at(headers, now).map(|(v, _, _)| v)
     }
 
-    /// The viewer and the Stats API's log and rate-limit key for them
-    /// (`user:<name>`, `share:<site>/<name>`).
-    pub fn viewer_and_key(&self, headers: &HeaderMap) -> Option<(Viewer, String)> {
-        let (viewer, kind) = self.session_at(headers, Instant::now())?;
-        let key = match kind {
+    /// The session `headers` carry, as the Stats API sees it: its viewer, its log
+    /// name and its rate-limit key.
+    pub fn stats_session(&self, headers: &HeaderMap) -> Option<StatsSession> {
+        let (viewer, kind, id) = self.session_at(headers, Instant::now())?;
+        let name = match kind {
             Kind::User => format!("user:{}", viewer.name),
             Kind::Share => format!(
                 "share:{}/{}",
@@ -351,14 +362,20 @@ impl Auth {
                 viewer.name
             ),
         };
-        Some((viewer, key))
+        // Hashed once more, so the key (kept by the limiter) is not the table's.
+        let limit_key = format!("session:{}", hex::encode(&Sha256::digest(id)[..8]));
+        Some(StatsSession {
+            viewer,
+            name,
+            limit_key,
+        })
     }
 
-    fn session_at(&self, headers: &HeaderMap, now: Instant) -> Option<(Viewer, Kind)> {
+    fn session_at(&self, headers: &HeaderMap, now: Instant) -> Option<(Viewer, Kind, [u8; 32])> {
         let key = session_key(headers)?;
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         match sessions.map.get(&key) {
-            Some(s) if s.expires > now => Some((s.viewer.clone(), s.kind)),
+            Some(s) if s.expires > now => Some((s.viewer.clone(), s.kind, key)),
             Some(_) => {
                 sessions.map.remove(&key);
                 None
@@ -531,7 +548,7 @@ impl Auth {
         };
         let target = format!("/{site}");
         // An analyst who may read the site keeps their own session.
-        if let Some((viewer, Kind::User)) = self.session_at(req.headers(), Instant::now())
+        if let Some((viewer, Kind::User, _)) = self.session_at(req.headers(), Instant::now())
             && viewer.may_read(site)
         {
             return redirect(&target, None);

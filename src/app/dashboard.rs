@@ -96,9 +96,12 @@ pub const FILES: &[File] = &[
     dist!("app.js", JS),
     dist!("api.js", JS),
     dist!("chart.js", JS),
+    dist!("details.js", JS),
     dist!("dom.js", JS),
+    dist!("map.js", JS),
     dist!("state.js", JS),
     dist!("panels-extra.js", JS),
+    dist!("world.js", JS),
 ];
 
 /// The name a file is served under: `app.js` → `app.<sha8>.js`; the shell keeps its
@@ -373,9 +376,12 @@ mod tests {
         source!("app.js"),
         source!("api.js"),
         source!("chart.js"),
+        source!("details.js"),
         source!("dom.js"),
+        source!("map.js"),
         source!("state.js"),
         source!("panels-extra.js"),
+        source!("world.js"),
     ];
 
     fn manifest() -> serde_json::Value {
@@ -451,7 +457,11 @@ mod tests {
         let mut seen = 0;
         for file in FILES {
             let text = std::str::from_utf8(file.identity).unwrap();
-            for (marker, end) in [("from './", '\''), ("\"/dashboard/", '"')] {
+            for (marker, end) in [
+                ("from './", '\''),
+                ("import('./", '\''),
+                ("\"/dashboard/", '"'),
+            ] {
                 for (at, _) in text.match_indices(marker) {
                     let rest = &text[at + marker.len()..];
                     let name = &rest[..rest.find(end).unwrap()];

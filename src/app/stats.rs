@@ -6,9 +6,12 @@
 //! by its SHA-256) that names the site; without one, a dashboard session
 //! ([`auth`](crate::app::auth)) that may read the site (a POST then needs its
 //! `X-Hush-CSRF` token; a shared link's filters are AND-ed into every query); or
-//! nothing for a site marked `public = true`. Each key and each session has its own
-//! rate limit (`stats.rate_limit_per_hour`); anonymous readers of public sites share
-//! one per network prefix. A call is logged with the key's name (`user:<name>` or
+//! nothing for a site marked `public = true`. Each key has its own rate limit
+//! (`stats.rate_limit_per_hour`), each signed-in session one of its own apart from
+//! the keys' (`dashboard.session_rate_limit_per_hour`: a dashboard view makes a
+//! dozen calls); anonymous readers of public sites share one per network prefix.
+//! hush's own `POST /api/hush/sites/{site}/props` (the site's custom property keys,
+//! [`props`]) is read under the same rules. A call is logged with the key's name (`user:<name>` or
 //! `share:<site>/<name>` for a session), never the key.
 
 use std::collections::HashMap;
@@ -38,6 +41,11 @@ use crate::query::sql::Goal;
 use crate::query::{schema, v1};
 use crate::token::StatsKeys;
 
+mod props;
+
+/// Where a site's property keys are listed: `{PROPS_PREFIX}{site}/props`.
+pub const PROPS_PREFIX: &str = "/api/hush/sites/";
+
 /// Largest v2 query body.
 const MAX_QUERY_BYTES: usize = 256 * 1024;
 
@@ -58,6 +66,10 @@ pub struct Stats {
     sites: HashMap<String, StatsSite>,
     keys: StatsKeys,
     limiter: RateLimiter,
+    /// Signed-in sessions: one allowance each (`dashboard.session_rate_limit_per_hour`).
+    session_limiter: RateLimiter,
+    /// The property-key listing (`props`).
+    prop_keys: props::PropKeys,
     trusted_proxies: Vec<ipnet::IpNet>,
     /// Dashboard sessions, when the read side has them.
     auth: Option<std::sync::Arc<Auth>>,
@@ -87,6 +99,8 @@ enum Endpoint {
     Dropped,
     /// `GET /api/hush/sites/{site}/policy`: what is collected for the site.
     Policy,
+    /// `POST /api/hush/sites/{site}/props`, hush's own.
+    Props,
 }
 
 impl Stats {
@@ -111,18 +125,18 @@ impl Stats {
                 },
             );
         }
+        let limits = Limits {
+            max_execution_time: Duration::from_millis(stats.max_execution_time_ms),
+            max_memory_usage_bytes: stats.max_memory_usage_bytes,
+            max_result_rows: stats.max_result_rows,
+        };
         Ok(Self {
-            engine: Engine::new(
-                client,
-                Limits {
-                    max_execution_time: Duration::from_millis(stats.max_execution_time_ms),
-                    max_memory_usage_bytes: stats.max_memory_usage_bytes,
-                    max_result_rows: stats.max_result_rows,
-                },
-            ),
+            engine: Engine::new(client.clone(), limits),
+            prop_keys: props::PropKeys::new(client, limits),
             sites,
             keys: StatsKeys::from_config(&stats.keys),
             limiter: RateLimiter::new(stats.rate_limit_per_hour),
+            session_limiter: RateLimiter::new(config.dashboard.session_rate_limit_per_hour),
             trusted_proxies: config.server.trusted_proxies.clone(),
             auth: None,
         })
@@ -151,17 +165,17 @@ impl Stats {
         let Some(endpoint) = endpoint(&path) else {
             return error(StatusCode::NOT_FOUND, "not found");
         };
+        let post = matches!(
+            endpoint,
+            Endpoint::Query | Endpoint::Props | Endpoint::Dropped
+        );
         let method_ok = match endpoint {
-            Endpoint::Query | Endpoint::Dropped => *req.method() == Method::POST,
+            _ if post => *req.method() == Method::POST,
             _ => *req.method() == Method::GET || *req.method() == Method::HEAD,
         };
         if !method_ok {
             let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            let allow = if matches!(endpoint, Endpoint::Query | Endpoint::Dropped) {
-                "POST"
-            } else {
-                "GET, HEAD"
-            };
+            let allow = if post { "POST" } else { "GET, HEAD" };
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
             return r;
@@ -191,8 +205,8 @@ impl Stats {
         // Without a key: a dashboard session, and whether it sent its CSRF token.
         let session = match (&bearer, &self.auth) {
             (None, Some(auth)) => auth
-                .viewer_and_key(req.headers())
-                .map(|(viewer, key)| (auth.check_csrf(&viewer, req.headers()), viewer, key)),
+                .stats_session(req.headers())
+                .map(|s| (auth.check_csrf(&s.viewer, req.headers()), s)),
             _ => None,
         };
         let client = client_ip::client_ip(peer, req.headers(), &self.trusted_proxies);
@@ -222,6 +236,17 @@ impl Stats {
                     .map(str::to_owned),
                 None,
             ),
+            Endpoint::Props => {
+                let site = uri
+                    .path()
+                    .strip_prefix(PROPS_PREFIX)
+                    .and_then(|p| p.strip_suffix("/props"))
+                    .map(str::to_owned);
+                match read_body(req).await {
+                    Ok(b) => (site, Some(b)),
+                    Err(resp) => return (None, resp),
+                }
+            }
             _ => (query_param(uri.query(), "site_id"), None),
         };
         let Some(site_id) = site_id else {
@@ -249,20 +274,33 @@ impl Stats {
         // Who is asking: a key that names the site, or nobody for a public site.
         let site = self.sites.get(&site_id);
         let mut locked = Vec::new();
+        // Whose allowance a call spends: a session's own, else the key's.
+        let mut session_limit = None;
         let key_name = match bearer {
             Some(presented) => match (site, self.keys.authorize(&presented, &site_id)) {
                 (Some(_), Ok(name)) => Some(name.to_owned()),
                 _ => return (None, error(StatusCode::UNAUTHORIZED, UNAUTHORIZED)),
             },
             None => match (site, session) {
-                (Some(_), Some((csrf_ok, viewer, key))) if viewer.may_read(&site_id) => {
-                    if matches!(endpoint, Endpoint::Query | Endpoint::Dropped) && !csrf_ok {
+                (Some(_), Some((csrf_ok, s))) if s.viewer.may_read(&site_id) => {
+                    let key = s.name;
+                    if matches!(endpoint, Endpoint::Query | Endpoint::Props | Endpoint::Dropped) && !csrf_ok {
                         return (
                             Some(key),
                             error(StatusCode::FORBIDDEN, "missing or wrong X-Hush-CSRF header"),
                         );
                     }
-                    if let Some(filters) = &viewer.locked_filters {
+                    if let Some(filters) = &s.viewer.locked_filters {
+                        // The keys of the whole site are more than a filtered link shows.
+                        if endpoint == Endpoint::Props {
+                            return (
+                                Some(key),
+                                error(
+                                    StatusCode::FORBIDDEN,
+                                    "property keys are not listed through a filtered shared link",
+                                ),
+                            );
+                        }
                         match auth::parse_locked_filters(filters) {
                             Ok(f) => locked = f,
                             Err(_) => {
@@ -276,6 +314,7 @@ impl Stats {
                             }
                         }
                     }
+                    session_limit = Some(s.limit_key);
                     Some(key)
                 }
                 (Some(s), _) if s.public => None,
@@ -285,14 +324,19 @@ impl Stats {
         let Some(site) = site else {
             return (key_name, error(StatusCode::UNAUTHORIZED, UNAUTHORIZED));
         };
-        let limited = match &key_name {
-            Some(name) => self.limiter.check(name, Instant::now()),
-            None => self.limiter.check_anonymous(client),
+        let limited = match (&session_limit, &key_name) {
+            (Some(session), _) => self.session_limiter.check(session, Instant::now()),
+            (None, Some(name)) => self.limiter.check(name, Instant::now()),
+            (None, None) => self.limiter.check_anonymous(client),
         };
         if let Err(retry) = limited {
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
-                "Too many API requests. Slow down, or ask for a higher stats.rate_limit_per_hour.",
+                if session_limit.is_some() {
+                    "Too many requests from this session. Slow down, or ask for a higher dashboard.session_rate_limit_per_hour."
+                } else {
+                    "Too many API requests. Slow down, or ask for a higher stats.rate_limit_per_hour."
+                },
             );
             r.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -352,6 +396,14 @@ impl Stats {
                 }
             }
             Endpoint::Policy => response::json(StatusCode::OK, &site.policy),
+            Endpoint::Props => match props::parse(&body.unwrap_or_default()) {
+                Err(e) => error(StatusCode::BAD_REQUEST, &e.0),
+                Ok(range) => self
+                    .prop_keys
+                    .answer(&site.info, range, now)
+                    .await
+                    .map_or_else(engine_error, |v| response::json(StatusCode::OK, &v)),
+            },
             Endpoint::Schema => response::json(StatusCode::OK, &schema::schema()),
         };
         (key_name, resp)
@@ -542,6 +594,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         p if p.starts_with("/api/v2/sites/") && p.ends_with("/goals") => Endpoint::Goals,
         "/api/hush/dropped" => Endpoint::Dropped,
         p if p.starts_with("/api/hush/sites/") && p.ends_with("/policy") => Endpoint::Policy,
+        p if p.starts_with(PROPS_PREFIX) && p.ends_with("/props") => Endpoint::Props,
         _ => return None,
     })
 }
@@ -565,6 +618,28 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     }
 }
 
+/// An engine error as the client sees it: ClickHouse's own text goes to the log only.
+fn engine_error(e: EngineError) -> Response<Body> {
+    match e {
+        EngineError::Query(QueryError(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+        EngineError::Limit(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+        EngineError::Timeout => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store did not answer in time",
+        ),
+        EngineError::Store(err) => {
+            static LOG: RateLimit = RateLimit::new(Duration::from_secs(10));
+            if let Some(held) = LOG.check() {
+                tracing::error!(error = %err, held_back = held, "stats query failed");
+            }
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store could not answer",
+            )
+        }
+    }
+}
+
 fn error(status: StatusCode, message: &str) -> Response<Body> {
     response::json(status, &json!({ "error": message }))
 }
@@ -585,6 +660,11 @@ mod tests {
         assert_eq!(
             endpoint("/api/hush/sites/a.com/policy"),
             Some(Endpoint::Policy)
+
+        );
+        assert_eq!(
+            endpoint("/api/hush/sites/a.com/props"),
+            Some(Endpoint::Props)
         );
         assert_eq!(endpoint("/api/hush/sites"), None);
         assert_eq!(endpoint("/api/event"), None);
