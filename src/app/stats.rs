@@ -618,28 +618,6 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     }
 }
 
-/// An engine error as the client sees it: ClickHouse's own text goes to the log only.
-fn engine_error(e: EngineError) -> Response<Body> {
-    match e {
-        EngineError::Query(QueryError(msg)) => error(StatusCode::BAD_REQUEST, &msg),
-        EngineError::Limit(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
-        EngineError::Timeout => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the store did not answer in time",
-        ),
-        EngineError::Store(err) => {
-            static LOG: RateLimit = RateLimit::new(Duration::from_secs(10));
-            if let Some(held) = LOG.check() {
-                tracing::error!(error = %err, held_back = held, "stats query failed");
-            }
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store could not answer",
-            )
-        }
-    }
-}
-
 fn error(status: StatusCode, message: &str) -> Response<Body> {
     response::json(status, &json!({ "error": message }))
 }
