@@ -321,9 +321,21 @@ impl Ingest {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        // Client hints only correct the parse; they are neither stored nor hashed.
+        let hint = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
         HitContext {
             ip,
             user_agent,
+            hints: crate::enrich::ua::ClientHints {
+                brands: hint("sec-ch-ua"),
+                mobile: hint("sec-ch-ua-mobile"),
+                platform: hint("sec-ch-ua-platform"),
+            },
             dnt: header_is_one(headers, "dnt"),
             gpc: header_is_one(headers, "sec-gpc"),
             now_secs: crate::clock::now_secs(),

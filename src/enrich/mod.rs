@@ -33,7 +33,7 @@ use self::page_url::UrlError;
 use self::row::{EventRow, SCROLL_DEPTH_UNKNOWN};
 use self::salt::Salts;
 use self::session::{Journal, SessionTracker};
-use self::ua::UaParser;
+use self::ua::{ClientHints, UaParser};
 use self::visitor::visitor_id;
 use crate::collect::client_ip::TruncatedIp;
 use crate::collect::hit::IncomingEvent;
@@ -53,6 +53,8 @@ const MAX_SAME_SITE_HOSTS: usize = 16;
 pub struct HitContext<'a> {
     pub ip: TruncatedIp,
     pub user_agent: &'a str,
+    /// The request's `Sec-CH-UA*` headers, which correct what the User-Agent says.
+    pub hints: ClientHints<'a>,
     /// `DNT: 1`
     pub dnt: bool,
     /// `Sec-GPC: 1`
@@ -183,7 +185,7 @@ impl Enricher {
         ctx: &HitContext<'_>,
         journal: &mut Journal,
     ) -> Result<Outcome, EnrichError> {
-        let ua = self.ua.parse(ctx.user_agent);
+        let ua = self.ua.parse_with_hints(ctx.user_agent, &ctx.hints);
         if ua.is_bot {
             return Ok(Outcome::Dropped(DropReason::bot));
         }
@@ -336,6 +338,7 @@ mod tests {
                 config.privacy.ipv6_prefix,
             ),
             user_agent: CHROME,
+            hints: ClientHints::NONE,
             dnt: false,
             gpc: false,
             now_secs,
