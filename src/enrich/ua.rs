@@ -176,12 +176,27 @@ impl PartialEq for CacheKey {
 impl Eq for CacheKey {}
 
 /// A borrowed [`CacheKey`]: what a request has.
-#[derive(Hash, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 struct KeyRef<'a> {
     ua: &'a str,
     brands: &'a str,
     platform: &'a str,
     mobile: u8,
+}
+
+/// Without hints exactly the User-Agent's own hash, as the cache had before hints: with
+/// a derived hash of the four parts, lookups without hints spent a third of their time
+/// comparing colliding keys and cost 380 ns instead of 75 (benches/hot_path). With
+/// hints, the User-Agent, the most varied part, is hashed last.
+impl std::hash::Hash for KeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        if !(self.brands.is_empty() && self.platform.is_empty() && self.mobile == 2) {
+            state.write_u8(self.mobile);
+            self.platform.hash(state);
+            self.brands.hash(state);
+        }
+        self.ua.hash(state);
+    }
 }
 
 impl quick_cache::Equivalent<CacheKey> for KeyRef<'_> {
