@@ -483,6 +483,35 @@ mod tests {
     }
 
     #[test]
+    fn client_hints_name_the_browser_but_not_the_visitor() {
+        let sessions = Arc::new(SessionTracker::new(&config().session));
+        let e = enricher(DAY, &sessions);
+        let registry = SiteRegistry::from_config(&config());
+        let site = registry.resolve("a.com").unwrap();
+        let ev = event(r#"{"n":"pageview","u":"https://a.com/","d":"a.com"}"#);
+        let plain = ctx("203.0.113.9", MIDNIGHT + 5);
+        let hinted = HitContext {
+            hints: ClientHints {
+                brands: r#""Brave";v="131", "Chromium";v="131", "Not_A Brand";v="24""#,
+                mobile: "?0",
+                platform: "\"Windows\"",
+            },
+            ..plain
+        };
+        let (a, b) = (
+            stored(e.enrich(&ev, site, &plain)),
+            stored(e.enrich(&ev, site, &hinted)),
+        );
+        assert_eq!((&*a.browser, &*b.browser), ("Chrome", "Brave"));
+        assert_eq!(
+            (&*b.browser_version, &*b.os, b.device),
+            ("131", "Windows", "desktop")
+        );
+        // The visitor id hashes the User-Agent only: the same visitor either way.
+        assert_eq!(a.visitor_id, b.visitor_id);
+    }
+
+    #[test]
     fn owned_and_borrowed_hits_give_the_same_row() {
         let sessions = Arc::new(SessionTracker::new(&config().session));
         let e = enricher(DAY, &sessions);
