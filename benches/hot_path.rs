@@ -31,7 +31,7 @@ use hush::enrich::geo::GeoDb;
 use hush::enrich::row::EventRow;
 use hush::enrich::salt::{DailySalts, SALT_LEN, Salts};
 use hush::enrich::session::SessionTracker;
-use hush::enrich::ua::UaParser;
+use hush::enrich::ua::{ClientHints, UaInfo, UaParser};
 use hush::enrich::{Enricher, HitContext, Outcome};
 use hush::enrich::{page_url, referrer, visitor};
 use hush::pipeline::dropped::{DropCounter, Reason};
@@ -292,9 +292,39 @@ fn benches(c: &mut Criterion) {
     per_hit(c, "ua_parse_cached", &hits, |h| {
         black_box(cached.parse(black_box(&h.user_agent)));
     });
+    // The cache as it was before client hints (issue 14): keyed on the User-Agent
+    // alone, looked up by `&str`. Same entries, same lookup steps as the old
+    // `UaParser::parse`, so the run compares the two keys on one machine state.
+    let before: quick_cache::sync::Cache<Box<str>, Arc<UaInfo>> =
+        quick_cache::sync::Cache::new(UserAgentConfig::default().cache_entries);
+    for h in &hits {
+        before.insert(Box::from(h.user_agent.trim()), cached.parse(&h.user_agent));
+    }
+    per_hit(c, "ua_parse_cached_ua_only_key", &hits, |h| {
+        let ua = black_box(&*h.user_agent).trim();
+        if ua.is_empty() || ua == "-" || ua.len() > 1024 {
+            return;
+        }
+        black_box(before.get(ua));
+    });
+    // Chrome's hints with every hit: one more key shape, and still no allocation.
+    let hints = ClientHints {
+        brands: r#""Google Chrome";v="131", "Chromium";v="131", "Not_A Brand";v="24""#,
+        mobile: "?0",
+        platform: "\"Windows\"",
+    };
+    for h in &hits {
+        cached.parse_with_hints(&h.user_agent, &hints);
+    }
+    per_hit(c, "ua_parse_cached_hints", &hits, |h| {
+        black_box(cached.parse_with_hints(black_box(&h.user_agent), black_box(&hints)));
+    });
     let uncached = ua_parser(0);
     per_hit(c, "ua_parse_uncached", &hits, |h| {
         black_box(uncached.parse(black_box(&h.user_agent)));
+    });
+    per_hit(c, "ua_parse_uncached_hints", &hits, |h| {
+        black_box(uncached.parse_with_hints(black_box(&h.user_agent), &hints));
     });
 
     per_hit(c, "page_url_and_referrer", &parsed, |p| {
@@ -338,6 +368,7 @@ fn benches(c: &mut Criterion) {
         let ctx = HitContext {
             ip,
             user_agent,
+            hints: ClientHints::NONE,
             dnt: false,
             gpc: false,
             now_secs: NOW_SECS,
@@ -389,6 +420,7 @@ fn benches(c: &mut Criterion) {
         let ctx = HitContext {
             ip,
             user_agent: &h.user_agent,
+            hints: ClientHints::NONE,
             dnt: false,
             gpc: false,
             now_secs: NOW_SECS,

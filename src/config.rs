@@ -219,7 +219,8 @@ pub const MIN_SESSION_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UserAgentConfig {
-    /// Distinct User-Agent strings whose parse result is cached.
+    /// Distinct User-Agent strings whose parse result is cached (and as many
+    /// User-Agent + client-hint combinations, in a second cache).
     pub cache_entries: usize,
     /// Extra case-insensitive substrings that mark a User-Agent as a bot.
     pub extra_bot_patterns: Vec<String>,

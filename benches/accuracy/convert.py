@@ -3,6 +3,9 @@
 ua.jsonl: one object per labelled User-Agent of Matomo's device-detector fixtures:
   {"file", "ua", "bot": bool, "bot_category", "client_type", "browser", "browser_version",
    "browser_family", "os", "os_version", "os_family", "device", "headers"}
+  headers: lower-case names; the client hints as a browser sends them (`sec-ch-ua`,
+  `sec-ch-ua-mobile`, `sec-ch-ua-platform`), also where a fixture gives them as
+  `navigator.userAgentData` (`brands`, `mobile`, `platform`) instead
 referers.jsonl: one object per host of Snowplow's referer database:
   {"medium", "name", "host"}
 """
@@ -17,6 +20,32 @@ Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def s(v):
     return "" if v is None else str(v)
+
+
+def sf_string(v):
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def headers(item):
+    h = item.get("headers") or {}
+    out = {k.lower(): s(v) for k, v in h.items() if not isinstance(v, (list, dict))}
+    # YAML took the quotes off `Sec-CH-UA-Platform: "Android"`; the header has them.
+    platform = out.get("sec-ch-ua-platform")
+    if platform and not platform.startswith('"'):
+        out["sec-ch-ua-platform"] = sf_string(platform)
+    # Some fixtures give the hints as navigator.userAgentData, not as headers.
+    brands = h.get("brands")
+    if isinstance(brands, list) and "sec-ch-ua" not in out:
+        out["sec-ch-ua"] = ", ".join(
+            f"{sf_string(b.get('brand', ''))};v={sf_string(b.get('version', ''))}"
+            for b in brands
+            if isinstance(b, dict)
+        )
+    if isinstance(h.get("mobile"), bool) and "sec-ch-ua-mobile" not in out:
+        out["sec-ch-ua-mobile"] = "?1" if h["mobile"] else "?0"
+    if isinstance(h.get("platform"), str) and "sec-ch-ua-platform" not in out:
+        out["sec-ch-ua-platform"] = sf_string(h["platform"])
+    return out
 
 
 def fixtures(root: pathlib.Path, out):
@@ -43,7 +72,7 @@ def fixtures(root: pathlib.Path, out):
                 "os_version": s(os_.get("version")) if isinstance(os_, dict) else "",
                 "os_family": s(item.get("os_family")),
                 "device": s(device.get("type")) if isinstance(device, dict) else "",
-                "headers": {k: s(v) for k, v in (item.get("headers") or {}).items()},
+                "headers": headers(item),
             }
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1

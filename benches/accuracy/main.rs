@@ -22,8 +22,13 @@
 //! - **OS major**: the leading number of each version, where the family matched and
 //!   Matomo gives a version.
 //! - **device**: `desktop` → desktop; `smartphone`, `phablet`, `feature phone` →
-//!   mobile; `tablet` → tablet; everything else (tv, console, wearable, car browser,
-//!   ...) → other.
+//!   mobile; `tablet` → tablet; every other type Matomo names (tv, console, wearable,
+//!   car browser, peripheral, camera, smart display, ...) → other. Fixtures without a
+//!   device type (Matomo could not tell) are outside the families and not scored.
+//! - **client hints**: each fixture's `Sec-CH-UA`, `Sec-CH-UA-Mobile` and
+//!   `Sec-CH-UA-Platform` (convert.py writes them as headers also where the fixture
+//!   gives `navigator.userAgentData`) go to the parser with the UA, as the collector
+//!   passes them; the fixtures that have any are also scored without them.
 //! - **sources**: each host of the referer database as `https://host/`; the source
 //!   must be the database's name (or an alias in [`SOURCE_ALIASES`]), the channel the
 //!   medium's (`search`, `social`, `email`; `unknown` is left out of the channel
@@ -37,7 +42,7 @@ use std::time::Instant;
 use hush::config::UserAgentConfig;
 use hush::enrich::page_url::Utm;
 use hush::enrich::referrer;
-use hush::enrich::ua::{DESKTOP, MOBILE, OTHER, TABLET, UaParser};
+use hush::enrich::ua::{ClientHints, DESKTOP, MOBILE, OTHER, TABLET, UaInfo, UaParser};
 use serde::Deserialize;
 
 /// Matomo client name → the label hush gives that browser or app.
@@ -127,6 +132,20 @@ const SOURCE_ALIASES: &[(&str, &str)] = &[
     ("Vkontakte", "VK"),
     ("Twitter", "X"),
     ("StackOverflow", "Stack Overflow"),
+    ("Sonico.com", "Sonico"),
+    ("MoiKrug.ru", "MoiKrug"),
+    ("vKruguDruzei.ru", "vKruguDruzei"),
+    ("dmoz", "DMOZ"),
+    ("Icerockeet", "IceRocket"),
+    ("DasOertliche", "Das Örtliche"),
+    ("DasTelefonbuch", "Das Telefonbuch"),
+    ("Goyellow.de", "GoYellow"),
+    ("Opplysningen 1881", "1881"),
+    ("Hooseek.com", "Hooseek"),
+    ("X-recherche", "X-Recherche"),
+    ("Metager2", "MetaGer"),
+    ("Delfi latvia", "Delfi"),
+    ("La Toile Du Quebec Via Google", "La Toile du Québec"),
 ];
 
 #[derive(Deserialize)]
@@ -140,6 +159,24 @@ struct UaCase {
     os_version: String,
     os_family: String,
     device: String,
+    /// Lower-case header names.
+    headers: HashMap<String, String>,
+}
+
+impl UaCase {
+    fn hints(&self) -> ClientHints<'_> {
+        let h = |name: &str| self.headers.get(name).map_or("", String::as_str);
+        ClientHints {
+            brands: h("sec-ch-ua"),
+            mobile: h("sec-ch-ua-mobile"),
+            platform: h("sec-ch-ua-platform"),
+        }
+    }
+
+    fn is_human(&self) -> bool {
+        self.client_type == "browser"
+            || (self.client_type == "mobile app" && self.ua.starts_with("Mozilla/"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -196,12 +233,44 @@ fn major(v: &str) -> &str {
     &v[..end]
 }
 
-fn device_class(matomo: &str) -> &'static str {
+/// hush's class for Matomo's device type; `None` when Matomo gives none.
+fn device_class(matomo: &str) -> Option<&'static str> {
     match matomo {
-        "desktop" => DESKTOP,
-        "smartphone" | "phablet" | "feature phone" => MOBILE,
-        "tablet" => TABLET,
-        _ => OTHER,
+        "" => None,
+        "desktop" => Some(DESKTOP),
+        "smartphone" | "phablet" | "feature phone" => Some(MOBILE),
+        "tablet" => Some(TABLET),
+        _ => Some(OTHER),
+    }
+}
+
+/// Browser family, device class and OS family of the hinted fixtures, scored with
+/// and without their hints.
+#[derive(Default)]
+struct HintScores {
+    browser: Score,
+    device: Score,
+    os: Score,
+}
+
+impl HintScores {
+    fn add(
+        &mut self,
+        c: &UaCase,
+        got: &UaInfo,
+        browsers: &HashMap<&str, &str>,
+        os_families: &HashMap<&str, &str>,
+    ) {
+        if let Some(want) = browsers.get(c.browser.as_str()) {
+            self.browser.add(want, &got.browser, &c.ua);
+        }
+        if let Some(want) = device_class(&c.device) {
+            self.device.add(want, got.device, &c.ua);
+        }
+        if !matches!(c.os_family.as_str(), "" | "Unknown") {
+            let got_family = os_families.get(&*got.os).copied().unwrap_or(&got.os);
+            self.os.add(&c.os_family, got_family, &c.ua);
+        }
     }
 }
 
@@ -263,11 +332,14 @@ fn main() {
     let mut os_major = Score::default();
     let mut device = Score::default();
     let mut outside = 0u64;
+    let mut device_unknown = 0u64;
+    let mut hinted = (HintScores::default(), HintScores::default());
     // Only the parses are timed, not the scoring or `--dump`'s writes.
     let mut ua_elapsed = std::time::Duration::ZERO;
     for c in &cases {
         let started = Instant::now();
-        let got = parser.parse(&c.ua);
+        let hints = c.hints();
+        let got = parser.parse_with_hints(&c.ua, &hints);
         ua_elapsed += started.elapsed();
         if let Some(dump) = dump.as_mut() {
             let line = serde_json::json!({
@@ -291,9 +363,7 @@ fn main() {
             bot_recall.add(&expected, verdict, &c.ua);
             continue;
         }
-        let human = c.client_type == "browser"
-            || (c.client_type == "mobile app" && c.ua.starts_with("Mozilla/"));
-        if !human {
+        if !c.is_human() {
             if !c.client_type.is_empty() {
                 let verdict = if got.is_bot { "dropped" } else { "kept" };
                 tools.add("dropped", verdict, &c.ua);
@@ -304,7 +374,16 @@ fn main() {
         if got.is_bot {
             continue;
         }
-        device.add(device_class(&c.device), got.device, &c.ua);
+        if hints != ClientHints::NONE {
+            hinted.1.add(c, &got, &browsers, &os_families);
+            hinted
+                .0
+                .add(c, &parser.parse(&c.ua), &browsers, &os_families);
+        }
+        match device_class(&c.device) {
+            Some(want) => device.add(want, got.device, &c.ua),
+            None => device_unknown += 1,
+        }
         // Matomo names the Android runtime's HTTP client (`Dalvik/2.1.0 (Linux; U;
         // Android 10; ...)`) "Android Browser"; it is no browser, so hush leaves the
         // browser empty and these count as outside the families.
@@ -377,9 +456,11 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "Uncached parse: {:.1} us per UA on average over the corpus ({} parses).\n",
+        "Uncached parse: {:.1} us per UA on average over the corpus ({} parses); the \
+         rules take {:.2} MiB.\n",
         ua_elapsed.as_secs_f64() * 1e6 / cases.len().max(1) as f64,
-        cases.len()
+        cases.len(),
+        parser.rules_memory() as f64 / f64::from(1 << 20)
     );
     let _ = writeln!(out, "| field | right / cases | accuracy |");
     let _ = writeln!(out, "| --- | ---: | ---: |");
@@ -407,9 +488,37 @@ fn main() {
     }
     let _ = writeln!(
         out,
-        "\nBrowsers outside hush's families (not scored): {outside}.\n"
+        "\nBrowsers outside hush's families (not scored): {outside}; human UAs without a \
+         device type (not scored): {device_unknown}.\n"
     );
-    for (name, s) in rows {
+    let _ = writeln!(
+        out,
+        "Fixtures with client hints (human, not taken for bots): UA only against UA + hints.\n"
+    );
+    let _ = writeln!(out, "| field | UA only | UA + hints |");
+    let _ = writeln!(out, "| --- | ---: | ---: |");
+    for (name, without, with) in [
+        ("browser family", &hinted.0.browser, &hinted.1.browser),
+        ("device class", &hinted.0.device, &hinted.1.device),
+        ("OS family", &hinted.0.os, &hinted.1.os),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {} / {} ({:.2} %) | {} / {} ({:.2} %) |",
+            without.right,
+            without.total,
+            without.pct(),
+            with.right,
+            with.total,
+            with.pct()
+        );
+    }
+    let _ = writeln!(out);
+    let hint_rows = [
+        ("browser family with hints", &hinted.1.browser),
+        ("device class with hints", &hinted.1.device),
+    ];
+    for (name, s) in rows.into_iter().chain(hint_rows) {
         if s.confusions.is_empty() {
             continue;
         }
@@ -427,9 +536,7 @@ fn main() {
     if args.contains_key("false-positives") {
         let _ = writeln!(out, "Humans taken for bots:");
         for c in &cases {
-            let human = c.client_type == "browser"
-                || (c.client_type == "mobile app" && c.ua.starts_with("Mozilla/"));
-            if !c.bot && human && parser.parse(&c.ua).is_bot {
+            if !c.bot && c.is_human() && parser.parse_with_hints(&c.ua, &c.hints()).is_bot {
                 let _ = writeln!(out, "- `{}`", c.ua);
             }
         }

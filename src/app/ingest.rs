@@ -361,9 +361,21 @@ impl Ingest {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        // Client hints only correct the parse; they are neither stored nor hashed.
+        let hint = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
         HitContext {
             ip,
             user_agent,
+            hints: crate::enrich::ua::ClientHints {
+                brands: hint("sec-ch-ua"),
+                mobile: hint("sec-ch-ua-mobile"),
+                platform: hint("sec-ch-ua-platform"),
+            },
             dnt: header_is_one(headers, "dnt"),
             gpc: header_is_one(headers, "sec-gpc"),
             now_secs: crate::clock::now_secs(),
@@ -800,6 +812,29 @@ mod tests {
             Err(std::io::Error::other("reset")),
         ]));
         assert_eq!(read_limited(broken, 8).await, Err(BodyError::Broken));
+    }
+
+    #[tokio::test]
+    async fn the_hit_context_carries_the_client_hints() {
+        let s = Served::start("").await;
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(BROWSER));
+        let brands = r#""Brave";v="131", "Chromium";v="131", "Not_A Brand";v="24""#;
+        headers.insert("sec-ch-ua", HeaderValue::from_static(brands));
+        headers.insert("sec-ch-ua-mobile", HeaderValue::from_static("?0"));
+        headers.insert(
+            "sec-ch-ua-platform",
+            HeaderValue::from_static("\"Windows\""),
+        );
+        let ctx = s.ingest.context(&headers, peer);
+        assert_eq!(
+            (ctx.hints.brands, ctx.hints.mobile, ctx.hints.platform),
+            (brands, "?0", "\"Windows\"")
+        );
+        let bare = HeaderMap::new();
+        let ctx = s.ingest.context(&bare, peer);
+        assert_eq!(ctx.hints, crate::enrich::ua::ClientHints::NONE);
     }
 
     /// A served [`Ingest`] on a loopback port: the real server and handler, an

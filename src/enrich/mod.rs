@@ -33,7 +33,7 @@ use self::page_url::UrlError;
 use self::row::{EventRow, SCROLL_DEPTH_UNKNOWN};
 use self::salt::Salts;
 use self::session::{Journal, SessionTracker};
-use self::ua::UaParser;
+use self::ua::{ClientHints, UaParser};
 use self::visitor::visitor_id;
 use crate::collect::client_ip::TruncatedIp;
 use crate::collect::hit::IncomingEvent;
@@ -53,6 +53,8 @@ const MAX_SAME_SITE_HOSTS: usize = 16;
 pub struct HitContext<'a> {
     pub ip: TruncatedIp,
     pub user_agent: &'a str,
+    /// The request's `Sec-CH-UA*` headers, which correct what the User-Agent says.
+    pub hints: ClientHints<'a>,
     /// `DNT: 1`
     pub dnt: bool,
     /// `Sec-GPC: 1`
@@ -199,7 +201,7 @@ impl Enricher {
         ctx: &HitContext<'_>,
         journal: &mut Journal,
     ) -> Result<Outcome, EnrichError> {
-        let ua = self.ua.parse(ctx.user_agent);
+        let ua = self.ua.parse_with_hints(ctx.user_agent, &ctx.hints);
         if ua.is_bot {
             return Ok(Outcome::Dropped(DropReason::bot));
         }
@@ -352,6 +354,7 @@ mod tests {
                 config.privacy.ipv6_prefix,
             ),
             user_agent: CHROME,
+            hints: ClientHints::NONE,
             dnt: false,
             gpc: false,
             now_secs,
@@ -493,6 +496,35 @@ mod tests {
         opted_out.dnt = true;
         let row = stored(stale.enrich(&ev, site, &opted_out));
         assert_eq!(row.visitor_id, 0);
+    }
+
+    #[test]
+    fn client_hints_name_the_browser_but_not_the_visitor() {
+        let sessions = Arc::new(SessionTracker::new(&config().session));
+        let e = enricher(DAY, &sessions);
+        let registry = SiteRegistry::from_config(&config());
+        let site = registry.resolve("a.com").unwrap();
+        let ev = event(r#"{"n":"pageview","u":"https://a.com/","d":"a.com"}"#);
+        let plain = ctx("203.0.113.9", MIDNIGHT + 5);
+        let hinted = HitContext {
+            hints: ClientHints {
+                brands: r#""Brave";v="131", "Chromium";v="131", "Not_A Brand";v="24""#,
+                mobile: "?0",
+                platform: "\"Windows\"",
+            },
+            ..plain
+        };
+        let (a, b) = (
+            stored(e.enrich(&ev, site, &plain)),
+            stored(e.enrich(&ev, site, &hinted)),
+        );
+        assert_eq!((&*a.browser, &*b.browser), ("Chrome", "Brave"));
+        assert_eq!(
+            (&*b.browser_version, &*b.os, b.device),
+            ("131", "Windows", "desktop")
+        );
+        // The visitor id hashes the User-Agent only: the same visitor either way.
+        assert_eq!(a.visitor_id, b.visitor_id);
     }
 
     #[test]
