@@ -284,7 +284,11 @@ impl Stats {
             None => match (site, session) {
                 (Some(_), Some((csrf_ok, s))) if s.viewer.may_read(&site_id) => {
                     let key = s.name;
-                    if matches!(endpoint, Endpoint::Query | Endpoint::Props | Endpoint::Dropped) && !csrf_ok {
+                    if matches!(
+                        endpoint,
+                        Endpoint::Query | Endpoint::Props | Endpoint::Dropped
+                    ) && !csrf_ok
+                    {
                         return (
                             Some(key),
                             error(StatusCode::FORBIDDEN, "missing or wrong X-Hush-CSRF header"),
@@ -638,7 +642,6 @@ mod tests {
         assert_eq!(
             endpoint("/api/hush/sites/a.com/policy"),
             Some(Endpoint::Policy)
-
         );
         assert_eq!(
             endpoint("/api/hush/sites/a.com/props"),
