@@ -69,7 +69,6 @@ pub struct Stats {
     /// Signed-in sessions: one allowance each (`dashboard.session_rate_limit_per_hour`).
     session_limiter: RateLimiter,
     /// The property-key listing (`props`).
-    prop_keys: props::PropKeys,
     trusted_proxies: Vec<ipnet::IpNet>,
     /// Dashboard sessions, when the read side has them.
     auth: Option<std::sync::Arc<Auth>>,
@@ -131,8 +130,7 @@ impl Stats {
             max_result_rows: stats.max_result_rows,
         };
         Ok(Self {
-            engine: Engine::new(client.clone(), limits),
-            prop_keys: props::PropKeys::new(client, limits),
+            engine: Engine::new(client, limits),
             sites,
             keys: StatsKeys::from_config(&stats.keys),
             limiter: RateLimiter::new(stats.rate_limit_per_hour),
@@ -402,9 +400,7 @@ impl Stats {
             Endpoint::Policy => response::json(StatusCode::OK, &site.policy),
             Endpoint::Props => match props::parse(&body.unwrap_or_default()) {
                 Err(e) => error(StatusCode::BAD_REQUEST, &e.0),
-                Ok(range) => self
-                    .prop_keys
-                    .answer(&site.info, range, now)
+                Ok(range) => props::answer(&self.engine, &site.info, range, now)
                     .await
                     .map_or_else(engine_error, |v| response::json(StatusCode::OK, &v)),
             },

@@ -9,15 +9,14 @@
 //! (`app::stats`). The one statement binds every request value as a parameter and
 //! runs under the stats caps (readonly, time, memory, rows), like every stats query.
 
-use std::time::Duration;
-
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde_json::{Value, json};
 
-use crate::query::engine::{EngineError, Limits, SiteInfo};
+use crate::query::engine::{Engine, EngineError, SiteInfo};
 use crate::query::period;
 use crate::query::request::{DateRange, Query, QueryError};
+use crate::query::sql::{Param, Sql};
 
 /// Keys listed at most.
 pub const MAX_KEYS: u32 = 100;
@@ -52,73 +51,35 @@ pub fn parse(body: &[u8]) -> Result<DateRange, QueryError> {
     Query::from_json(q.to_string().as_bytes()).map(|q| q.date_range)
 }
 
-/// Reads the keys under the stats caps.
-pub struct PropKeys {
-    client: clickhouse::Client,
-    limits: Limits,
-}
-
-impl PropKeys {
-    pub fn new(client: clickhouse::Client, limits: Limits) -> Self {
-        Self { client, limits }
-    }
-
-    /// The answer for `site` over `range` (see the module doc).
-    pub async fn answer(
-        &self,
-        site: &SiteInfo,
-        range: DateRange,
-        now: Timestamp,
-    ) -> Result<Value, EngineError> {
-        let p = period::resolve(range, now, &site.timezone, Some(EPOCH))?;
-        let seconds = |t: Timestamp| u32::try_from(t.as_second().max(0)).unwrap_or(u32::MAX);
-        let limits = self.limits;
-        let query = self
-            .client
-            .query(SQL)
-            .with_setting(
-                "max_execution_time",
-                limits.max_execution_time.as_secs().max(1).to_string(),
-            )
-            .with_setting(
-                "max_memory_usage",
-                limits.max_memory_usage_bytes.to_string(),
-            )
-            .with_setting("max_result_rows", limits.max_result_rows.to_string())
-            .with_setting("result_overflow_mode", "throw")
-            .with_setting("readonly", "2")
-            .param("site", site.domain.as_str())
-            .param("start", seconds(p.start))
-            .param("end", seconds(p.end))
-            .param("limit", MAX_KEYS);
-        // Bounded a little beyond ClickHouse's own cap, as the engine's reads are.
-        let deadline = limits.max_execution_time + Duration::from_secs(2);
-        let rows: Vec<(String, u64)> = tokio::time::timeout(deadline, query.fetch_all())
-            .await
-            .map_err(|_| EngineError::Timeout)?
-            .map_err(classify)?;
-        Ok(json!({
-            "props": rows
-                .into_iter()
-                .map(|(key, events)| json!({"key": key, "events": events}))
-                .collect::<Vec<_>>(),
-        }))
-    }
-}
-
-/// A cap reached says which; anything else is the store's failure.
-fn classify(err: clickhouse::error::Error) -> EngineError {
-    let text = err.to_string();
-    let code = |c: &str| text.contains(&format!("Code: {c}."));
-    if code("159") {
-        EngineError::Limit("the query took longer than the stats API allows")
-    } else if code("241") {
-        EngineError::Limit("the query needed more memory than the stats API allows")
-    } else if code("396") {
-        EngineError::Limit("the query's result is larger than the stats API allows")
-    } else {
-        EngineError::Store(err)
-    }
+/// The keys of `site`'s events over `range`, read through the engine's own fetch
+/// (the stats caps, the deadline, the retry and the error mapping of every stats
+/// statement).
+pub async fn answer(
+    engine: &Engine,
+    site: &SiteInfo,
+    range: DateRange,
+    now: Timestamp,
+) -> Result<Value, EngineError> {
+    let p = period::resolve(range, now, &site.timezone, Some(EPOCH))?;
+    let seconds = |t: Timestamp| u32::try_from(t.as_second().max(0)).unwrap_or(u32::MAX);
+    let statement = Sql {
+        text: SQL.to_owned(),
+        params: vec![
+            ("site".into(), Param::Str(site.domain.clone())),
+            ("start".into(), Param::U32(seconds(p.start))),
+            ("end".into(), Param::U32(seconds(p.end))),
+            ("limit".into(), Param::U32(MAX_KEYS)),
+        ],
+        dimensions: 1,
+        total_rows: false,
+    };
+    let rows = engine.fetch(&statement).await?;
+    Ok(json!({
+        "props": rows
+            .iter()
+            .map(|r| json!({"key": r[0], "events": r[1]}))
+            .collect::<Vec<_>>(),
+    }))
 }
 
 #[cfg(test)]
