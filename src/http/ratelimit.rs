@@ -194,21 +194,18 @@ impl RateLimiter {
     /// [`RateLimiter::new`] tracking at most about `capacity` parties of each kind
     /// (rounded up to a multiple of [`SHARDS`]).
     pub fn with_capacity(per_hour: u32, capacity: usize) -> Self {
-        let per_hour = per_hour.max(1);
-        let interval = HOUR / per_hour;
-        Self {
-            gcra: Gcra {
-                interval,
-                burst: interval * per_hour,
-            },
-            keys: Table::new(capacity),
-            networks: Table::new(capacity),
-        }
+        Self::spread(per_hour, HOUR, capacity)
     }
 
     /// `count` requests per `period` per party, all at once if it likes (the login
     /// throttle: `count` failures a minute).
     pub fn per_period(count: u32, period: Duration) -> Self {
+        Self::spread(count, period, DEFAULT_CAPACITY)
+    }
+
+    /// `count` per `period` (at least one), a burst of the whole `count`, about
+    /// `capacity` parties of each kind.
+    fn spread(count: u32, period: Duration, capacity: usize) -> Self {
         let count = count.max(1);
         let interval = period / count;
         Self {
@@ -216,8 +213,8 @@ impl RateLimiter {
                 interval,
                 burst: interval * count,
             },
-            keys: Table::new(DEFAULT_CAPACITY),
-            networks: Table::new(DEFAULT_CAPACITY),
+            keys: Table::new(capacity),
+            networks: Table::new(capacity),
         }
     }
 
