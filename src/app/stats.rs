@@ -220,31 +220,12 @@ impl Stats {
                     .and_then(|v| v.get("site_id").and_then(Value::as_str).map(str::to_owned));
                 (site, Some(body))
             }
-            Endpoint::Goals => (
-                uri.path()
-                    .strip_prefix("/api/v2/sites/")
-                    .and_then(|p| p.strip_suffix("/goals"))
-                    .map(str::to_owned),
-                None,
-            ),
-            Endpoint::Policy => (
-                uri.path()
-                    .strip_prefix("/api/hush/sites/")
-                    .and_then(|p| p.strip_suffix("/policy"))
-                    .map(str::to_owned),
-                None,
-            ),
-            Endpoint::Props => {
-                let site = uri
-                    .path()
-                    .strip_prefix(PROPS_PREFIX)
-                    .and_then(|p| p.strip_suffix("/props"))
-                    .map(str::to_owned);
-                match read_body(req).await {
-                    Ok(b) => (site, Some(b)),
-                    Err(resp) => return (None, resp),
-                }
-            }
+            Endpoint::Goals => (site_in(uri.path(), "/api/v2/sites/", "/goals"), None),
+            Endpoint::Policy => (site_in(uri.path(), "/api/hush/sites/", "/policy"), None),
+            Endpoint::Props => match read_body(req).await {
+                Ok(b) => (site_in(uri.path(), PROPS_PREFIX, "/props"), Some(b)),
+                Err(resp) => return (None, resp),
+            },
             _ => (query_param(uri.query(), "site_id"), None),
         };
         let Some(site_id) = site_id else {
@@ -597,6 +578,13 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         p if p.starts_with(PROPS_PREFIX) && p.ends_with("/props") => Endpoint::Props,
         _ => return None,
     })
+}
+
+/// The `{site}` of a path `{prefix}{site}{suffix}`.
+fn site_in(path: &str, prefix: &str, suffix: &str) -> Option<String> {
+    path.strip_prefix(prefix)
+        .and_then(|p| p.strip_suffix(suffix))
+        .map(str::to_owned)
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
