@@ -334,7 +334,9 @@ async fn keys_and_public_sites_decide_who_reads() {
     assert_eq!(v["results"][0]["metrics"], json!([0]));
     let (s, _, _) = api.query(Some(KEY), &body).await;
     assert_eq!(s, 200);
-    // The log names the key, never its value.
+    // The log names the key, never its value. The line is written as the answer
+    // goes out, so it may land a moment after the client has read it.
+    api.hush.wait_for_log("key=\"ci\"", Duration::from_secs(10));
     let log = api.hush.log();
     assert!(
         log.contains("key=\"ci\"") || log.contains("key=ci"),
