@@ -441,6 +441,9 @@ pub struct StatsConfig {
     pub max_memory_usage_bytes: u64,
     /// ClickHouse `max_result_rows` of every stats query.
     pub max_result_rows: u64,
+    /// Seconds between two runs of the `sessions` builder in `serve`
+    /// (`hush::store::sessions`); 0: never built, every query reads `events`.
+    pub sessions_build_interval_secs: u64,
 }
 
 impl Default for StatsConfig {
@@ -451,6 +454,7 @@ impl Default for StatsConfig {
             max_execution_time_ms: 10_000,
             max_memory_usage_bytes: 2 * 1024 * 1024 * 1024,
             max_result_rows: 100_000,
+            sessions_build_interval_secs: 300,
         }
     }
 }

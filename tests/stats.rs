@@ -793,6 +793,49 @@ struct Fixture {
     engine: Engine,
     /// The same data through the general statement only, so both plans are checked.
     general: Engine,
+    /// The visit plan without `sessions` (`engine` reads the built days).
+    events_only: Engine,
+}
+
+/// Builds `sessions` for every day of every site, then leaves some days unusable as
+/// production meets them: a day never built (every fifth), and a day whose rows
+/// changed after its build (every seventh: a late row, as `event_days` counts one),
+/// so the queries read built and unbuilt days side by side, at the periods' edges
+/// and inside them.
+async fn build_sessions(client: &clickhouse::Client) {
+    let builder = hush::store::sessions::SessionBuilder::new(
+        client.clone(),
+        hush::store::Timeouts::default(),
+        1800,
+    );
+    let later: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+    let mut built = 0;
+    for (domain, _) in SITES {
+        let report = builder.build_site(domain, later, usize::MAX).await.unwrap();
+        assert!(report.skipped.is_empty(), "{domain}: {:?}", report.skipped);
+        built += report.built.len();
+    }
+    assert!(built > 30, "only {built} days built");
+    client
+        .query("ALTER TABLE session_days DELETE WHERE toUInt16(day) % 5 = 2")
+        .with_setting("mutations_sync", "2")
+        .execute()
+        .await
+        .unwrap();
+    client
+        .query(
+            "INSERT INTO event_days SELECT site, day, 1 FROM session_days \
+             WHERE toUInt16(day) % 7 = 3",
+        )
+        .execute()
+        .await
+        .unwrap();
+    let usable: u64 = client
+        .query("SELECT count() FROM session_days FINAL WHERE build != 0 AND toUInt16(day) % 7 != 3")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert!(usable > 20, "only {usable} usable days");
 }
 
 async fn fixture() -> &'static Fixture {
@@ -801,6 +844,7 @@ async fn fixture() -> &'static Fixture {
         let (_config, client) = db::migrated_config("stats", "").await;
         let rows = generate();
         db::insert_events(&client, &rows).await;
+        build_sessions(&client).await;
         let engine = Engine::new(
             client,
             Limits {
@@ -833,10 +877,12 @@ async fn fixture() -> &'static Fixture {
         drop(dir);
         let engine = engine.with_geo(Arc::new(geo));
         let general = engine.clone().with_plan(Plan::General);
+        let events_only = engine.clone().with_sessions(false);
         Fixture {
             rows,
             engine,
             general,
+            events_only,
         }
     })
     .await
@@ -874,6 +920,15 @@ async fn check(body: Value) -> Vec<Value> {
             .await
             .unwrap_or_else(|e| panic!("{body}: {e:?}"));
         assert_eq!(answer, general, "{domain} {body}: the two plans disagree");
+        let events_only = f
+            .events_only
+            .run(&query, &site, now)
+            .await
+            .unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        assert_eq!(
+            answer, events_only,
+            "{domain} {body}: the answer with `sessions` differs from the one without"
+        );
         let range = answer["query"]["date_range"].as_array().unwrap();
         let start = range[0]
             .as_str()

@@ -212,6 +212,18 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     let metrics_page = MetricsPage::default();
     // Erasures wait for the writer's rows once it runs (see below).
     let writer_slot = crate::admin::WriterSlot::default();
+    // Finished visits of past days into `sessions`, once the schema is current.
+    let sessions_builder = crate::store::sessions::spawn_scheduler(
+        crate::store::sessions::SessionBuilder::new(
+            client.clone(),
+            crate::store::Timeouts::from_config(&config),
+            config.session.timeout_secs,
+        ),
+        config.sites.iter().map(|s| s.domain.clone()).collect(),
+        Duration::from_secs(config.stats.sessions_build_interval_secs),
+        gate_rx.clone(),
+        admin_stop.clone(),
+    );
     let (purge_scheduler, admin_api) = crate::admin::start_in_serve(
         &config,
         &client,
@@ -410,6 +422,10 @@ pub async fn serve(config: Config, port_files: PortFiles) -> anyhow::Result<()> 
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sweeper).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), store_task).await;
+    if let Some(builder) = sessions_builder {
+        // An unrecorded build is never read: abandoning one loses nothing.
+        let _ = tokio::time::timeout(Duration::from_secs(1), builder).await;
+    }
     if let Some(mut task) = purge_scheduler {
         // Whatever is left of the budget; a purge step that outlasts it is abandoned and
         // its lease expires by itself.

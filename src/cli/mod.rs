@@ -8,6 +8,7 @@ mod demo;
 mod dsr;
 mod key;
 mod purge;
+mod sessions;
 mod token;
 mod user;
 
@@ -29,6 +30,13 @@ use crate::config::Config;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `hush sessions ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Build every due day of each site now (as `serve` does on its schedule).
+    Build(sessions::BuildArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +66,9 @@ pub enum Command {
     /// Dashboard users.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// The finished visits visit queries read (`sessions`).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Shared links to a site's dashboard.
     #[command(subcommand)]
     Share(user::ShareCommand),
@@ -177,6 +188,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Purge(args) => runtime()?.block_on(purge::run(args)),
+        Command::Sessions(SessionsCommand::Build(args)) => {
+            runtime()?.block_on(sessions::build(args))
+        }
         Command::Export(args) => runtime()?.block_on(dsr::export(args)),
         Command::Erase(args) => runtime()?.block_on(dsr::erase(args)),
         Command::Token(command) => token::run(command),

@@ -63,6 +63,8 @@ pub struct Engine {
     client: clickhouse::Client,
     limits: Limits,
     plan: Plan,
+    /// Whether visit queries read the built days of `sessions` (`query::sessions`).
+    sessions: bool,
     /// Where `visit:region_name` finds its names (none: regions show their codes).
     geo: Option<Arc<GeoDb>>,
 }
@@ -86,6 +88,7 @@ impl Engine {
             client,
             limits,
             plan: Plan::Auto,
+            sessions: true,
             geo: None,
         }
     }
@@ -122,6 +125,12 @@ impl Engine {
     /// The same engine, building every statement with `plan` (tests run both shapes).
     pub fn with_plan(self, plan: Plan) -> Self {
         Self { plan, ..self }
+    }
+
+    /// The same engine, reading `sessions` for built days or never (tests compare
+    /// both; the answers are the same).
+    pub fn with_sessions(self, sessions: bool) -> Self {
+        Self { sessions, ..self }
     }
 
     /// Answers `query` for `site` as of `now`.
@@ -247,7 +256,20 @@ impl Engine {
             .filter(|(_, d)| **d == Dimension::Visit(VisitDimension::RegionName))
             .map(|(i, _)| i)
             .collect();
-        let statement = sql::build(query, &sql_site, period, super::names::COUNTRIES, self.plan)?;
+        let stored = if self.sessions && sql::may_read_sessions(query, &sql_site, period, self.plan)
+        {
+            Some(super::sessions::usable_days(self, &site.domain, period).await?)
+        } else {
+            None
+        };
+        let statement = sql::build(
+            query,
+            &sql_site,
+            period,
+            super::names::COUNTRIES,
+            self.plan,
+            stored.as_ref(),
+        )?;
         let lines = self.fetch(&statement).await?;
         let mut rows = Vec::with_capacity(lines.len());
         let mut total_rows = None;
@@ -322,6 +344,7 @@ impl Engine {
                     Param::Strs(v) => q.param(name, v),
                     Param::U32(n) => q.param(name, n),
                     Param::U64(n) => q.param(name, n),
+                    Param::U64s(v) => q.param(name, v),
                 };
             }
             q

@@ -18,5 +18,6 @@ pub mod names;
 pub mod period;
 pub mod request;
 pub mod schema;
+mod sessions;
 pub mod sql;
 pub mod v1;

@@ -38,6 +38,7 @@ use crate::store::purge::{
     to_db_seconds, write_log,
 };
 use crate::store::quarantine::{self, FileAction};
+use crate::store::sessions;
 
 /// Which rows a request is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -414,6 +415,19 @@ async fn delete_matching(
         }
         let before = selector.count(client, timeouts.query).await?;
         counted = before;
+        // The UTC days whose visit builds hold values of the rows to delete.
+        let mut days: Vec<u16> = Vec::new();
+        if before > 0 && method != Method::SiteDelete {
+            let sql = format!(
+                "SELECT DISTINCT toUInt16(toDate(timestamp)) FROM events WHERE {}",
+                selector.condition()
+            );
+            days = timed(
+                timeouts.query,
+                selector.bind(client.query(&sql)).fetch_all::<u16>(),
+            )
+            .await?;
+        }
         if before > 0 {
             // The safe point: nothing deleted yet, so a stop loses no work.
             check_stop(scope.stop)?;
@@ -428,6 +442,13 @@ async fn delete_matching(
             .await?;
         }
         let after = selector.count(client, timeouts.query).await?;
+        // The visits built from the deleted rows (derived data: rebuilt from the rest).
+        let forgotten = if method == Method::SiteDelete {
+            sessions::forget_site(client, timeouts, &selector.site).await
+        } else {
+            sessions::forget_days(client, timeouts, &selector.site, &days).await
+        };
+        forgotten?;
         if method == Method::SiteDelete {
             // The site's counts of not-counted hits (no subject data: erasures leave
             // them).

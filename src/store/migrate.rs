@@ -67,6 +67,7 @@ static MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_purge_log"),
     migration!(4, "0004_events_dedup_window"),
     migration!(5, "0005_dropped"),
+    migration!(6, "0006_sessions"),
 ];
 
 /// The bookkeeping table. Not a numbered migration itself: it must exist before the

@@ -19,6 +19,7 @@ pub mod dsr;
 pub mod migrate;
 pub mod purge;
 pub mod quarantine;
+pub mod sessions;
 
 use std::time::Duration;
 

@@ -561,6 +561,19 @@ impl Purger {
             to_db_seconds(SitePolicy::unconfigured("", &self.retention).cutoff(opts.now)?);
         self.expire_counts(opts, run_id, log, &cutoffs, default_cutoff)
             .await?;
+        if !opts.dry_run {
+            check_stop(stop)?;
+            progress.step("visit builds");
+            let names: Vec<&str> = cutoffs.keys().map(String::as_str).collect();
+            let values: Vec<u32> = cutoffs.values().copied().collect();
+            crate::store::sessions::expire(
+                &self.client,
+                self.timeouts,
+                "toDate(toDateTime(transform(toString(site), ?, ?, ?), 'UTC'))",
+                |q| q.bind(&names).bind(&values).bind(default_cutoff),
+            )
+            .await?;
+        }
 
         if let Some(dir) = &self.quarantine {
             check_stop(stop)?;
