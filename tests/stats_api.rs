@@ -37,6 +37,8 @@ struct Api {
     /// Page views inserted for example.com yesterday (UTC).
     pageviews: u64,
     visitors: u64,
+    /// The paths of those page views, each once.
+    pages: std::collections::BTreeSet<String>,
 }
 
 fn yesterday_noon() -> u32 {
@@ -92,6 +94,11 @@ async fn api(rate_limit: u32) -> Api {
         ..EventRow::default()
     });
     let pageviews = rows.iter().filter(|r| r.name == "pageview").count() as u64;
+    let pages = rows
+        .iter()
+        .filter(|r| r.name == "pageview")
+        .map(|r| r.pathname.clone())
+        .collect();
     db::insert_events(&client, &rows).await;
     let dir = tempfile::tempdir().unwrap();
     let login = (!ch.is_local()).then(|| (ch.user(), ch.password()));
@@ -130,6 +137,7 @@ public = true
         http: reqwest::Client::new(),
         pageviews,
         visitors: 5,
+        pages,
     }
 }
 
@@ -213,6 +221,34 @@ async fn v2_answers_in_plausibles_shape() {
         v["results"],
         json!([{"metrics": [4, 10], "dimensions": ["Visit /p*"]}, {"metrics": [1, 1], "dimensions": ["Signup"]}])
     );
+
+    // Pages by visit values only (issue 11): every page viewed is listed, not only
+    // the entry page; visits (one per visitor) count under their entry page, "/",
+    // and none of them bounced.
+    let (status, v, _) = api
+        .query(Some(KEY), &json!({"site_id": "example.com", "metrics": ["visits", "bounce_rate"], "date_range": "7d", "dimensions": ["event:page"]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let got: std::collections::BTreeMap<String, Value> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["dimensions"][0].as_str().unwrap().to_owned(),
+                r["metrics"].clone(),
+            )
+        })
+        .collect();
+    let expected = api
+        .pages
+        .iter()
+        .map(|p| {
+            let visits = if p == "/" { api.visitors } else { 0 };
+            (p.clone(), json!([visits, 0]))
+        })
+        .collect();
+    assert_eq!(got, expected, "{v}");
 
     // Time buckets with labels.
     let (status, v, _) = api

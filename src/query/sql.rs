@@ -30,8 +30,11 @@
 //! # Shape
 //!
 //! The statement is a `WITH` list of aggregates, each grouped by the same dimension
-//! columns `d0..dn`, joined on them from the primary one (events when the query asks
-//! for an event value, else visits, else engagement), then the metric expressions
+//! columns `d0..dn`, joined on them from the primary one, which holds the groups: the
+//! values of the rows matching the filters (engagement rows when the query asks for
+//! engagement values only; by exit page, the visits'), whichever metrics are asked
+//! for, so a page that was never an entry page is listed with no visits (bounce rate
+//! 0) rather than left out. Then come the metric expressions
 //! `m0..mk` over their components, ordered (with the dimensions as tie-breakers, so
 //! pages are stable) and paged. Which aggregates appear depends only on the metrics
 //! and dimensions, never on a value.
@@ -804,12 +807,37 @@ impl<'a> Builder<'a> {
                 .enumerate()
                 .map(|(i, e)| format!("{e} AS d{i}"))
                 .collect();
-            cols.push(extra.to_owned());
+            if !extra.is_empty() {
+                cols.push(extra.to_owned());
+            }
             cols.join(", ")
         };
 
         // (name, columns it provides)
         let mut parts: Vec<&str> = Vec::new();
+        // The groups are those of the rows the metrics read, whichever metrics they
+        // are: the rows matching the filters (engagement rows when only engagement
+        // values are asked for), or by exit page the visits. agg_e and agg_g group
+        // exactly those; without them the primary side lists the groups on its own,
+        // because agg_s groups visits by their entry page (a page never entered would
+        // be missing) and has no anonymous rows, and agg_sd only rows with a depth.
+        let reads_rows = metrics
+            .iter()
+            .any(|m| !matches!(m, Metric::TimeOnPage | Metric::ScrollDepth));
+        let group_rows = if n == 0 || exit_dims {
+            None
+        } else if reads_rows {
+            (!need_e).then_some("name != 'engagement'")
+        } else {
+            (!need_g).then_some("name = 'engagement'")
+        };
+        if let Some(rows) = group_rows {
+            with.push(format!(
+                "agg_k AS (SELECT {} FROM {source} WHERE {rows} AND {filter}{group})",
+                row_select("")
+            ));
+            parts.push("agg_k");
+        }
         if need_e {
             // Revenue columns are read only when a revenue metric is asked for.
             let revenue = if wants(Metric::TotalRevenue) || wants(Metric::AverageRevenue) {
