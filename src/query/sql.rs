@@ -511,13 +511,6 @@ impl<'a> Builder<'a> {
             return self.region_name_filter(op, clauses, case_sensitive);
         }
         let expr = self.dimension(dimension, Ctx::Row)?;
-        let fold = |s: &str| {
-            if case_sensitive {
-                s.to_owned()
-            } else {
-                s.to_lowercase()
-            }
-        };
         let subject = if case_sensitive {
             expr.clone()
         } else {
@@ -525,7 +518,10 @@ impl<'a> Builder<'a> {
         };
         let positive = match op {
             Op::Is | Op::IsNot => {
-                let values = clauses.iter().map(|c| fold(c)).collect();
+                let values = clauses
+                    .iter()
+                    .map(|c| fold_case(c, case_sensitive))
+                    .collect();
                 let p = self.bind(Param::Strs(values), "Array(String)");
                 format!("has({p}, {subject})")
             }
@@ -533,7 +529,7 @@ impl<'a> Builder<'a> {
                 let parts: Vec<String> = clauses
                     .iter()
                     .map(|c| {
-                        let p = self.bind_str(&fold(c));
+                        let p = self.bind_str(&fold_case(c, case_sensitive));
                         format!("position({subject}, {p}) > 0")
                     })
                     .collect();
@@ -569,14 +565,10 @@ impl<'a> Builder<'a> {
         clauses: &[String],
         case_sensitive: bool,
     ) -> Result<String, QueryError> {
-        let fold = |s: &str| {
-            if case_sensitive {
-                s.to_owned()
-            } else {
-                s.to_lowercase()
-            }
-        };
-        let wanted: Vec<String> = clauses.iter().map(|c| fold(c)).collect();
+        let wanted: Vec<String> = clauses
+            .iter()
+            .map(|c| fold_case(c, case_sensitive))
+            .collect();
         let mut patterns = Vec::new();
         if matches!(op, Op::Matches | Op::MatchesNot) {
             for c in clauses {
@@ -596,9 +588,9 @@ impl<'a> Builder<'a> {
             .regions
             .iter()
             .filter(|(_, name)| match op {
-                Op::Is | Op::IsNot => wanted.contains(&fold(name)),
+                Op::Is | Op::IsNot => wanted.contains(&fold_case(name, case_sensitive)),
                 Op::Contains | Op::ContainsNot => {
-                    let name = fold(name);
+                    let name = fold_case(name, case_sensitive);
                     wanted.iter().any(|w| name.contains(w.as_str()))
                 }
                 Op::Matches | Op::MatchesNot => patterns.iter().any(|re| re.is_match(name)),
@@ -632,11 +624,8 @@ impl<'a> Builder<'a> {
             let matching: Vec<&Goal> = goals
                 .iter()
                 .filter(|g| {
-                    let (name, c) = if case_sensitive {
-                        (g.name.clone(), clause.clone())
-                    } else {
-                        (g.name.to_lowercase(), clause.to_lowercase())
-                    };
+                    let name = fold_case(&g.name, case_sensitive);
+                    let c = fold_case(clause, case_sensitive);
                     match op {
                         Op::Contains => name.contains(&c),
                         _ => name == c,
@@ -1318,6 +1307,16 @@ impl<'a> Builder<'a> {
         } else {
             self.condition(&Filter::And(kept))
         }
+    }
+}
+
+/// A filter value as it is compared: as given when the filter is case-sensitive,
+/// else lower-cased (the statement lower-cases the column with `lowerUTF8`).
+fn fold_case(s: &str, case_sensitive: bool) -> String {
+    if case_sensitive {
+        s.to_owned()
+    } else {
+        s.to_lowercase()
     }
 }
 
