@@ -16,19 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hush::enrich::row::EventRow;
-use hush_process::{HushProcess, test_config};
+use hush_process::{
+    HushProcess, OTHER_STATS_KEY as OTHER_KEY, STATS_KEY as KEY, stats_keys, test_config,
+};
 use serde_json::{Value, json};
-use sha2::Digest as _;
-
-const KEY: &str = "stats-key-for-example-com";
-const OTHER_KEY: &str = "stats-key-for-other-site";
-
-fn sha(s: &str) -> String {
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 struct Api {
     _dir: tempfile::TempDir,
@@ -52,7 +43,7 @@ fn yesterday_noon() -> u32 {
 async fn api(rate_limit: u32) -> Api {
     let ch = support::clickhouse();
     let (_config, client) = db::migrated_config("stats_api", "").await;
-    let database = client_database(&client).await;
+    let database = db::current_database(&client).await;
     let base = yesterday_noon();
     let mut rows = Vec::new();
     let site: Arc<str> = Arc::from("example.com");
@@ -110,10 +101,7 @@ async fn api(rate_limit: u32) -> Api {
             r#"
 [stats]
 rate_limit_per_hour = {rate_limit}
-keys = [
-  {{ name = "ci", sha256 = "{}", sites = ["example.com"] }},
-  {{ name = "other", sha256 = "{}", sites = ["other.example"] }},
-]
+{keys}
 
 [[sites]]
 domain = "example.com"
@@ -126,8 +114,7 @@ domain = "other.example"
 domain = "open.example"
 public = true
 "#,
-            sha(KEY),
-            sha(OTHER_KEY)
+            keys = stats_keys(),
         ),
     );
     let hush = HushProcess::start(dir.path(), &config);
@@ -139,14 +126,6 @@ public = true
         visitors: 5,
         pages,
     }
-}
-
-async fn client_database(client: &clickhouse::Client) -> String {
-    client
-        .query("SELECT currentDatabase()")
-        .fetch_one::<String>()
-        .await
-        .unwrap()
 }
 
 impl Api {
