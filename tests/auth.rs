@@ -155,11 +155,7 @@ domain = "other.example"
 
 async fn start(extra: &str) -> Server {
     let (_config, client) = db::migrated_config("auth", "").await;
-    let database: String = client
-        .query("SELECT currentDatabase()")
-        .fetch_one()
-        .await
-        .unwrap();
+    let database = db::current_database(&client).await;
     db::insert_events(&client, &rows()).await;
     let open = NewShare::generate();
     let locked = NewShare::generate();

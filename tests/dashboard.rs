@@ -171,11 +171,7 @@ struct Served {
 async fn serve(prefix: &str, extra: &str) -> Served {
     let ch = support::clickhouse();
     let (_config, client) = db::migrated_config(prefix, "").await;
-    let database: String = client
-        .query("SELECT currentDatabase()")
-        .fetch_one()
-        .await
-        .unwrap();
+    let database = db::current_database(&client).await;
     let rows = rows();
     db::insert_events(&client, &rows).await;
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,8 @@
 mod db;
 #[path = "support/hush.rs"]
 mod hush_process;
+#[path = "support/retention.rs"]
+mod retention;
 mod support;
 #[path = "support/wait.rs"]
 mod wait;
@@ -19,27 +21,18 @@ mod wait;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hush::store::Timeouts;
 use hush::store::dsr;
-use hush::store::purge::{LogProgress, PurgeMetrics, PurgeOptions, Purger};
-use hush_process::{HushProcess, test_config};
+use hush::store::purge::{PurgeMetrics, Purger};
+use hush_process::{
+    HushProcess, OTHER_STATS_KEY as OTHER_KEY, STATS_KEY as KEY, stats_keys, test_config,
+};
 use serde_json::{Value, json};
-use sha2::Digest as _;
 use support::LocalClickHouse;
 
-const KEY: &str = "stats-key-for-example-com";
-const OTHER_KEY: &str = "stats-key-for-other-site";
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 const CURL: &str = "curl/8.5.0";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn sha(s: &str) -> String {
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn today_utc() -> String {
     let now = jiff::Timestamp::now();
@@ -103,10 +96,7 @@ dnt = "anonymous"
 gpc = "drop"
 
 [stats]
-keys = [
-  {{ name = "ci", sha256 = "{}", sites = ["example.com"] }},
-  {{ name = "other", sha256 = "{}", sites = ["other.example"] }},
-]
+{keys}
 
 [[sites]]
 domain = "example.com"
@@ -120,8 +110,7 @@ domain = "open.example"
 public = true
 {extra}
 "#,
-            sha(KEY),
-            sha(OTHER_KEY)
+            keys = stats_keys(),
         ),
     )
 }
@@ -132,11 +121,7 @@ async fn shared_hush(
 ) -> (HushProcess, clickhouse::Client, tempfile::TempDir) {
     let ch = support::clickhouse();
     let (_config, client) = db::migrated_config(prefix, "").await;
-    let database: String = client
-        .query("SELECT currentDatabase()")
-        .fetch_one()
-        .await
-        .unwrap();
+    let database = db::current_database(&client).await;
     let dir = tempfile::tempdir().unwrap();
     let login = (!ch.is_local()).then(|| (ch.user(), ch.password()));
     let hush = HushProcess::start(dir.path(), &config(&database, ch.url(), login, 100, extra));
@@ -514,22 +499,6 @@ async fn counts_survive_a_clickhouse_outage_and_are_flushed_at_shutdown() {
     assert_eq!(wait::count(&client, sum).await, 9);
 }
 
-const PURGE_SITES: &str = r#"
-[retention]
-default_days = 395
-max_days = 1100
-
-[[sites]]
-domain = "utc.example"
-retention_days = 30
-timezone = "UTC"
-
-[[sites]]
-domain = "tokyo.example"
-retention_days = 400
-timezone = "Asia/Tokyo"
-"#;
-
 async fn days_left(client: &clickhouse::Client) -> Vec<(String, String)> {
     client
         .query("SELECT toString(site), toString(day) FROM dropped GROUP BY site, day ORDER BY site, day")
@@ -540,7 +509,7 @@ async fn days_left(client: &clickhouse::Client) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn the_purge_and_a_site_deletion_remove_the_counts() {
-    let (config, client) = db::migrated_config("dropped_purge", PURGE_SITES).await;
+    let (config, client) = db::migrated_config("dropped_purge", retention::SITES_TOML).await;
     // Now: 2025-06-15 10:00 UTC. Cutoffs by hand: utc.example 2025-05-16 00:00Z;
     // tokyo.example local 2025-06-15 - 400 d = 2024-05-11 00:00 JST = 2024-05-10
     // 15:00Z, so UTC day 2024-05-10 still has hours to keep; gone.example (not
@@ -562,15 +531,9 @@ async fn the_purge_and_a_site_deletion_remove_the_counts() {
     let all = days_left(&client).await;
     assert_eq!(all.len(), 7);
     let purger = Purger::new(client.clone(), &config, PurgeMetrics::default()).unwrap();
-    let now: jiff::Timestamp = "2025-06-15T10:00:00Z".parse().unwrap();
-    let opts = |dry_run| PurgeOptions {
-        now,
-        dry_run,
-        actor: "test".into(),
-    };
-    purger.run(&opts(true), &LogProgress).await.unwrap();
+    retention::run_at_now(&purger, true).await;
     assert_eq!(days_left(&client).await, all, "a dry run deletes nothing");
-    purger.run(&opts(false), &LogProgress).await.unwrap();
+    retention::run_at_now(&purger, false).await;
     let pair = |s: &str, d: &str| (s.to_owned(), d.to_owned());
     assert_eq!(
         days_left(&client).await,
@@ -588,11 +551,7 @@ async fn the_purge_and_a_site_deletion_remove_the_counts() {
         .unwrap();
     assert_eq!(logged, [(3 + 4 + 6, 0, "success".to_owned())]);
 
-    let timeouts = Timeouts {
-        query: Duration::from_secs(60),
-        mutation: Duration::from_secs(600),
-    };
-    dsr::delete_site(&client, timeouts, "utc.example", "test")
+    dsr::delete_site(&client, retention::T, "utc.example", "test")
         .await
         .unwrap();
     assert_eq!(

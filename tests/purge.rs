@@ -2,6 +2,8 @@
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/retention.rs"]
+mod retention;
 mod support;
 
 use std::collections::BTreeMap;
@@ -14,40 +16,10 @@ use db::{insert_events, migrated_config};
 use hush::enrich::row::EventRow;
 use hush::store::Timeouts;
 use hush::store::dsr::{self, ExportFormat, Selector};
-use hush::store::purge::{self, LogProgress, PurgeMetrics, PurgeOptions, PurgeReport, Purger};
+use hush::store::purge::{self, LogProgress, PurgeMetrics, Purger};
 use jiff::Timestamp;
-
-/// Bounds of every store call in these tests: generous, they only stop a hang.
-const T: Timeouts = Timeouts {
-    query: Duration::from_secs(60),
-    mutation: Duration::from_secs(600),
-};
-
-const SITES_TOML: &str = r#"
-[retention]
-default_days = 395
-max_days = 1100
-
-[[sites]]
-domain = "utc.example"
-retention_days = 30
-timezone = "UTC"
-
-[[sites]]
-domain = "tokyo.example"
-retention_days = 400
-timezone = "Asia/Tokyo"
-
-[[sites]]
-domain = "la.example"
-retention_days = 800
-timezone = "America/Los_Angeles"
-"#;
-
-/// "Now" of every purge in these tests: 2025-06-15 10:00 UTC.
-fn now() -> Timestamp {
-    ts("2025-06-15T10:00:00Z")
-}
+use prometheus_client::registry::Registry;
+use retention::{SITES_TOML, T, now, run_at_now};
 
 fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -55,6 +27,32 @@ fn ts(s: &str) -> Timestamp {
 
 fn secs(s: &str) -> u32 {
     ts(s).as_second() as u32
+}
+
+/// Purge metrics registered in a registry of their own, which the test reads back.
+fn registered_metrics() -> (Registry, PurgeMetrics) {
+    let mut registry = Registry::default();
+    let metrics = PurgeMetrics::register(&mut registry);
+    (registry, metrics)
+}
+
+/// An erasure that also reaches the spool's quarantine directory `q`, counting its
+/// file actions in `metrics`.
+fn quarantine_scope<'a>(q: &'a std::path::Path, metrics: &'a PurgeMetrics) -> dsr::EraseScope<'a> {
+    dsr::EraseScope {
+        quarantine: Some(q),
+        metrics: Some(metrics),
+        ..dsr::EraseScope::default()
+    }
+}
+
+/// The data subject most erasure tests name: visitor 1 on `utc.example`.
+fn utc_visitor_one() -> Selector {
+    Selector {
+        site: "utc.example".into(),
+        visitor_id: Some(1),
+        ..Selector::default()
+    }
 }
 
 /// Cutoffs worked out by hand (not with the code under test):
@@ -89,21 +87,6 @@ pub fn row(site: &str, timestamp: u32, visitor_id: u64, props: Vec<(String, Stri
         props,
         ..EventRow::default()
     }
-}
-
-/// One purge run at [`now`], with the test's actor name, logging its progress.
-async fn run_at_now(purger: &Purger, dry_run: bool) -> PurgeReport {
-    purger
-        .run(
-            &PurgeOptions {
-                now: now(),
-                dry_run,
-                actor: "test".into(),
-            },
-            &LogProgress,
-        )
-        .await
-        .unwrap()
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
@@ -225,8 +208,7 @@ async fn purge_keeps_exactly_the_retained_days() {
         );
     }
 
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = PurgeMetrics::register(&mut registry);
+    let (registry, metrics) = registered_metrics();
     let purger = Purger::new(client.clone(), &config, metrics).unwrap();
 
     // Dry run: reports per site and month exactly the rows older than the cutoff, changes nothing.
@@ -478,11 +460,7 @@ async fn shutdown_stops_a_purge_between_steps_and_releases_the_lease() {
     insert_events(&client, &rows).await;
     assert_eq!(active_partitions(&client).await, [202201, 202202, 202203]);
     let purger = Purger::new(client.clone(), &config, PurgeMetrics::default()).unwrap();
-    let opts = PurgeOptions {
-        now: now(),
-        dry_run: false,
-        actor: "test".into(),
-    };
+    let opts = retention::options(false);
 
     // Already shutting down: no lease is taken and nothing is touched.
     let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(true);
@@ -730,16 +708,8 @@ async fn store_calls_against_a_hanging_server_time_out() {
     let client = hush::db::client(&config.clickhouse);
     let timeouts = Timeouts::from_config(&config);
     let purger = Purger::new(client.clone(), &config, PurgeMetrics::default()).unwrap();
-    let opts = PurgeOptions {
-        now: now(),
-        dry_run: false,
-        actor: "test".into(),
-    };
-    let selector = Selector {
-        site: "utc.example".into(),
-        visitor_id: Some(1),
-        ..Selector::default()
-    };
+    let opts = retention::options(false);
+    let selector = utc_visitor_one();
     must_time_out("ensure_ttl", purger.ensure_ttl()).await;
     must_time_out("purge run", purger.run(&opts, &LogProgress)).await;
     must_time_out(
@@ -842,7 +812,7 @@ fn names(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-fn metric(registry: &prometheus_client::registry::Registry, line: &str) -> f64 {
+fn metric(registry: &Registry, line: &str) -> f64 {
     let text = hush::metrics::render(registry);
     text.lines()
         .find_map(|l| l.strip_prefix(line)?.strip_prefix(' '))
@@ -882,8 +852,7 @@ async fn retention_removes_quarantine_files_past_the_shortest_retention() {
     .into();
     let all = names(&q);
 
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = PurgeMetrics::register(&mut registry);
+    let (registry, metrics) = registered_metrics();
     let purger = Purger::new(client.clone(), &config, metrics).unwrap();
     let dry = run_at_now(&purger, true).await;
     let listed: std::collections::BTreeSet<String> = dry
@@ -976,16 +945,7 @@ async fn a_quarantine_file_that_cannot_be_removed_is_reported_and_kept() {
         std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o500)).unwrap();
     }
     let purger = Purger::new(client.clone(), &config, PurgeMetrics::default()).unwrap();
-    let result = purger
-        .run(
-            &PurgeOptions {
-                now: now(),
-                dry_run: false,
-                actor: "test".into(),
-            },
-            &LogProgress,
-        )
-        .await;
+    let result = purger.run(&retention::options(false), &LogProgress).await;
     if immutable {
         set_immutable(&stuck, false);
     } else {
@@ -1085,13 +1045,8 @@ async fn an_erasure_rewrites_dead_letters_dropping_exactly_the_matching_rows() {
     let erased = mixed.len() - kept.len();
     assert!(erased > 0 && !kept.is_empty(), "the fixture must mix");
 
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = PurgeMetrics::register(&mut registry);
-    let scope = dsr::EraseScope {
-        quarantine: Some(&q),
-        metrics: Some(&metrics),
-        ..dsr::EraseScope::default()
-    };
+    let (registry, metrics) = registered_metrics();
+    let scope = quarantine_scope(&q, &metrics);
     let report = dsr::erase_in(&client, T, &selector, "test", scope)
         .await
         .unwrap();
@@ -1198,22 +1153,13 @@ async fn an_erasure_that_cannot_rewrite_a_dead_letter_says_so_and_leaves_it() {
     let path = q.join("dead-letter-hush-x.rowbinary");
     std::fs::write(&path, encode(&rows)).unwrap();
     std::fs::create_dir_all(q.join("dead-letter-hush-x.rowbinary.erase-tmp/blocker")).unwrap();
-    let selector = Selector {
-        site: "utc.example".into(),
-        visitor_id: Some(1),
-        ..Selector::default()
-    };
+    let selector = utc_visitor_one();
     assert!(
         rows.iter()
             .any(|r| &*r.site == "utc.example" && r.visitor_id == 1)
     );
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = PurgeMetrics::register(&mut registry);
-    let scope = dsr::EraseScope {
-        quarantine: Some(&q),
-        metrics: Some(&metrics),
-        ..dsr::EraseScope::default()
-    };
+    let (registry, metrics) = registered_metrics();
+    let scope = quarantine_scope(&q, &metrics);
     let err = dsr::erase_in(&client, T, &selector, "test", scope)
         .await
         .expect_err("an unwritable file fails the erasure");
@@ -1273,7 +1219,7 @@ async fn an_erasure_waits_for_rows_still_queued_and_erases_them() {
         &slow_writer_config(3_000),
         Duration::from_secs(30),
         "events",
-        &mut prometheus_client::registry::Registry::default(),
+        &mut Registry::default(),
     );
     let queued: Vec<EventRow> = (0..30u32)
         .map(|i| row("utc.example", base + 100 + i, u64::from(i % 3), vec![]))
@@ -1281,11 +1227,7 @@ async fn an_erasure_waits_for_rows_still_queued_and_erases_them() {
     sink.submit(&queued).await.unwrap();
     let progress = handle.progress();
     assert_eq!(progress.pending(), 30);
-    let selector = Selector {
-        site: "utc.example".into(),
-        visitor_id: Some(1),
-        ..Selector::default()
-    };
+    let selector = utc_visitor_one();
     assert_eq!(
         selector.count(&client, T.query).await.unwrap(),
         10,
@@ -1344,7 +1286,7 @@ async fn an_erasure_whose_queued_rows_cannot_be_stored_deletes_nothing() {
         &slow_writer_config(10),
         Duration::from_secs(1),
         "events",
-        &mut prometheus_client::registry::Registry::default(),
+        &mut Registry::default(),
     );
     sink.submit(&[
         row("utc.example", base + 50, 4, vec![]),

@@ -40,6 +40,9 @@ const PATHS: &[&str] = &[
     "/docs/x/y",
     "/signup",
 ];
+/// A page visits reach after their entry and never enter on: by `event:page`, its
+/// group has page views but no visits.
+const NEVER_ENTERED: &str = "/thanks";
 /// (source, channel, referrer host, utm_campaign)
 const SOURCES: &[(&str, &str, &str, &str)] = &[
     ("", "direct", "", ""),
@@ -120,7 +123,8 @@ fn generate() -> Vec<EventRow> {
                     let path = if p == 0 {
                         entry
                     } else {
-                        PATHS[rng.below(PATHS.len() as u64) as usize]
+                        let i = rng.below(PATHS.len() as u64 + 1) as usize;
+                        PATHS.get(i).copied().unwrap_or(NEVER_ENTERED)
                     };
                     let first_view = p == 0;
                     let base = EventRow {
@@ -234,6 +238,7 @@ struct VisitAttrs {
     channel: String,
     campaign: String,
     referrer: String,
+    entry_host: String,
     exit: String,
 }
 
@@ -302,6 +307,7 @@ impl<'a> Model<'a> {
                         channel: first.channel.to_owned(),
                         campaign: first.utm_campaign.clone(),
                         referrer,
+                        entry_host: first.hostname.clone(),
                         exit,
                     },
                 )
@@ -347,6 +353,10 @@ impl<'a> Model<'a> {
             "time:weekday" => local.date().weekday().to_monday_one_offset().to_string(),
             "event:page" if ctx == Ctx::Visit => own(&row.entry_page),
             "event:page" => row.pathname.clone(),
+            "event:hostname" if ctx == Ctx::Visit => a
+                .map(|a| a.entry_host.clone())
+                .unwrap_or_else(|| row.hostname.clone()),
+            "event:hostname" => row.hostname.clone(),
             "event:name" => row.name.clone(),
             "event:props:plan" => row
                 .props
@@ -681,23 +691,18 @@ impl<'a> Model<'a> {
             ]
             .contains(m)
         });
-        let primary: BTreeSet<Vec<String>> = if wants_event && !exit_dims {
-            keys_seen.clone()
-        } else if metrics.iter().any(|m| {
-            [
-                "visits",
-                "bounce_rate",
-                "visit_duration",
-                "views_per_visit",
-                "visitors",
-                "pageviews",
-                "events",
-            ]
-            .contains(m)
-        }) {
+        // The groups do not depend on which metrics are asked for, only on which rows
+        // they read: the rows matching the filters (by exit page, the visits), or the
+        // engagement rows when every metric is an engagement value.
+        let reads_rows = metrics
+            .iter()
+            .any(|m| !["time_on_page", "scroll_depth"].contains(m));
+        let primary: BTreeSet<Vec<String>> = if !reads_rows {
+            eng.keys().cloned().collect()
+        } else if exit_dims {
             sess.keys().cloned().collect()
         } else {
-            eng.keys().cloned().collect()
+            keys_seen.clone()
         };
         // Totals for percentage / conversion rate.
         let total = |filters: &[Value]| -> f64 {
@@ -1074,6 +1079,62 @@ async fn event_dimensions_match_the_model() {
     check(json!({"metrics": ["visitors", "events", "visits"], "date_range": "all", "dimensions": ["event:name"]})).await;
     check(json!({"metrics": ["visitors", "events"], "date_range": "all", "dimensions": ["time:day", "event:props:plan"]})).await;
     check(json!({"metrics": ["visitors", "events", "conversion_rate", "total_revenue"], "date_range": "all", "dimensions": ["event:goal"]})).await;
+}
+
+/// Issue 11: by `event:page`, metrics that read no event value used to list only the
+/// pages some visit entered on. Every page with a row is a group, whichever metrics
+/// are asked for; a page never entered has no visits, so a bounce rate of 0.
+#[tokio::test]
+async fn pages_never_entered_are_listed_whatever_the_metrics() {
+    let combos: &[&[&str]] = &[
+        &["bounce_rate"],
+        &["time_on_page"],
+        &["scroll_depth"],
+        &["bounce_rate", "time_on_page"],
+        &["bounce_rate", "scroll_depth"],
+        &["time_on_page", "scroll_depth"],
+        &["bounce_rate", "time_on_page", "scroll_depth"],
+        &["visits", "visit_duration", "views_per_visit"],
+    ];
+    for metrics in combos {
+        let answers =
+            check(json!({"metrics": metrics, "date_range": "all", "dimensions": ["event:page"]}))
+                .await;
+        for (answer, (domain, _)) in answers.iter().zip(SITES) {
+            let row = answer["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["dimensions"] == json!([NEVER_ENTERED]))
+                .unwrap_or_else(|| panic!("{domain} {metrics:?}: {NEVER_ENTERED} is missing"));
+            if let Some(i) = metrics.iter().position(|m| *m == "bounce_rate") {
+                assert_eq!(row["metrics"][i], json!(0), "{domain} {metrics:?}: {row}");
+            }
+        }
+        // The same groups with a filter, which the general plan answers.
+        check(json!({"metrics": metrics, "date_range": ["2024-03-09", "2024-03-20"], "dimensions": ["event:page"], "filters": [["is_not", "visit:channel", ["Direct"]]]})).await;
+    }
+    check(json!({"metrics": ["bounce_rate", "visit_duration"], "date_range": "all", "dimensions": ["event:page", "event:hostname"]})).await;
+    check(json!({"metrics": ["time_on_page"], "date_range": "all", "dimensions": ["event:hostname"], "filters": [["contains", "event:page", ["/blog"]]]})).await;
+}
+
+/// The other per-row dimensions with visit values only: the groups are the rows'
+/// (anonymous ones included), as with `visitors`, in both plans.
+#[tokio::test]
+async fn per_row_dimensions_with_visit_values_only_match_the_model() {
+    for dim in [
+        "event:hostname",
+        "event:name",
+        "event:goal",
+        "event:props:plan",
+    ] {
+        check(json!({"metrics": ["visits"], "date_range": "all", "dimensions": [dim]})).await;
+    }
+    check(json!({"metrics": ["visits"], "date_range": "all", "dimensions": ["time:day", "event:props:plan"]})).await;
+    for dim in ["time:hour", "time:day"] {
+        check(json!({"metrics": ["visits", "bounce_rate"], "date_range": ["2024-03-09", "2024-03-12"], "dimensions": [dim]})).await;
+        check(json!({"metrics": ["visits", "bounce_rate"], "date_range": ["2024-03-09", "2024-03-12"], "dimensions": [dim], "filters": [["contains", "event:page", ["/"]]]})).await;
+    }
 }
 
 #[tokio::test]

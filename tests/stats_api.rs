@@ -16,19 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hush::enrich::row::EventRow;
-use hush_process::{HushProcess, test_config};
+use hush_process::{
+    HushProcess, OTHER_STATS_KEY as OTHER_KEY, STATS_KEY as KEY, stats_keys, test_config,
+};
 use serde_json::{Value, json};
-use sha2::Digest as _;
-
-const KEY: &str = "stats-key-for-example-com";
-const OTHER_KEY: &str = "stats-key-for-other-site";
-
-fn sha(s: &str) -> String {
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 struct Api {
     _dir: tempfile::TempDir,
@@ -37,6 +28,8 @@ struct Api {
     /// Page views inserted for example.com yesterday (UTC).
     pageviews: u64,
     visitors: u64,
+    /// The paths of those page views, each once.
+    pages: std::collections::BTreeSet<String>,
 }
 
 fn yesterday_noon() -> u32 {
@@ -50,7 +43,7 @@ fn yesterday_noon() -> u32 {
 async fn api(rate_limit: u32) -> Api {
     let ch = support::clickhouse();
     let (_config, client) = db::migrated_config("stats_api", "").await;
-    let database = client_database(&client).await;
+    let database = db::current_database(&client).await;
     let base = yesterday_noon();
     let mut rows = Vec::new();
     let site: Arc<str> = Arc::from("example.com");
@@ -92,6 +85,11 @@ async fn api(rate_limit: u32) -> Api {
         ..EventRow::default()
     });
     let pageviews = rows.iter().filter(|r| r.name == "pageview").count() as u64;
+    let pages = rows
+        .iter()
+        .filter(|r| r.name == "pageview")
+        .map(|r| r.pathname.clone())
+        .collect();
     db::insert_events(&client, &rows).await;
     let dir = tempfile::tempdir().unwrap();
     let login = (!ch.is_local()).then(|| (ch.user(), ch.password()));
@@ -103,10 +101,7 @@ async fn api(rate_limit: u32) -> Api {
             r#"
 [stats]
 rate_limit_per_hour = {rate_limit}
-keys = [
-  {{ name = "ci", sha256 = "{}", sites = ["example.com"] }},
-  {{ name = "other", sha256 = "{}", sites = ["other.example"] }},
-]
+{keys}
 
 [[sites]]
 domain = "example.com"
@@ -119,8 +114,7 @@ domain = "other.example"
 domain = "open.example"
 public = true
 "#,
-            sha(KEY),
-            sha(OTHER_KEY)
+            keys = stats_keys(),
         ),
     );
     let hush = HushProcess::start(dir.path(), &config);
@@ -130,15 +124,8 @@ public = true
         http: reqwest::Client::new(),
         pageviews,
         visitors: 5,
+        pages,
     }
-}
-
-async fn client_database(client: &clickhouse::Client) -> String {
-    client
-        .query("SELECT currentDatabase()")
-        .fetch_one::<String>()
-        .await
-        .unwrap()
 }
 
 impl Api {
@@ -213,6 +200,34 @@ async fn v2_answers_in_plausibles_shape() {
         v["results"],
         json!([{"metrics": [4, 10], "dimensions": ["Visit /p*"]}, {"metrics": [1, 1], "dimensions": ["Signup"]}])
     );
+
+    // Pages by visit values only (issue 11): every page viewed is listed, not only
+    // the entry page; visits (one per visitor) count under their entry page, "/",
+    // and none of them bounced.
+    let (status, v, _) = api
+        .query(Some(KEY), &json!({"site_id": "example.com", "metrics": ["visits", "bounce_rate"], "date_range": "7d", "dimensions": ["event:page"]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let got: std::collections::BTreeMap<String, Value> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["dimensions"][0].as_str().unwrap().to_owned(),
+                r["metrics"].clone(),
+            )
+        })
+        .collect();
+    let expected = api
+        .pages
+        .iter()
+        .map(|p| {
+            let visits = if p == "/" { api.visitors } else { 0 };
+            (p.clone(), json!([visits, 0]))
+        })
+        .collect();
+    assert_eq!(got, expected, "{v}");
 
     // Time buckets with labels.
     let (status, v, _) = api

@@ -462,6 +462,16 @@ impl Switch {
         Switch { addr, up, task }
     }
 
+    /// A switch in front of `cfg`'s ClickHouse, down, and a client through it.
+    async fn client(cfg: &ClickHouseConfig) -> (Switch, Client) {
+        let switch = Switch::new(&cfg.url).await;
+        let client = db::client(&ClickHouseConfig {
+            url: switch.url(),
+            ..cfg.clone()
+        });
+        (switch, client)
+    }
+
     fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -481,11 +491,7 @@ impl Drop for Switch {
 async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
     let cfg = migrated("writer_outage").await;
     let client = db::client(&cfg);
-    let switch = Switch::new(&cfg.url).await;
-    let writer_client = db::client(&ClickHouseConfig {
-        url: switch.url(),
-        ..cfg.clone()
-    });
+    let (switch, writer_client) = Switch::client(&cfg).await;
     let mut registry = Registry::default();
     let (sink, handle) = spawn_writer(writer_client, &writer_config(5, 20, 20), &mut registry);
 
@@ -554,11 +560,7 @@ async fn rows_survive_an_outage_and_a_full_queue_loses_nothing_accepted() {
 async fn the_memory_queue_bound_in_bytes_frees_once_rows_are_stored() {
     let cfg = migrated("writer_queue_bytes").await;
     let client = db::client(&cfg);
-    let switch = Switch::new(&cfg.url).await;
-    let writer_client = db::client(&ClickHouseConfig {
-        url: switch.url(),
-        ..cfg.clone()
-    });
+    let (switch, writer_client) = Switch::client(&cfg).await;
     // Rows of ~40 KB; the row cap (10,000) is never what refuses them.
     let big = |i: u32| EventRow {
         referrer_path: "r".repeat(40_000),
@@ -661,6 +663,40 @@ fn open_spool(dir: &std::path::Path, registry: &mut Registry) -> Spool {
     Spool::open(&cfg, registry).expect("open spool")
 }
 
+/// A writer on `spool` (in `dir`): batches of 100 rows, flushed every 20 ms.
+fn spawn_spooled(
+    client: &Client,
+    spool: &Spool,
+    dir: &std::path::Path,
+    registry: &mut Registry,
+) -> (EventSink, writer::WriterHandle) {
+    Writer::spawn_spooled(
+        client.clone(),
+        &writer_config(100, 20, 1_000),
+        Duration::from_secs(30),
+        "events",
+        spool.clone(),
+        dir,
+        registry,
+    )
+}
+
+/// Appends the records of `rows` to `spool` as one batch, with [`BAD_ROW`], which
+/// ClickHouse refuses, as the seventh record.
+async fn append_with_bad_row(spool: &Spool, rows: &[EventRow]) {
+    let mut records: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|row| {
+            let mut r = Vec::new();
+            hush::pipeline::rowbinary::encode_event(row, &mut r);
+            r
+        })
+        .collect();
+    records.insert(6, BAD_ROW.to_vec());
+    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    spool.append(&refs).await.unwrap();
+}
+
 fn dead_letters(quarantine: &std::path::Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(quarantine) else {
         return Vec::new();
@@ -697,15 +733,7 @@ async fn a_refused_batch_stays_spooled_until_its_dead_letter_file_is_written() {
     assert!(!quarantine.exists());
     std::fs::write(&quarantine, b"").unwrap();
     spool.append(&[BAD_ROW]).await.unwrap();
-    let (sink, handle) = Writer::spawn_spooled(
-        client.clone(),
-        &writer_config(100, 20, 1_000),
-        Duration::from_secs(30),
-        "events",
-        spool.clone(),
-        &dir,
-        &mut registry,
-    );
+    let (sink, handle) = spawn_spooled(&client, &spool, &dir, &mut registry);
 
     wait_until("failed dead-letter writes", || {
         metric(
@@ -807,15 +835,7 @@ async fn a_replay_after_more_than_a_thousand_other_inserts_lands_once() {
     let mut registry = Registry::default();
     let spool = open_spool(&dir, &mut registry);
     assert_eq!(spool.status().replay_batches, 1);
-    let (_sink, handle) = Writer::spawn_spooled(
-        client.clone(),
-        &writer_config(100, 20, 1_000),
-        Duration::from_secs(30),
-        "events",
-        spool.clone(),
-        &dir,
-        &mut registry,
-    );
+    let (_sink, handle) = spawn_spooled(&client, &spool, &dir, &mut registry);
     wait_until("the replay", || spool.status().pending_records == 0).await;
     let report = handle.shutdown(Duration::from_secs(30)).await.unwrap();
     assert_eq!(report.rows_inserted, 5, "the replay did insert");
@@ -843,15 +863,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 async fn drain_spool(client: &Client, dir: &std::path::Path) -> writer::FlushReport {
     let mut registry = Registry::default();
     let spool = open_spool(dir, &mut registry);
-    let (_sink, handle) = Writer::spawn_spooled(
-        client.clone(),
-        &writer_config(100, 20, 1_000),
-        Duration::from_secs(30),
-        "events",
-        spool.clone(),
-        dir,
-        &mut registry,
-    );
+    let (_sink, handle) = spawn_spooled(client, &spool, dir, &mut registry);
     wait_until("the spool to drain", || spool.status().pending_records == 0).await;
     handle.shutdown(Duration::from_secs(30)).await.unwrap()
 }
@@ -867,17 +879,7 @@ async fn one_refused_row_among_good_ones_is_the_only_dead_letter() {
     let dir = tmp.path().join("spool");
     let spool = open_spool(&dir, &mut Registry::default());
     let good: Vec<EventRow> = (0..10).map(event).collect();
-    let mut records: Vec<Vec<u8>> = good
-        .iter()
-        .map(|row| {
-            let mut r = Vec::new();
-            hush::pipeline::rowbinary::encode_event(row, &mut r);
-            r
-        })
-        .collect();
-    records.insert(6, BAD_ROW.to_vec());
-    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-    spool.append(&refs).await.unwrap();
+    append_with_bad_row(&spool, &good).await;
     spool.close().await;
     drop(spool);
     // The spool as it is now, for the replay below: same id, same batch, same tokens.
@@ -924,25 +926,8 @@ async fn progress_counts_a_split_batch_once_stored_or_dead_lettered() {
     let dir = tmp.path().join("spool");
     let mut registry = Registry::default();
     let spool = open_spool(&dir, &mut registry);
-    let mut records: Vec<Vec<u8>> = (0..10)
-        .map(|i| {
-            let mut r = Vec::new();
-            hush::pipeline::rowbinary::encode_event(&event(i), &mut r);
-            r
-        })
-        .collect();
-    records.insert(6, BAD_ROW.to_vec());
-    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-    spool.append(&refs).await.unwrap();
-    let (sink, handle) = Writer::spawn_spooled(
-        client.clone(),
-        &writer_config(100, 20, 1_000),
-        Duration::from_secs(30),
-        "events",
-        spool.clone(),
-        &dir,
-        &mut registry,
-    );
+    append_with_bad_row(&spool, &(0..10).map(event).collect::<Vec<_>>()).await;
+    let (sink, handle) = spawn_spooled(&client, &spool, &dir, &mut registry);
     let progress = handle.progress();
     // What the spool held at start counts as accepted.
     assert_eq!(progress.counts().0, 11);

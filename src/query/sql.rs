@@ -30,8 +30,11 @@
 //! # Shape
 //!
 //! The statement is a `WITH` list of aggregates, each grouped by the same dimension
-//! columns `d0..dn`, joined on them from the primary one (events when the query asks
-//! for an event value, else visits, else engagement), then the metric expressions
+//! columns `d0..dn`, joined on them from the primary one, which holds the groups: the
+//! values of the rows matching the filters (engagement rows when the query asks for
+//! engagement values only; by exit page, the visits'), whichever metrics are asked
+//! for, so a page that was never an entry page is listed with no visits (bounce rate
+//! 0) rather than left out. Then come the metric expressions
 //! `m0..mk` over their components, ordered (with the dimensions as tie-breakers, so
 //! pages are stable) and paged. Which aggregates appear depends only on the metrics
 //! and dimensions, never on a value.
@@ -479,13 +482,6 @@ impl<'a> Builder<'a> {
             return self.region_name_filter(op, clauses, case_sensitive);
         }
         let expr = self.dimension(dimension, Ctx::Row)?;
-        let fold = |s: &str| {
-            if case_sensitive {
-                s.to_owned()
-            } else {
-                s.to_lowercase()
-            }
-        };
         let subject = if case_sensitive {
             expr.clone()
         } else {
@@ -493,7 +489,10 @@ impl<'a> Builder<'a> {
         };
         let positive = match op {
             Op::Is | Op::IsNot => {
-                let values = clauses.iter().map(|c| fold(c)).collect();
+                let values = clauses
+                    .iter()
+                    .map(|c| fold_case(c, case_sensitive))
+                    .collect();
                 let p = self.bind(Param::Strs(values), "Array(String)");
                 format!("has({p}, {subject})")
             }
@@ -501,7 +500,7 @@ impl<'a> Builder<'a> {
                 let parts: Vec<String> = clauses
                     .iter()
                     .map(|c| {
-                        let p = self.bind_str(&fold(c));
+                        let p = self.bind_str(&fold_case(c, case_sensitive));
                         format!("position({subject}, {p}) > 0")
                     })
                     .collect();
@@ -537,14 +536,10 @@ impl<'a> Builder<'a> {
         clauses: &[String],
         case_sensitive: bool,
     ) -> Result<String, QueryError> {
-        let fold = |s: &str| {
-            if case_sensitive {
-                s.to_owned()
-            } else {
-                s.to_lowercase()
-            }
-        };
-        let wanted: Vec<String> = clauses.iter().map(|c| fold(c)).collect();
+        let wanted: Vec<String> = clauses
+            .iter()
+            .map(|c| fold_case(c, case_sensitive))
+            .collect();
         let mut patterns = Vec::new();
         if matches!(op, Op::Matches | Op::MatchesNot) {
             for c in clauses {
@@ -564,9 +559,9 @@ impl<'a> Builder<'a> {
             .regions
             .iter()
             .filter(|(_, name)| match op {
-                Op::Is | Op::IsNot => wanted.contains(&fold(name)),
+                Op::Is | Op::IsNot => wanted.contains(&fold_case(name, case_sensitive)),
                 Op::Contains | Op::ContainsNot => {
-                    let name = fold(name);
+                    let name = fold_case(name, case_sensitive);
                     wanted.iter().any(|w| name.contains(w.as_str()))
                 }
                 Op::Matches | Op::MatchesNot => patterns.iter().any(|re| re.is_match(name)),
@@ -600,11 +595,8 @@ impl<'a> Builder<'a> {
             let matching: Vec<&Goal> = goals
                 .iter()
                 .filter(|g| {
-                    let (name, c) = if case_sensitive {
-                        (g.name.clone(), clause.clone())
-                    } else {
-                        (g.name.to_lowercase(), clause.to_lowercase())
-                    };
+                    let name = fold_case(&g.name, case_sensitive);
+                    let c = fold_case(clause, case_sensitive);
                     match op {
                         Op::Contains => name.contains(&c),
                         _ => name == c,
@@ -775,12 +767,37 @@ impl<'a> Builder<'a> {
                 .enumerate()
                 .map(|(i, e)| format!("{e} AS d{i}"))
                 .collect();
-            cols.push(extra.to_owned());
+            if !extra.is_empty() {
+                cols.push(extra.to_owned());
+            }
             cols.join(", ")
         };
 
         // (name, columns it provides)
         let mut parts: Vec<&str> = Vec::new();
+        // The groups are those of the rows the metrics read, whichever metrics they
+        // are: the rows matching the filters (engagement rows when only engagement
+        // values are asked for), or by exit page the visits. agg_e and agg_g group
+        // exactly those; without them the primary side lists the groups on its own,
+        // because agg_s groups visits by their entry page (a page never entered would
+        // be missing) and has no anonymous rows, and agg_sd only rows with a depth.
+        let reads_rows = metrics
+            .iter()
+            .any(|m| !matches!(m, Metric::TimeOnPage | Metric::ScrollDepth));
+        let group_rows = if n == 0 || exit_dims {
+            None
+        } else if reads_rows {
+            (!need_e).then_some("name != 'engagement'")
+        } else {
+            (!need_g).then_some("name = 'engagement'")
+        };
+        if let Some(rows) = group_rows {
+            with.push(format!(
+                "agg_k AS (SELECT {} FROM {source} WHERE {rows} AND {filter}{group})",
+                row_select("")
+            ));
+            parts.push("agg_k");
+        }
         if need_e {
             // Revenue columns are read only when a revenue metric is asked for.
             let revenue = if wants(Metric::TotalRevenue) || wants(Metric::AverageRevenue) {
@@ -1395,6 +1412,16 @@ impl<'a> Builder<'a> {
         } else {
             self.condition(&Filter::And(kept))
         }
+    }
+}
+
+/// A filter value as it is compared: as given when the filter is case-sensitive,
+/// else lower-cased (the statement lower-cases the column with `lowerUTF8`).
+fn fold_case(s: &str, case_sensitive: bool) -> String {
+    if case_sensitive {
+        s.to_owned()
+    } else {
+        s.to_lowercase()
     }
 }
 

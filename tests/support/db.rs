@@ -33,3 +33,12 @@ pub async fn insert_events(client: &Client, rows: &[EventRow]) {
     }
     insert.end().await.unwrap();
 }
+
+/// The database `client` works in.
+pub async fn current_database(client: &Client) -> String {
+    client
+        .query("SELECT currentDatabase()")
+        .fetch_one::<String>()
+        .await
+        .unwrap()
+}

@@ -21,11 +21,34 @@ pub const ADMIN_TOKEN: &str = "hush-integration-test-admin-token";
 
 /// The `sha256` config value of [`ADMIN_TOKEN`].
 pub fn admin_token_sha256() -> String {
+    sha256_hex(ADMIN_TOKEN)
+}
+
+/// A token's `sha256` config value: its SHA-256, lower-case hex.
+pub fn sha256_hex(token: &str) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(ADMIN_TOKEN.as_bytes())
+    sha2::Sha256::digest(token.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A Stats API key that [`stats_keys`] lets read `example.com` (key name `ci`).
+pub const STATS_KEY: &str = "stats-key-for-example-com";
+/// A Stats API key that [`stats_keys`] lets read `other.example` only (name `other`).
+pub const OTHER_STATS_KEY: &str = "stats-key-for-other-site";
+
+/// The `keys` entry of a `[stats]` table with [`STATS_KEY`] and [`OTHER_STATS_KEY`],
+/// for a test's config to put under its own `[stats]` (the sites are the test's).
+pub fn stats_keys() -> String {
+    format!(
+        r#"keys = [
+  {{ name = "ci", sha256 = "{}", sites = ["example.com"] }},
+  {{ name = "other", sha256 = "{}", sites = ["other.example"] }},
+]"#,
+        sha256_hex(STATS_KEY),
+        sha256_hex(OTHER_STATS_KEY)
+    )
 }
 
 /// A running `hush serve`.
