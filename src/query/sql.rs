@@ -197,6 +197,14 @@ pub fn may_read_sessions(query: &Query, site: &Site<'_>, period: &Period, plan: 
         plan,
         sessions: None,
     };
+    // Asked as if days were usable: whether the visit plan would then take the query.
+    let any = SessionDays {
+        days: vec![(jiff::civil::Date::constant(1970, 1, 1), 0)],
+    };
+    let b = Builder {
+        sessions: Some(&any),
+        ..b
+    };
     plan == Plan::Auto && query.time_dimension().is_none() && b.fits_visit_plan()
 }
 
@@ -1136,7 +1144,9 @@ impl<'a> Builder<'a> {
                 Metric::Visits | Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit
             )
         }) || self.uses_joined();
-        if !needs_visits {
+        // With usable `sessions` days the visit plan reads one row per visit, cheaper
+        // than the general plan's pass over every row even when no visit value is asked.
+        if !needs_visits && self.sessions.is_none_or(|d| d.days.is_empty()) {
             return false;
         }
         metrics_fit && filters_fit && attrs_per_period && q.dimensions.iter().all(visit_or_time)
