@@ -24,6 +24,16 @@
 //! Each visit is then counted once, from one side, with the values it has without
 //! the table. `tests/stats.rs` checks every visit-plan answer both ways, with late
 //! rows on built days and with days left unbuilt among built ones.
+//!
+//! # The hourly rollup
+//!
+//! The per-row plan (visitors, page views and events of rows, by page, name, goal or
+//! time bucket) splits the period by UTC hour instead: an hour of a usable day that
+//! lies wholly inside the period is read from `hourly` (its rows are exactly the
+//! build's, which the counts guarantee), every other row of the period from `events`.
+//! `uniq` states merged across the two sides count as `uniq` over all the rows. A
+//! time bucket is a union of whole UTC hours only where the site's offset is a whole
+//! number of hours over the period, so time dimensions take the rollup only there.
 
 use jiff::civil::Date;
 use serde_json::Value;
@@ -65,7 +75,7 @@ pub(crate) async fn usable_days(
     );
     let recorded = statement(
         "SELECT toString(day), argMax(build, built_at), argMax(rows_prev, built_at), \
-         argMax(rows_day, built_at), argMax(rows_next, built_at) FROM session_days \
+         argMax(rows_day, built_at), argMax(rows_next, built_at), argMax(hourly, built_at) FROM session_days \
          WHERE site = {site:String} AND day >= {first:Date} AND day <= {last:Date} GROUP BY day",
     );
     let (counts, recorded) = tokio::try_join!(engine.fetch(&counts), engine.fetch(&recorded))?;
@@ -83,6 +93,7 @@ pub(crate) async fn usable_days(
     }
     let at = |d: Result<Date, jiff::Error>| d.ok().and_then(|d| rows.get(&d)).copied().unwrap_or(0);
     let mut days = Vec::new();
+    let mut hourly = Vec::new();
     for line in recorded {
         let Value::Array(cells) = line else { continue };
         let n = |i: usize| cells.get(i).and_then(Value::as_u64);
@@ -92,8 +103,12 @@ pub(crate) async fn usable_days(
             && [prev, on, next] == [at(day.yesterday()), at(Ok(day)), at(day.tomorrow())]
         {
             days.push((day, build));
+            if n(5) == Some(1) {
+                hourly.push((day, build));
+            }
         }
     }
     days.sort_unstable();
-    Ok(SessionDays { days })
+    hourly.sort_unstable();
+    Ok(SessionDays { days, hourly })
 }

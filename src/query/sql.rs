@@ -109,10 +109,12 @@ pub enum Param {
 }
 
 /// The built days of `sessions` a statement may read (`query::sessions` checks them
-/// against `events`): each UTC day with its recorded build, in day order.
+/// against `events`): each UTC day with its recorded build, in day order; and those
+/// of them whose build also wrote `hourly`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionDays {
     pub days: Vec<(jiff::civil::Date, u64)>,
+    pub hourly: Vec<(jiff::civil::Date, u64)>,
 }
 
 /// A statement and its parameters, in the order they were bound.
@@ -147,6 +149,46 @@ struct Builder<'a> {
 struct StoredVisits {
     table: String,
     raw_rows: String,
+}
+
+/// Which hourly rollup a per-row query reads (`Builder::rollup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollup {
+    /// `hourly_totals`: no dimension but time, no filter.
+    Totals,
+    /// `hourly_pages`: by or filtered on page, hostname, event name or goal.
+    Pages,
+}
+
+/// The per-row plan's split of the period between an hourly rollup and `events`:
+/// the rollup's rows as `hits`-like columns (`timestamp` is the hour; `st` the
+/// visitors' `uniq` state, `pv` and `ev` the page views and events), and the
+/// condition on an `events` row whose hour is read from the rollup instead.
+struct Rolled {
+    rows: String,
+    covered: String,
+}
+
+/// Whether `tz`'s offset is a whole number of hours at every instant of
+/// [`start`, `end`): then every local time bucket is a union of whole UTC hours.
+fn whole_hour_offsets(
+    tz: &jiff::tz::TimeZone,
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+) -> bool {
+    let whole = |o: jiff::tz::Offset| o.seconds() % 3600 == 0;
+    if !whole(tz.to_offset(start)) {
+        return false;
+    }
+    for t in tz.following(start) {
+        if t.timestamp() >= end {
+            break;
+        }
+        if !whole(t.offset()) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Which statement shape answers a query.
@@ -198,14 +240,17 @@ pub fn may_read_sessions(query: &Query, site: &Site<'_>, period: &Period, plan: 
         sessions: None,
     };
     // Asked as if days were usable: whether the visit plan would then take the query.
+    let day = (jiff::civil::Date::constant(1970, 1, 1), 0);
     let any = SessionDays {
-        days: vec![(jiff::civil::Date::constant(1970, 1, 1), 0)],
+        days: vec![day],
+        hourly: vec![day],
     };
     let b = Builder {
         sessions: Some(&any),
         ..b
     };
-    plan == Plan::Auto && query.time_dimension().is_none() && b.fits_visit_plan()
+    plan == Plan::Auto
+        && ((query.time_dimension().is_none() && b.fits_visit_plan()) || b.rollup().is_some())
 }
 
 /// Where an aggregate's rows come from and how dimensions read there.
@@ -665,7 +710,8 @@ impl<'a> Builder<'a> {
             "site = {site} AND timestamp >= toDateTime({start}, 'UTC') AND timestamp < toDateTime({end}, 'UTC')"
         );
 
-        if self.plan == Plan::Auto && self.fits_visit_plan() {
+        let rolled = self.rolled(&site, (&start, &end));
+        if rolled.is_none() && self.plan == Plan::Auto && self.fits_visit_plan() {
             let with = self.visit_plan(&range, &site, (&start, &end))?;
             return self.finish(&with, "agg_s", "s_visitors", "s_pageviews", "s_events");
         }
@@ -689,6 +735,12 @@ impl<'a> Builder<'a> {
                 names = JOINED.iter().map(|(c, _)| format!("j_{c}")).collect::<Vec<_>>().join(", "),
                 own = own.join(", "),
             ));
+        } else if let Some(r) = &rolled {
+            with.push(format!(
+                "hits AS (SELECT * FROM events WHERE {range} AND NOT ({}))",
+                r.covered
+            ));
+            with.push(format!("roll AS ({})", r.rows));
         } else {
             with.push(format!("hits AS (SELECT * FROM events WHERE {range})"));
         }
@@ -714,10 +766,16 @@ impl<'a> Builder<'a> {
             with.push(format!(
                 "goal_hits AS (SELECT *, arrayJoin({list}) AS goal FROM hits)"
             ));
+            if rolled.is_some() {
+                with.push(format!(
+                    "goal_roll AS (SELECT *, arrayJoin({list}) AS goal FROM roll)"
+                ));
+            }
             "goal_hits"
         } else {
             "hits"
         };
+        let roll_source = if has_goal_dim { "goal_roll" } else { "roll" };
 
         let filter = if q.filters.is_empty() {
             "1".to_owned()
@@ -816,13 +874,28 @@ impl<'a> Builder<'a> {
             } else {
                 ""
             };
-            with.push(format!(
-                "agg_e AS (SELECT {} FROM {source} WHERE name != 'engagement' AND {filter}{group})",
-                row_select(&format!(
-                    "uniqIf(visitor_id, visitor_id != 0) AS e_visitors, \
-                     countIf(name = 'pageview') AS e_pageviews, count() AS e_events{revenue}"
-                ))
-            ));
+            if rolled.is_some() {
+                // Both sides as states and counts, merged per group.
+                with.push(format!(
+                    "agg_e AS (SELECT {dims}{sep}uniqMerge(st) AS e_visitors, sum(pv) AS e_pageviews, \
+                     sum(ev) AS e_events FROM (SELECT {raw} FROM {source} WHERE name != 'engagement' \
+                     AND {filter}{group} UNION ALL SELECT {rolled} FROM {roll_source} WHERE {filter}){group})",
+                    dims = dcols.join(", "),
+                    sep = if n == 0 { "" } else { ", " },
+                    raw = row_select(
+                        "uniqStateIf(visitor_id, visitor_id != 0) AS st, countIf(name = 'pageview') AS pv, count() AS ev"
+                    ),
+                    rolled = row_select("st, pv, ev"),
+                ));
+            } else {
+                with.push(format!(
+                    "agg_e AS (SELECT {} FROM {source} WHERE name != 'engagement' AND {filter}{group})",
+                    row_select(&format!(
+                        "uniqIf(visitor_id, visitor_id != 0) AS e_visitors, \
+                         countIf(name = 'pageview') AS e_pageviews, count() AS e_events{revenue}"
+                    ))
+                ));
+            }
             parts.push("agg_e");
         }
         if need_s {
@@ -905,9 +978,16 @@ impl<'a> Builder<'a> {
             } else {
                 filter.clone()
             };
-            with.push(format!(
-                "agg_t AS (SELECT uniqIf(visitor_id, visitor_id != 0) AS t_visitors FROM hits WHERE name != 'engagement' AND {f})"
-            ));
+            if rolled.is_some() {
+                with.push(format!(
+                    "agg_t AS (SELECT uniqMerge(st) AS t_visitors FROM (SELECT uniqStateIf(visitor_id, visitor_id != 0) AS st \
+                     FROM hits WHERE name != 'engagement' AND {f} UNION ALL SELECT st FROM roll WHERE {f}))"
+                ));
+            } else {
+                with.push(format!(
+                    "agg_t AS (SELECT uniqIf(visitor_id, visitor_id != 0) AS t_visitors FROM hits WHERE name != 'engagement' AND {f})"
+                ));
+            }
         }
         let group_dims: Vec<usize> = q
             .dimensions
@@ -1282,6 +1362,127 @@ impl<'a> Builder<'a> {
         ])
     }
 
+    /// The hourly rollup that answers the query beside `events`, if one does: only
+    /// the rows' visitors, page views and events (and their shares), by page, name,
+    /// goal or time bucket, filtered on page, hostname, name or goal; time buckets
+    /// only where they are whole UTC hours.
+    fn rollup(&self) -> Option<Rollup> {
+        let q = self.query;
+        if self.plan != Plan::Auto || self.sessions.is_none_or(|d| d.hourly.is_empty()) {
+            return None;
+        }
+        let metrics_fit = q.metrics.iter().all(|m| {
+            matches!(
+                m,
+                Metric::Visitors
+                    | Metric::Pageviews
+                    | Metric::Events
+                    | Metric::Percentage
+                    | Metric::ConversionRate
+            )
+        });
+        let mut timed = false;
+        let mut by_rows = false;
+        for d in &q.dimensions {
+            match d {
+                Dimension::Time(TimeDimension::Minute) => return None,
+                Dimension::Time(_) => timed = true,
+                Dimension::Event(
+                    EventDimension::Page | EventDimension::Name | EventDimension::Goal,
+                ) => by_rows = true,
+                _ => return None,
+            }
+        }
+        let mut filters_fit = true;
+        for f in &q.filters {
+            filters_fit &= !contains_behavioral(f);
+            f.for_each_simple(&mut |s| {
+                if let Filter::Simple { dimension, .. } = s {
+                    filters_fit &= matches!(
+                        dimension,
+                        Dimension::Event(
+                            EventDimension::Page
+                                | EventDimension::Hostname
+                                | EventDimension::Name
+                                | EventDimension::Goal
+                        )
+                    );
+                }
+            });
+        }
+        if !metrics_fit || !filters_fit {
+            return None;
+        }
+        if timed {
+            let tz = jiff::tz::TimeZone::get(self.site.timezone).ok()?;
+            if !whole_hour_offsets(&tz, self.period.start, self.period.end) {
+                return None;
+            }
+        }
+        Some(if by_rows || !q.filters.is_empty() {
+            Rollup::Pages
+        } else {
+            Rollup::Totals
+        })
+    }
+
+    /// Splits the period for [`Self::rollup`]: the hours of usable days that lie
+    /// wholly in [`start`, `end`) from the rollup, every other row from `events`.
+    fn rolled(&mut self, site: &str, (start, end): (&str, &str)) -> Option<Rolled> {
+        let kind = self.rollup()?;
+        let days = self.sessions?;
+        let hour = 3600;
+        let (a, b) = (self.period.start.as_second(), self.period.end.as_second());
+        // The first and last whole UTC hours of the period.
+        let first_hour = a.div_euclid(hour) * hour + if a.rem_euclid(hour) == 0 { 0 } else { hour };
+        let last_hour = b.div_euclid(hour) * hour - hour;
+        let utc_day = |s: i64| {
+            jiff::Timestamp::from_second(s)
+                .ok()
+                .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
+        };
+        let (first, last) = (utc_day(first_hour)?, utc_day(last_hour)?);
+        let usable: Vec<&(jiff::civil::Date, u64)> = days
+            .hourly
+            .iter()
+            .filter(|(d, _)| *d >= first && *d <= last)
+            .collect();
+        if last_hour < first_hour || usable.is_empty() {
+            return None;
+        }
+        let dates = self.bind(
+            Param::Strs(usable.iter().map(|(d, _)| d.to_string()).collect()),
+            "Array(Date)",
+        );
+        let builds = self.bind(
+            Param::U64s(usable.iter().map(|(_, b)| *b).collect()),
+            "Array(UInt64)",
+        );
+        let lo = self.bind(Param::Str(first.to_string()), "Date");
+        let hi = self.bind(Param::Str(last.to_string()), "Date");
+        let from = format!("toDateTime({start}, 'UTC')");
+        let to = format!("toDateTime({end}, 'UTC')");
+        let hours = format!("hour >= {from} AND hour + 3600 <= {to}");
+        let built = format!(
+            "site = {site} AND day >= {lo} AND day <= {hi} AND build IN {builds} AND {hours}"
+        );
+        let rows = match kind {
+            Rollup::Totals => format!(
+                "SELECT hour AS timestamp, visitors AS st, pageviews AS pv, events AS ev \
+                 FROM hourly_totals WHERE {built}"
+            ),
+            Rollup::Pages => format!(
+                "SELECT hour AS timestamp, name, hostname, pathname, visitors AS st, \
+                 if(name = 'pageview', rows, 0) AS pv, rows AS ev FROM hourly_pages WHERE {built}"
+            ),
+        };
+        let covered = format!(
+            "has({dates}, toDate(timestamp)) AND toStartOfHour(timestamp) >= {from} \
+             AND toStartOfHour(timestamp) + 3600 <= {to}"
+        );
+        Some(Rolled { rows, covered })
+    }
+
     /// How the visit plan splits the period's visits between `sessions` and `events`
     /// (see `query::sessions` for why it is exact), or `None` when no built day helps.
     ///
@@ -1460,6 +1661,80 @@ mod tests {
         assert_eq!(regex("/blog/*"), "^/blog/.*$");
         assert_eq!(regex("/docs/**"), "^/docs/.*$");
         assert_eq!(regex("/a.b?(c)"), "^/a\\.b\\?\\(c\\)$");
+    }
+
+    /// The statement `body` gets for a site in `tz` over March 2024, with every
+    /// day's build usable and, with `hourly`, its hourly rows too.
+    fn statement_for(body: serde_json::Value, tz: &str, hourly: bool) -> String {
+        let mut body = body;
+        body["site_id"] = "a.test".into();
+        body["date_range"] = serde_json::json!(["2024-03-01", "2024-03-31"]);
+        let query = Query::from_json(body.to_string().as_bytes()).unwrap();
+        let zone = jiff::tz::TimeZone::get(tz).unwrap();
+        let now: jiff::Timestamp = "2024-04-10T00:00:00Z".parse().unwrap();
+        let period = super::super::period::resolve(query.date_range, now, &zone, None).unwrap();
+        let regions = RegionNames::default();
+        let goals = [Goal::event("Signup", "Signup")];
+        let site = Site {
+            domain: "a.test",
+            timezone: tz,
+            goals: &goals,
+            regions: &regions,
+        };
+        let days: Vec<(jiff::civil::Date, u64)> = (1..=31)
+            .map(|d| (jiff::civil::date(2024, 3, d), u64::from(d as u8)))
+            .collect();
+        let stored = SessionDays {
+            hourly: if hourly { days.clone() } else { Vec::new() },
+            days,
+        };
+        let text = build(&query, &site, &period, &[], Plan::Auto, Some(&stored))
+            .unwrap()
+            .text;
+        // The engine reads the usable days whenever the statement may use them.
+        assert!(!text.contains("hourly_") || may_read_sessions(&query, &site, &period, Plan::Auto));
+        text
+    }
+
+    #[test]
+    fn per_row_panels_read_the_rollup_that_fits_them() {
+        use serde_json::json;
+        let pages = json!({"metrics": ["visitors", "pageviews"], "dimensions": ["event:page"]});
+        let graph = json!({"metrics": ["visitors"], "dimensions": ["time:day"]});
+        let goals = json!({"metrics": ["visitors", "events", "conversion_rate"], "dimensions": ["event:goal"]});
+        let berlin = "Europe/Berlin";
+        assert!(statement_for(pages.clone(), berlin, true).contains("FROM hourly_pages"));
+        assert!(statement_for(goals, berlin, true).contains("FROM hourly_pages"));
+        let g = statement_for(graph.clone(), berlin, true);
+        assert!(
+            g.contains("FROM hourly_totals") && !g.contains("hourly_pages"),
+            "{g}"
+        );
+        // Not without hourly rows, not for minutes, not where a local day starts
+        // on a half hour (time buckets only), not with a visit value or filter.
+        assert!(!statement_for(pages.clone(), berlin, false).contains("hourly_"));
+        let minutes = json!({"metrics": ["visitors"], "dimensions": ["time:minute"]});
+        assert!(!statement_for(minutes, berlin, true).contains("hourly_"));
+        assert!(!statement_for(graph, "Asia/Kolkata", true).contains("hourly_"));
+        assert!(statement_for(pages, "Asia/Kolkata", true).contains("hourly_pages"));
+        let visits = json!({"metrics": ["visitors", "bounce_rate"], "dimensions": ["event:page"]});
+        assert!(!statement_for(visits, berlin, true).contains("hourly_"));
+        let by_source = json!({"metrics": ["visitors"], "dimensions": ["event:page"], "filters": [["is", "visit:source", ["Google"]]]});
+        assert!(!statement_for(by_source, berlin, true).contains("hourly_"));
+    }
+
+    #[test]
+    fn whole_hour_offsets_follow_the_zone_over_the_period() {
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let tz = |n: &str| jiff::tz::TimeZone::get(n).unwrap();
+        let (a, b) = (at("2024-01-01T00:00:00Z"), at("2025-01-01T00:00:00Z"));
+        assert!(whole_hour_offsets(&tz("Europe/Berlin"), a, b));
+        assert!(whole_hour_offsets(&tz("America/New_York"), a, b));
+        assert!(!whole_hour_offsets(&tz("Asia/Kolkata"), a, b));
+        // Lord Howe moves by half an hour: whole in winter (+10:30 is not), so the
+        // check must follow the transitions.
+        assert!(!whole_hour_offsets(&tz("Australia/Lord_Howe"), a, b));
+        assert!(whole_hour_offsets(&tz("UTC"), a, b));
     }
 
     #[test]

@@ -68,6 +68,7 @@ static MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_events_dedup_window"),
     migration!(5, "0005_dropped"),
     migration!(6, "0006_sessions"),
+    migration!(7, "0007_hourly"),
 ];
 
 /// The bookkeeping table. Not a numbered migration itself: it must exist before the

@@ -30,6 +30,13 @@
 //! Rows of a superseded or unrecorded build are deleted in the background; a query
 //! reads only the recorded build of each day, so they are never counted meanwhile.
 //!
+//! A build also writes the day's hourly rollups of its non-engagement rows
+//! (`hourly_pages` and `hourly_totals`, schema `0007_hourly.sql`: per UTC hour, and
+//! per event name, hostname and path, the `uniq` state of the visitors and the row
+//! counts), under the same build id and the same
+//! record, so the per-row panels (pages, goals, the visitors graph) read a usable
+//! day's hours from there by the same checks (`query::sql`, `Builder::rolled`).
+//!
 //! Receives: a ClickHouse client and plain values. Runs in `serve` every
 //! `stats.sessions_build_interval_secs` ([`spawn_scheduler`]), and from
 //! `hush sessions build`.
@@ -158,6 +165,23 @@ fn build_statement() -> String {
     )
 }
 
+/// The tables a build writes, beside its record in `session_days`.
+const BUILT: &[&str] = &["sessions", "hourly_pages", "hourly_totals"];
+
+/// The statements that write the hourly rows of a build of `{site}`'s `{day}`.
+const HOURLY_STATEMENTS: [&str; 2] = [
+    "INSERT INTO hourly_pages (site, day, build, hour, name, hostname, pathname, visitors, rows) \
+     SELECT {site:String}, {day:Date}, {build:UInt64}, toStartOfHour(timestamp) AS h, name, hostname, pathname, \
+     uniqStateIf(visitor_id, visitor_id != 0), count() FROM events \
+     WHERE site = {site:String} AND toDate(timestamp) = {day:Date} AND name != 'engagement' \
+     GROUP BY h, name, hostname, pathname",
+    "INSERT INTO hourly_totals (site, day, build, hour, visitors, pageviews, events) \
+     SELECT {site:String}, {day:Date}, {build:UInt64}, toStartOfHour(timestamp) AS h, \
+     uniqStateIf(visitor_id, visitor_id != 0), countIf(name = 'pageview'), count() FROM events \
+     WHERE site = {site:String} AND toDate(timestamp) = {day:Date} AND name != 'engagement' \
+     GROUP BY h",
+];
+
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionsError {
@@ -216,6 +240,7 @@ struct Recorded {
     rows_prev: u64,
     rows_day: u64,
     rows_next: u64,
+    hourly: u8,
 }
 
 /// The rows of the day before `day`, of `day` and of the day after, in `counts`.
@@ -281,7 +306,8 @@ impl SessionBuilder {
             self.timeouts.query,
             self.client
                 .query(
-                    "SELECT toUInt16(day) AS n, argMax(rows_prev, built_at) AS rows_prev, argMax(rows_day, built_at) AS rows_day, argMax(rows_next, built_at) AS rows_next \
+                    "SELECT toUInt16(day) AS n, argMax(rows_prev, built_at) AS rows_prev, argMax(rows_day, built_at) AS rows_day, argMax(rows_next, built_at) AS rows_next, \
+                     argMax(hourly, built_at) AS hourly \
                      FROM session_days WHERE site = {site:String} GROUP BY n",
                 )
                 .param("site", site)
@@ -327,9 +353,10 @@ impl SessionBuilder {
             .filter(|day| u32::from(**day) + 2 <= u32::from(today))
             .map(|day| (*day, rows_around(&counts, *day)))
             .filter(|(day, rows)| {
-                recorded
-                    .get(day)
-                    .is_none_or(|r| [r.rows_prev, r.rows_day, r.rows_next] != *rows)
+                // Builds recorded before `hourly` existed are made again.
+                recorded.get(day).is_none_or(|r| {
+                    [r.rows_prev, r.rows_day, r.rows_next] != *rows || r.hourly == 0
+                })
             })
             .collect();
         due.sort_unstable();
@@ -372,6 +399,18 @@ impl SessionBuilder {
                 .execute(),
         )
         .await?;
+        for statement in HOURLY_STATEMENTS {
+            timed(
+                self.timeouts.mutation,
+                self.client
+                    .query(statement)
+                    .param("site", site)
+                    .param("day", &date)
+                    .param("build", build)
+                    .execute(),
+            )
+            .await?;
+        }
         let after = self.day_counts(site, Some(day.saturating_sub(1))).await?;
         let unchanged = rows_around(&after, day) == rows;
         let skip = if !unchanged {
@@ -387,8 +426,8 @@ impl SessionBuilder {
                 self.timeouts.query,
                 self.client
                     .query(
-                        "INSERT INTO session_days (site, day, build, built_at, rows_prev, rows_day, rows_next) \
-                         SELECT {site:String}, {day:Date}, {build:UInt64}, now(), {prev:UInt64}, {rows:UInt64}, {next:UInt64}",
+                        "INSERT INTO session_days (site, day, build, built_at, rows_prev, rows_day, rows_next, hourly) \
+                         SELECT {site:String}, {day:Date}, {build:UInt64}, now(), {prev:UInt64}, {rows:UInt64}, {next:UInt64}, 1",
                     )
                     .param("site", site)
                     .param("day", &date)
@@ -403,20 +442,21 @@ impl SessionBuilder {
         let keep = if skip.is_none() { build } else { 0 };
         // Older builds of the day (and this one, if not recorded): never read again.
         // A background mutation: queries already ignore them.
-        timed(
-            self.timeouts.query,
-            self.client
-                .query(
-                    "ALTER TABLE sessions DELETE WHERE site = {site:String} AND day = {day:Date} \
-                     AND build != {keep:UInt64}",
-                )
-                .param("site", site)
-                .param("day", &date)
-                .param("keep", keep)
-                .with_setting("mutations_sync", "0")
-                .execute(),
-        )
-        .await?;
+        for table in BUILT {
+            delete_where(
+                &self.client,
+                self.timeouts.query,
+                table,
+                "site = {site:String} AND day = {day:Date} AND build != {keep:UInt64}",
+                false,
+                |q| {
+                    q.param("site", site)
+                        .param("day", &date)
+                        .param("keep", keep)
+                },
+            )
+            .await?;
+        }
         Ok(skip)
     }
 
@@ -461,6 +501,26 @@ impl SessionBuilder {
     }
 }
 
+/// Deletes the rows of `table` where `cond` holds, its parameters bound by `bind`;
+/// with `wait`, once the mutation has run on every replica (`mutations_sync = 2`).
+async fn delete_where(
+    client: &clickhouse::Client,
+    timeout: Duration,
+    table: &str,
+    cond: &str,
+    wait: bool,
+    bind: impl Fn(clickhouse::query::Query) -> clickhouse::query::Query,
+) -> Result<(), SessionsError> {
+    timed(
+        timeout,
+        bind(client.query(&format!("ALTER TABLE {table} DELETE WHERE {cond}")))
+            .with_setting("mutations_sync", if wait { "2" } else { "0" })
+            .execute(),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Makes the builds of `days` (UTC days of `site`), and of the days next to them,
 /// unusable and deletes their rows, after rows of those days were deleted from
 /// `events` (an erasure): a build holds values of the rows it was made from. The
@@ -480,18 +540,15 @@ pub async fn forget_days(
         .collect();
     around.sort_unstable();
     around.dedup();
-    for table in ["session_days", "sessions"] {
-        timed(
+    // The record first: a query that reads between two deletes finds the day unusable.
+    for table in ["session_days"].iter().chain(BUILT) {
+        delete_where(
+            client,
             timeouts.mutation,
-            client
-                .query(&format!(
-                    "ALTER TABLE {table} DELETE WHERE site = {{site:String}} \
-                     AND has({{days:Array(UInt16)}}, toUInt16(day))"
-                ))
-                .param("site", site)
-                .param("days", &around)
-                .with_setting("mutations_sync", "2")
-                .execute(),
+            table,
+            "site = {site:String} AND has({days:Array(UInt16)}, toUInt16(day))",
+            true,
+            |q| q.param("site", site).param("days", &around),
         )
         .await?;
     }
@@ -504,16 +561,14 @@ pub async fn forget_site(
     timeouts: Timeouts,
     site: &str,
 ) -> Result<(), SessionsError> {
-    for table in ["session_days", "sessions", "event_days"] {
-        timed(
+    for table in ["session_days"].iter().chain(BUILT).chain(&["event_days"]) {
+        delete_where(
+            client,
             timeouts.mutation,
-            client
-                .query(&format!(
-                    "ALTER TABLE {table} DELETE WHERE site = {{site:String}}"
-                ))
-                .param("site", site)
-                .with_setting("mutations_sync", "2")
-                .execute(),
+            table,
+            "site = {site:String}",
+            true,
+            |q| q.param("site", site),
         )
         .await?;
     }
@@ -521,26 +576,20 @@ pub async fn forget_site(
 }
 
 /// Deletes the builds and counts of the days up to each site's retention cutoff
-/// (`expired`: a condition on `site` and `day`, bound by `bind`), and the builds of
-/// the day after (its visits' values included rows now purged), for the purge.
+/// (`expired_day`: an expression of the row's `site`, its parameters bound by
+/// `bind`), and the builds of the day after (its visits' values included rows now
+/// purged), for the purge.
 pub async fn expire(
     client: &clickhouse::Client,
     timeouts: Timeouts,
     expired_day: &str,
     bind: impl Fn(clickhouse::query::Query) -> clickhouse::query::Query,
 ) -> Result<(), SessionsError> {
-    for (table, cond) in [
-        ("session_days", format!("day <= {expired_day} + 1")),
-        ("sessions", format!("day <= {expired_day} + 1")),
-        ("event_days", format!("day < {expired_day}")),
-    ] {
-        timed(
-            timeouts.mutation,
-            bind(client.query(&format!("ALTER TABLE {table} DELETE WHERE {cond}")))
-                .with_setting("mutations_sync", "2")
-                .execute(),
-        )
-        .await?;
+    let built = format!("day <= {expired_day} + 1");
+    let counts = format!("day < {expired_day}");
+    let tables = ["session_days"].iter().chain(BUILT).map(|t| (*t, &built));
+    for (table, cond) in tables.chain([("event_days", &counts)]) {
+        delete_where(client, timeouts.mutation, table, cond, true, &bind).await?;
     }
     Ok(())
 }
