@@ -979,6 +979,7 @@ async fn per_row_panels_read_from_hourly_rollups_match_the_model() {
         check(json!({"metrics": ["visitors", "events", "conversion_rate"], "date_range": range, "dimensions": ["event:goal"]})).await;
         check(json!({"metrics": metrics, "date_range": range, "dimensions": ["time:day"], "filters": [["contains", "event:page", ["blog"]]]})).await;
         check(json!({"metrics": ["visitors", "conversion_rate"], "date_range": range, "filters": [["is", "event:goal", ["Signup", "Visit /blog/*"]]]})).await;
+        check(json!({"metrics": ["visitors", "conversion_rate"], "date_range": range, "filters": [["is", "event:goal", ["Visit /blog/*"]], ["contains", "event:page", ["/blog/"]]]})).await;
         check(json!({"metrics": metrics, "date_range": range, "filters": [["is_not", "event:hostname", ["other.test"]]], "dimensions": ["event:page"]})).await;
     }
     for dim in [

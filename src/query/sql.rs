@@ -166,6 +166,9 @@ enum Rollup {
 /// condition on an `events` row whose hour is read from the rollup instead.
 struct Rolled {
     rows: String,
+    /// The same from `hourly_totals`, for totals over every row (`percentage`,
+    /// `conversion_rate` without filters beside the goal's).
+    totals: String,
     covered: String,
 }
 
@@ -741,6 +744,7 @@ impl<'a> Builder<'a> {
                 r.covered
             ));
             with.push(format!("roll AS ({})", r.rows));
+            with.push(format!("roll_t AS ({})", r.totals));
         } else {
             with.push(format!("hits AS (SELECT * FROM events WHERE {range})"));
         }
@@ -979,9 +983,12 @@ impl<'a> Builder<'a> {
                 filter.clone()
             };
             if rolled.is_some() {
+                // Over every row, the hours' own states: each holds a visitor once,
+                // where the per-page ones hold it once per page.
+                let roll = if f == "1" { "roll_t" } else { "roll" };
                 with.push(format!(
                     "agg_t AS (SELECT uniqMerge(st) AS t_visitors FROM (SELECT uniqStateIf(visitor_id, visitor_id != 0) AS st \
-                     FROM hits WHERE name != 'engagement' AND {f} UNION ALL SELECT st FROM roll WHERE {f}))"
+                     FROM hits WHERE name != 'engagement' AND {f} UNION ALL SELECT st FROM {roll} WHERE {f}))"
                 ));
             } else {
                 with.push(format!(
@@ -1466,11 +1473,12 @@ impl<'a> Builder<'a> {
         let built = format!(
             "site = {site} AND day >= {lo} AND day <= {hi} AND build IN {builds} AND {hours}"
         );
+        let totals = format!(
+            "SELECT hour AS timestamp, visitors AS st, pageviews AS pv, events AS ev \
+             FROM hourly_totals WHERE {built}"
+        );
         let rows = match kind {
-            Rollup::Totals => format!(
-                "SELECT hour AS timestamp, visitors AS st, pageviews AS pv, events AS ev \
-                 FROM hourly_totals WHERE {built}"
-            ),
+            Rollup::Totals => totals.clone(),
             Rollup::Pages => format!(
                 "SELECT hour AS timestamp, name, hostname, pathname, visitors AS st, \
                  if(name = 'pageview', rows, 0) AS pv, rows AS ev FROM hourly_pages WHERE {built}"
@@ -1480,7 +1488,11 @@ impl<'a> Builder<'a> {
             "has({dates}, toDate(timestamp)) AND toStartOfHour(timestamp) >= {from} \
              AND toStartOfHour(timestamp) + 3600 <= {to}"
         );
-        Some(Rolled { rows, covered })
+        Some(Rolled {
+            rows,
+            totals,
+            covered,
+        })
     }
 
     /// How the visit plan splits the period's visits between `sessions` and `events`
@@ -1704,7 +1716,12 @@ mod tests {
         let goals = json!({"metrics": ["visitors", "events", "conversion_rate"], "dimensions": ["event:goal"]});
         let berlin = "Europe/Berlin";
         assert!(statement_for(pages.clone(), berlin, true).contains("FROM hourly_pages"));
-        assert!(statement_for(goals, berlin, true).contains("FROM hourly_pages"));
+        let g = statement_for(goals, berlin, true);
+        // The conversion rate's total over every row reads the hours' own states.
+        assert!(
+            g.contains("FROM hourly_pages") && g.contains("FROM roll_t"),
+            "{g}"
+        );
         let g = statement_for(graph.clone(), berlin, true);
         assert!(
             g.contains("FROM hourly_totals") && !g.contains("hourly_pages"),
