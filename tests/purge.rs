@@ -1329,3 +1329,112 @@ async fn an_erasure_whose_queued_rows_cannot_be_stored_deletes_nothing() {
     assert!(log[0].error.contains("not stored"), "{:?}", log[0]);
     let _ = handle.shutdown(Duration::from_millis(100)).await;
 }
+
+/// Issue 11: what the sessions builder derives from a visitor's rows (their visits in
+/// `sessions`, the `uniq` states of their hashes in the hourly rollups) goes with an
+/// erasure, for the erased days and the days next to them; the other days keep
+/// theirs, and a rebuild counts what is left.
+#[tokio::test]
+async fn an_erasure_removes_the_visits_and_rollups_built_from_the_visitor() {
+    let (_config, client) = migrated_config("dsr_built", SITES_TOML).await;
+    let site = "utc.example";
+    let first = secs("2025-06-01T00:00:00Z");
+    let erased = 4242u64;
+    let mut rows = Vec::new();
+    for day in 0..6u32 {
+        for v in 1..=150u64 {
+            let start = first + day * 86_400 + 3_600 * (1 + (v as u32 % 20)) + v as u32;
+            for p in 0..3u32 {
+                let mut r = row(site, start + p * 60, v * 10 + u64::from(day % 2), vec![]);
+                r.session_id = u64::from(day) * 100_000 + v;
+                rows.push(r);
+            }
+        }
+    }
+    // The erased visitor: one visit on 06-03.
+    for p in 0..4u32 {
+        let mut r = row(site, first + 2 * 86_400 + 40_000 + p * 30, erased, vec![]);
+        r.session_id = 9_999_999;
+        rows.push(r);
+    }
+    insert_events(&client, &rows).await;
+    let builder = hush::store::sessions::SessionBuilder::new(client.clone(), T, 1800);
+    let later = ts("2030-01-01T00:00:00Z");
+    let report = builder.build_site(site, later, usize::MAX).await.unwrap();
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert!(report.built.len() >= 6, "{report:?}");
+
+    let count = |sql: &'static str| {
+        let client = client.clone();
+        async move { client.query(sql).fetch_one::<u64>().await.unwrap() }
+    };
+    assert_eq!(
+        count("SELECT count() FROM sessions WHERE visitor_id = 4242").await,
+        1
+    );
+    // Days by number: 06-02 .. 06-04 are the erased day and its neighbours.
+    let around = "toDate(day) BETWEEN '2025-06-02' AND '2025-06-04'";
+    let hourly_around = format!("SELECT count() FROM hourly_pages WHERE {around}");
+    let before_around: u64 = client.query(&hourly_around).fetch_one().await.unwrap();
+    assert!(before_around > 0);
+    let others = "SELECT count() FROM hourly_totals WHERE toDate(day) NOT BETWEEN '2025-06-02' AND '2025-06-04'";
+    let before_others = count(others).await;
+
+    let selector = Selector {
+        site: site.into(),
+        visitor_id: Some(erased),
+        ..Selector::default()
+    };
+    let report = dsr::erase(&client, T, &selector, "test").await.unwrap();
+    assert_eq!(report.rows_before, 4);
+    assert_eq!(
+        count("SELECT count() FROM sessions WHERE visitor_id = 4242").await,
+        0
+    );
+    for table in ["sessions", "hourly_pages", "hourly_totals", "session_days"] {
+        let left: u64 = client
+            .query(&format!("SELECT count() FROM {table} WHERE {around}"))
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{table} still holds rows of the erased days");
+    }
+    assert_eq!(
+        count(others).await,
+        before_others,
+        "other days' rollups kept"
+    );
+
+    // Rebuilt from what is left: each day's visitors, as counted here.
+    let report = builder.build_site(site, later, usize::MAX).await.unwrap();
+    assert_eq!(report.built.len(), 3, "{report:?}");
+    #[derive(Debug, clickhouse::Row, serde::Deserialize)]
+    struct Day {
+        day: u32,
+        visitors: u64,
+        pageviews: u64,
+    }
+    let built: Vec<Day> = client
+        .query(
+            "SELECT toUInt32(toUInt16(day)) AS day, uniqMerge(visitors) AS visitors, sum(pageviews) AS pageviews \
+             FROM hourly_totals GROUP BY day ORDER BY day",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    let mut expected: BTreeMap<u32, (std::collections::BTreeSet<u64>, u64)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.visitor_id != erased) {
+        let e = expected.entry(r.timestamp / 86_400).or_default();
+        e.0.insert(r.visitor_id);
+        e.1 += 1;
+    }
+    let got: BTreeMap<u32, (u64, u64)> = built
+        .iter()
+        .map(|d| (d.day, (d.visitors, d.pageviews)))
+        .collect();
+    let want: BTreeMap<u32, (u64, u64)> = expected
+        .iter()
+        .map(|(d, (v, n))| (*d, (v.len() as u64, *n)))
+        .collect();
+    assert_eq!(got, want);
+}
