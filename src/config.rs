@@ -224,6 +224,9 @@ pub struct UserAgentConfig {
     pub cache_entries: usize,
     /// Extra case-insensitive substrings that mark a User-Agent as a bot.
     pub extra_bot_patterns: Vec<String>,
+    /// Case-insensitive substrings of User-Agents never taken for a bot (a site's own
+    /// monitoring, counted on purpose): they win over every bot rule.
+    pub allowed_patterns: Vec<String>,
 }
 
 impl Default for UserAgentConfig {
@@ -231,6 +234,7 @@ impl Default for UserAgentConfig {
         Self {
             cache_entries: 20_000,
             extra_bot_patterns: Vec::new(),
+            allowed_patterns: Vec::new(),
         }
     }
 }

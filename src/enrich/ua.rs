@@ -230,6 +230,9 @@ pub struct UaParser {
     bots: AhoCorasick,
     /// The family label of each pattern of `bots`, by pattern index.
     bot_labels: Vec<Arc<str>>,
+    /// `user_agent.allowed_patterns`: never a bot (`None` when there are none, so the
+    /// default costs nothing).
+    allowed: Option<AhoCorasick>,
     browser_tokens: AhoCorasick,
     devices: Vec<DeviceRule>,
     /// Requests without client hints, keyed on the User-Agent alone; `None` when the
@@ -267,6 +270,22 @@ impl UaParser {
             .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)?;
         let bot_labels = patterns.iter().map(|p| family_label(p)).collect();
+        let allowed: Vec<&str> = cfg
+            .allowed_patterns
+            .iter()
+            .map(|p| p.trim())
+            // An empty pattern would let every bot through.
+            .filter(|p| !p.is_empty())
+            .collect();
+        let allowed = if allowed.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&allowed)?,
+            )
+        };
         let browser_tokens = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .kind(Some(AhoCorasickKind::DFA))
@@ -286,6 +305,7 @@ impl UaParser {
             woothee: woothee::parser::Parser::new(),
             bots,
             bot_labels,
+            allowed,
             browser_tokens,
             devices: device_rules(DEVICE_RULES)?,
             cache,
@@ -375,7 +395,8 @@ impl UaParser {
     }
 
     fn parse_uncached(&self, ua: &str, hints: &ClientHints<'_>) -> UaInfo {
-        let listed_bot = self.looks_automated(ua);
+        let allowed = self.allowed.as_ref().is_some_and(|a| a.is_match(ua));
+        let listed_bot = !allowed && self.looks_automated(ua);
         let Some(w) = self.woothee.parse(ua) else {
             // The rule table still knows browsers woothee cannot place (`UCWEB/2.0 ...`).
             let (browser, version) = browser_of(ua, woothee::woothee::VALUE_UNKNOWN, "");
@@ -399,7 +420,7 @@ impl UaParser {
             };
         };
         // woothee's "misc" category is HTTP libraries, feed readers and similar tools.
-        let is_bot = listed_bot || w.category == "crawler" || w.category == "misc";
+        let is_bot = !allowed && (listed_bot || w.category == "crawler" || w.category == "misc");
         let (mut browser, mut browser_version) = browser_of(ua, w.name, w.version);
         let (mut os, mut os_version) = os_of(ua, w.os, &w.os_version);
         let mut device = if is_bot {
@@ -1826,6 +1847,37 @@ mod tests {
         // The empty patterns must not have turned every UA into a bot.
         assert!(!p.parse(CASES[0].0).is_bot);
         assert!(!parser().parse(probe).is_bot);
+    }
+
+    #[test]
+    fn allowed_patterns_win_over_every_bot_rule_and_empty_ones_are_ignored() {
+        let cfg = UserAgentConfig {
+            allowed_patterns: vec!["mycompanyprobe/".into(), "".into(), "  ".into()],
+            ..Default::default()
+        };
+        let p = UaParser::new(&cfg).unwrap();
+        // Caught by a listed pattern, by woothee's crawler category, and by shape
+        // (no browser token at all, a URL): each counted once allowed.
+        for ua in [
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 HeadlessChrome MyCompanyProbe/2",
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html) MyCompanyProbe/2",
+            "MyCompanyProbe/2.0 (+https://status.example.com)",
+        ] {
+            assert!(
+                parser().parse(ua).is_bot,
+                "{ua} is a bot without the allow-list"
+            );
+            let got = p.parse(ua);
+            assert!(!got.is_bot, "{ua}");
+            assert_eq!(&*got.bot_family, "", "{ua}");
+        }
+        // The empty patterns did not let other bots through.
+        assert!(p.parse("curl/8.0").is_bot);
+        assert!(
+            p.parse("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
+                .is_bot
+        );
+        assert!(!p.parse(CASES[0].0).is_bot);
     }
 
     #[test]
