@@ -675,6 +675,52 @@ async fn a_session_lists_property_keys_of_its_sites_only() {
     assert_eq!(a.status, 403, "{}", a.body);
 }
 
+/// Issue 12: anyone with a shared link can open a fresh session at will, so the
+/// sessions of shared links from one network share one allowance between them.
+#[tokio::test]
+async fn shared_link_sessions_share_one_allowance_per_network() {
+    let s = start("[dashboard]\nsession_rate_limit_per_hour = 4\n").await;
+    let open = || async {
+        let opened = s
+            .get(&format!("/share/example.com?auth={}", s.open_slug), None)
+            .await;
+        let (cookie, _) = set_cookie(&opened.headers).expect("a share session");
+        let csrf = s.whoami(&cookie).await.json()["csrf"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (cookie, csrf)
+    };
+    let first = open().await;
+    let second = open().await;
+    assert_ne!(first.0, second.0);
+    let mut ok = 0;
+    for (cookie, csrf) in [&first, &second, &first, &second, &first, &second] {
+        let a = s.visitors(cookie, csrf, "example.com", json!([])).await;
+        if a.status == 200 {
+            ok += 1;
+        } else {
+            assert_eq!(a.status, 429, "{}", a.body);
+            assert!(a.headers.contains_key("retry-after"));
+        }
+    }
+    // Four between the two sessions, not four each.
+    assert_eq!(ok, 4);
+    let third = open().await;
+    let a = s
+        .visitors(&third.0, &third.1, "example.com", json!([]))
+        .await;
+    assert_eq!(
+        a.status, 429,
+        "a new session is no way around it: {}",
+        a.body
+    );
+    // An analyst's own session keeps its own allowance.
+    let (cookie, csrf) = s.session("alice", ALICE_PASSWORD).await;
+    let a = s.visitors(&cookie, &csrf, "example.com", json!([])).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
 #[tokio::test]
 async fn each_session_has_its_own_allowance_apart_from_the_keys() {
     // Keys may make 2 calls an hour; a session 5, each session its own.

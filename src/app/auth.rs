@@ -112,6 +112,9 @@ pub struct StatsSession {
     /// Its own rate-limit key, one per session: `session:` and 16 hex digits of the
     /// SHA-256 of the session table's key (nothing that leads back to the cookie).
     pub limit_key: String,
+    /// Opened by a shared link: anyone with the link can open as many as they like,
+    /// so the Stats API also holds them to one allowance per client network.
+    pub shared: bool,
 }
 
 /// What a session is for: the log name of the Stats API.
@@ -368,6 +371,7 @@ impl Auth {
             viewer,
             name,
             limit_key,
+            shared: kind == Kind::Share,
         })
     }
 

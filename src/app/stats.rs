@@ -9,7 +9,9 @@
 //! nothing for a site marked `public = true`. Each key has its own rate limit
 //! (`stats.rate_limit_per_hour`), each signed-in session one of its own apart from
 //! the keys' (`dashboard.session_rate_limit_per_hour`: a dashboard view makes a
-//! dozen calls); anonymous readers of public sites share one per network prefix.
+//! dozen calls), and the sessions of shared links, which anyone with the link opens
+//! at will, also one per network prefix between them; anonymous readers of public
+//! sites share one per network prefix.
 //! hush's own `POST /api/hush/sites/{site}/props` (the site's custom property keys,
 //! [`props`]) is read under the same rules. A call is logged with the key's name (`user:<name>` or
 //! `share:<site>/<name>` for a session), never the key.
@@ -297,7 +299,7 @@ impl Stats {
                             }
                         }
                     }
-                    session_limit = Some(s.limit_key);
+                    session_limit = Some((s.limit_key, s.shared));
                     Some(key)
                 }
                 (Some(s), _) if s.public => None,
@@ -308,7 +310,14 @@ impl Stats {
             return (key_name, error(StatusCode::UNAUTHORIZED, UNAUTHORIZED));
         };
         let limited = match (&session_limit, &key_name) {
-            (Some(session), _) => self.session_limiter.check(session, Instant::now()),
+            // A shared link's sessions, however many are opened, share one
+            // allowance per client network on top of each session's own.
+            (Some((session, shared)), _) => if *shared {
+                self.session_limiter.check_anonymous(client)
+            } else {
+                Ok(())
+            }
+            .and_then(|()| self.session_limiter.check(session, Instant::now())),
             (None, Some(name)) => self.limiter.check(name, Instant::now()),
             (None, None) => self.limiter.check_anonymous(client),
         };
