@@ -302,6 +302,8 @@ const SOURCES: &[(&str, &str, Channel)] = &[
     ("mylife.ru", "MyLife", Social),
     // Webmail.
     ("mail.google.com", "Gmail", Email),
+    // Google's news search, on every country domain too (`lookup_host`).
+    ("news.google.com", "Google News", Search),
     ("outlook.live.com", "Outlook", Email),
     ("outlook.office.com", "Outlook", Email),
     ("outlook.office365.com", "Outlook", Email),
@@ -328,7 +330,6 @@ const SOURCES: &[(&str, &str, Channel)] = &[
     ("copilot.microsoft.com", "Copilot", Referral),
     ("claude.ai", "Claude", Referral),
     ("chat.deepseek.com", "DeepSeek", Referral),
-    ("news.google.com", "Google News", Referral),
     ("wikipedia.org", "Wikipedia", Referral),
     ("substack.com", "Substack", Referral),
 ];
@@ -604,7 +605,13 @@ fn lookup_host(host: &str) -> Option<(&'static str, Channel)> {
         }
     }
     if is_google_country_domain(host) {
-        return Some(("Google", Search));
+        // Google News is Google's own source on every country domain, as on `.com`.
+        let name = if host.starts_with("news.google.") {
+            "Google News"
+        } else {
+            "Google"
+        };
+        return Some((name, Search));
     }
     if is_webmail(host) {
         return Some(("", Email));
@@ -972,7 +979,20 @@ mod tests {
             parts(&c("https://mail.google.com/mail/u/0/")),
             ("mail.google.com", "/mail/u/0/", "Gmail", "email")
         );
-        assert_eq!(c("https://news.google.com/").source, "Google News");
+        // News is its own source, a search on every Google domain.
+        for url in [
+            "https://news.google.com/",
+            "https://news.google.de/",
+            "https://news.google.co.uk/stories",
+            "https://news.google.com.br/",
+        ] {
+            assert_eq!(
+                (c(url).source.as_str(), c(url).channel),
+                ("Google News", "search"),
+                "{url}"
+            );
+        }
+        assert_eq!(c("https://www.google.de/").source, "Google");
         assert_eq!(c("https://gemini.google.com/app").source, "Gemini");
         assert_eq!(
             c("https://www.googleadservices.com/pagead/aclk").channel,
