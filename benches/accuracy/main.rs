@@ -30,7 +30,8 @@
 //!   gives `navigator.userAgentData`) go to the parser with the UA, as the collector
 //!   passes them; the fixtures that have any are also scored without them.
 //! - **sources**: each host of the referer database as `https://host/`; the source
-//!   must be the database's name (or an alias in [`SOURCE_ALIASES`]), the channel the
+//!   must be the database's name (or an alias in [`SOURCE_ALIASES`], or the host's own
+//!   name in [`SOURCE_HOSTS`]), the channel the
 //!   medium's (`search`, `social`, `email`; `unknown` is left out of the channel
 //!   score).
 
@@ -121,9 +122,12 @@ const SOURCE_ALIASES: &[(&str, &str)] = &[
     ("Google Images", "Google"),
     ("Google Product Search", "Google"),
     ("Google Blogsearch", "Google"),
-    ("Google News", "Google"),
     ("Yandex Images", "Yandex"),
     ("Yahoo!", "Yahoo"),
+    ("Yahoo! Images", "Yahoo"),
+    ("Yahoo! Mail", "Yahoo Mail"),
+    ("Bing Images", "Bing"),
+    ("Google Video", "Google"),
     // Spellings and owners: hush uses the engine's own spelling and brand.
     ("IXquick", "Ixquick"),
     ("Altavista", "AltaVista"),
@@ -137,6 +141,12 @@ const SOURCE_ALIASES: &[(&str, &str)] = &[
     ("vKruguDruzei.ru", "vKruguDruzei"),
     ("dmoz", "DMOZ"),
     ("Icerockeet", "IceRocket"),
+    ("APOLL07", "Apollo7"),
+    ("blekko", "Blekko"),
+    ("DuckDuckGoL", "DuckDuckGo"),
+    ("Hotbot", "HotBot"),
+    ("Looksmart", "LookSmart"),
+    ("maailm", "Maailm"),
     ("DasOertliche", "Das Örtliche"),
     ("DasTelefonbuch", "Das Telefonbuch"),
     ("Goyellow.de", "GoYellow"),
@@ -146,6 +156,24 @@ const SOURCE_ALIASES: &[(&str, &str)] = &[
     ("Metager2", "MetaGer"),
     ("Delfi latvia", "Delfi"),
     ("La Toile Du Quebec Via Google", "La Toile du Québec"),
+];
+
+/// Hosts the referer database files under another engine's or an owner's name, which
+/// hush names after the site the visitor came from: InfoSpace's engines each by its
+/// brand, a portal's search by the portal, and the database's mislabels.
+const SOURCE_HOSTS: &[(&str, &str)] = &[
+    ("dogpile.com", "Dogpile"),
+    ("www.dogpile.com", "Dogpile"),
+    ("metacrawler.com", "MetaCrawler"),
+    ("webcrawler.com", "WebCrawler"),
+    ("isearch.babylon.com", "Babylon"),
+    ("search.sweetim.com", "SweetIM"),
+    ("search.mywebsearch.com", "MyWebSearch"),
+    ("searchatlas.centrum.cz", "Centrum"),
+    ("wayn.com", "WAYN"),
+    ("www.plazoo.com", "Plazoo"),
+    // The database names its other 190 Google News hosts `Google News`.
+    ("news.google.co.uk", "Google News"),
 ];
 
 #[derive(Deserialize)]
@@ -419,6 +447,7 @@ fn main() {
     let mut source = Score::default();
     let mut channel = Score::default();
     let aliases: HashMap<&str, &str> = SOURCE_ALIASES.iter().copied().collect();
+    let hosts: HashMap<&str, &str> = SOURCE_HOSTS.iter().copied().collect();
     for r in &refs {
         let url = format!("https://{}/", r.host);
         let info = referrer::classify(Some(&url), &[], &Utm::default());
@@ -432,7 +461,11 @@ fn main() {
             &r.host,
         );
         if is_named {
-            let want = aliases.get(r.name.as_str()).copied().unwrap_or(&r.name);
+            let want = hosts
+                .get(r.host.as_str())
+                .or_else(|| aliases.get(r.name.as_str()))
+                .copied()
+                .unwrap_or(&r.name);
             source.add(want, &info.source, &r.host);
         }
         if r.medium != "unknown" {
