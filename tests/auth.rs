@@ -34,16 +34,8 @@ fn hash(password: &str) -> String {
     hash_password_with(password, argon2::Params::new(64, 1, 1, None).unwrap()).unwrap()
 }
 
-fn yesterday_noon() -> u32 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    ((now / 86_400 - 1) * 86_400 + 43_200) as u32
-}
-
 fn rows() -> Vec<EventRow> {
-    let base = yesterday_noon();
+    let base = db::yesterday_noon();
     let mut rows = Vec::new();
     for (site, n) in [("example.com", VISITORS), ("other.example", OTHER_VISITORS)] {
         let site: Arc<str> = Arc::from(site);

@@ -32,19 +32,11 @@ struct Api {
     pages: std::collections::BTreeSet<String>,
 }
 
-fn yesterday_noon() -> u32 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    ((now / 86_400 - 1) * 86_400 + 43_200) as u32
-}
-
 async fn api(rate_limit: u32) -> Api {
     let ch = support::clickhouse();
     let (_config, client) = db::migrated_config("stats_api", "").await;
     let database = db::current_database(&client).await;
-    let base = yesterday_noon();
+    let base = db::yesterday_noon();
     let mut rows = Vec::new();
     let site: Arc<str> = Arc::from("example.com");
     for v in 0..5u64 {

@@ -42,3 +42,12 @@ pub async fn current_database(client: &Client) -> String {
         .await
         .unwrap()
 }
+
+/// Noon (UTC) of yesterday, as a row timestamp: inside every period that ends today.
+pub fn yesterday_noon() -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    ((now / 86_400 - 1) * 86_400 + 43_200) as u32
+}
