@@ -250,6 +250,19 @@ impl Server {
         (cookie, info.json()["csrf"].as_str().unwrap().to_owned())
     }
 
+    /// Opens the password-free shared link: its session cookie and CSRF token.
+    async fn open_share(&self) -> (String, String) {
+        let opened = self
+            .get(&format!("/share/example.com?auth={}", self.open_slug), None)
+            .await;
+        let (cookie, _) = set_cookie(&opened.headers).expect("a share session");
+        let csrf = self.whoami(&cookie).await.json()["csrf"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (cookie, csrf)
+    }
+
     async fn whoami(&self, cookie: &str) -> Answer {
         self.send(
             self.http
@@ -649,14 +662,7 @@ async fn a_session_lists_property_keys_of_its_sites_only() {
         .await;
     assert_eq!(a.status, 405);
     // A shared link locked to a filter does not list the whole site's keys.
-    let opened = s
-        .get(&format!("/share/example.com?auth={}", s.open_slug), None)
-        .await;
-    let (share_cookie, _) = set_cookie(&opened.headers).expect("a share session");
-    let share_csrf = s.whoami(&share_cookie).await.json()["csrf"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (share_cookie, share_csrf) = s.open_share().await;
     let a = props(
         "example.com",
         Some(&share_cookie),
@@ -672,19 +678,8 @@ async fn a_session_lists_property_keys_of_its_sites_only() {
 #[tokio::test]
 async fn shared_link_sessions_share_one_allowance_per_network() {
     let s = start("[dashboard]\nsession_rate_limit_per_hour = 4\n").await;
-    let open = || async {
-        let opened = s
-            .get(&format!("/share/example.com?auth={}", s.open_slug), None)
-            .await;
-        let (cookie, _) = set_cookie(&opened.headers).expect("a share session");
-        let csrf = s.whoami(&cookie).await.json()["csrf"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        (cookie, csrf)
-    };
-    let first = open().await;
-    let second = open().await;
+    let first = s.open_share().await;
+    let second = s.open_share().await;
     assert_ne!(first.0, second.0);
     let mut ok = 0;
     for (cookie, csrf) in [&first, &second, &first, &second, &first, &second] {
@@ -698,7 +693,7 @@ async fn shared_link_sessions_share_one_allowance_per_network() {
     }
     // Four between the two sessions, not four each.
     assert_eq!(ok, 4);
-    let third = open().await;
+    let third = s.open_share().await;
     let a = s
         .visitors(&third.0, &third.1, "example.com", json!([]))
         .await;
