@@ -29,9 +29,9 @@
 //!
 //! The per-row plan (visitors, page views and events of rows, by page, name, goal or
 //! time bucket) splits the period by UTC hour instead: an hour of a usable day that
-//! lies wholly inside the period is read from `hourly` (its rows are exactly the
-//! build's, which the counts guarantee), every other row of the period from `events`.
-//! `uniq` states merged across the two sides count as `uniq` over all the rows. A
+//! lies wholly inside the period is read from `hourly_pages` or `hourly_totals` (its
+//! rows are exactly the build's, which the counts guarantee), every other row of the
+//! period from `events`. `uniq` states merged across the two sides count as `uniq` over all the rows. A
 //! time bucket is a union of whole UTC hours only where the site's offset is a whole
 //! number of hours over the period, so time dimensions take the rollup only there.
 

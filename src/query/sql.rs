@@ -194,6 +194,13 @@ fn whole_hour_offsets(
     true
 }
 
+/// The UTC date of the instant `secs` seconds after the epoch (`None` out of range).
+fn utc_date(secs: i64) -> Option<jiff::civil::Date> {
+    jiff::Timestamp::from_second(secs)
+        .ok()
+        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
+}
+
 /// Which statement shape answers a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Plan {
@@ -1194,6 +1201,21 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// Whether the query's filters are row conditions (no `has_done`) on dimensions
+    /// `fits` accepts only.
+    fn filters_only_on(&self, fits: impl Fn(&Dimension) -> bool) -> bool {
+        let mut all = true;
+        for f in &self.query.filters {
+            all &= !contains_behavioral(f);
+            f.for_each_simple(&mut |s| {
+                if let Filter::Simple { dimension, .. } = s {
+                    all &= fits(dimension);
+                }
+            });
+        }
+        all
+    }
+
     /// Whether one pass over the period's rows, grouped by visit, answers the query:
     /// only visit-level metrics, visit and time dimensions, visit filters.
     fn fits_visit_plan(&self) -> bool {
@@ -1211,15 +1233,7 @@ impl<'a> Builder<'a> {
             )
         });
         let visit_or_time = |d: &Dimension| matches!(d, Dimension::Visit(_) | Dimension::Time(_));
-        let mut filters_fit = true;
-        for f in &q.filters {
-            filters_fit &= !contains_behavioral(f);
-            f.for_each_simple(&mut |s| {
-                if let Filter::Simple { dimension, .. } = s {
-                    filters_fit &= matches!(dimension, Dimension::Visit(_));
-                }
-            });
-        }
+        let filters_fit = self.filters_only_on(|d| matches!(d, Dimension::Visit(_)));
         // Visit attributes are the period's, not each bucket's: with a time dimension
         // they need the general plan's join.
         let attrs_per_period = q.time_dimension().is_none() || !self.uses_joined();
@@ -1400,23 +1414,17 @@ impl<'a> Builder<'a> {
                 _ => return None,
             }
         }
-        let mut filters_fit = true;
-        for f in &q.filters {
-            filters_fit &= !contains_behavioral(f);
-            f.for_each_simple(&mut |s| {
-                if let Filter::Simple { dimension, .. } = s {
-                    filters_fit &= matches!(
-                        dimension,
-                        Dimension::Event(
-                            EventDimension::Page
-                                | EventDimension::Hostname
-                                | EventDimension::Name
-                                | EventDimension::Goal
-                        )
-                    );
-                }
-            });
-        }
+        let filters_fit = self.filters_only_on(|d| {
+            matches!(
+                d,
+                Dimension::Event(
+                    EventDimension::Page
+                        | EventDimension::Hostname
+                        | EventDimension::Name
+                        | EventDimension::Goal
+                )
+            )
+        });
         if !metrics_fit || !filters_fit {
             return None;
         }
@@ -1443,12 +1451,7 @@ impl<'a> Builder<'a> {
         // The first and last whole UTC hours of the period.
         let first_hour = a.div_euclid(hour) * hour + if a.rem_euclid(hour) == 0 { 0 } else { hour };
         let last_hour = b.div_euclid(hour) * hour - hour;
-        let utc_day = |s: i64| {
-            jiff::Timestamp::from_second(s)
-                .ok()
-                .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
-        };
-        let (first, last) = (utc_day(first_hour)?, utc_day(last_hour)?);
+        let (first, last) = (utc_date(first_hour)?, utc_date(last_hour)?);
         let usable: Vec<&(jiff::civil::Date, u64)> = days
             .hourly
             .iter()
@@ -1515,13 +1518,8 @@ impl<'a> Builder<'a> {
     ) -> Option<StoredVisits> {
         use jiff::civil::Date;
         let secs = |t: jiff::Timestamp| t.as_second();
-        let utc_day = |s: i64| {
-            jiff::Timestamp::from_second(s)
-                .ok()
-                .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
-        };
-        let first = utc_day(secs(self.period.start))?;
-        let last = utc_day(secs(self.period.end) - 1)?;
+        let first = utc_date(secs(self.period.start))?;
+        let last = utc_date(secs(self.period.end) - 1)?;
         if last < first {
             return None;
         }
@@ -1748,8 +1746,8 @@ mod tests {
         assert!(whole_hour_offsets(&tz("Europe/Berlin"), a, b));
         assert!(whole_hour_offsets(&tz("America/New_York"), a, b));
         assert!(!whole_hour_offsets(&tz("Asia/Kolkata"), a, b));
-        // Lord Howe moves by half an hour: whole in winter (+10:30 is not), so the
-        // check must follow the transitions.
+        // Lord Howe is +10:30 in winter and +11 in summer: whole for part of the
+        // year only, so the check must follow the transitions.
         assert!(!whole_hour_offsets(&tz("Australia/Lord_Howe"), a, b));
         assert!(whole_hour_offsets(&tz("UTC"), a, b));
     }
